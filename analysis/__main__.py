@@ -1,0 +1,136 @@
+"""``python -m analysis STAGE``: the entry point of every pipeline stage.
+
+Every stage validates the whole ``params.yaml`` first, so a wrong key or value
+stops the run before any work, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from analysis.dcase import DataLayoutError
+from analysis.params import ParamsError, load_params
+
+
+def _synthesize(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.synthesize import synthesize
+
+    synthesize(params, args.out)
+
+
+def _extract(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.extract import extract
+
+    extract(params, args.machine_type, data_root=args.data_root, out_dir=args.out)
+
+
+def _localize(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.localize import localize
+
+    localize(params, args.machine_type)
+
+
+def _masks(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.masks import masks_stage
+
+    masks_stage(params)
+
+
+def _recommend(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.recommend import recommend
+
+    recommend(params)
+
+
+def _figures(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.figures import figures
+
+    figures(params)
+
+
+def _report(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.report import report
+
+    report(params, args.params)
+
+
+def _check_params(params: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"{args.params}: ok")
+
+
+def _watch(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.watch import watch
+
+    watch(args.params, debounce_s=args.debounce, poll_s=args.poll)
+
+
+STAGES: dict[str, tuple[Callable, str]] = {
+    "synthesize": (_synthesize, "write the synthetic DCASE-like data set (data/synthetic/)"),
+    "extract": (_extract, "log-mel features of one machine type (build/features/TYPE/)"),
+    "localize": (_localize, "where real anomalies sit, per machine ID (build/localization/)"),
+    "masks": (_masks, "draw masks for every preset, statistics and resize fidelity (build/masks/)"),
+    "recommend": (_recommend, "score presets and fit parameter ranges (build/recommendations.*)"),
+    "figures": (_figures, "draw the report's figures (report/figures/)"),
+    "report": (_report, "render the report to HTML and PDF (report/_output/)"),
+    "check-params": (_check_params, "validate params.yaml and exit"),
+    "watch": (_watch, "rerun `dvc repro` whenever params.yaml or the report template is saved"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Audio-specific anomaly-mask analysis pipeline. Normally run through `dvc repro`.",
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, (_, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "synthesize":
+            p.add_argument("--out", default="data/synthetic", help="output folder")
+        if name in ("extract", "localize"):
+            p.add_argument("machine_type", help="fan, pump, slider, valve, ToyCar or ToyConveyor")
+        if name == "extract":
+            p.add_argument("--data-root", default=None, help="override data.root")
+            p.add_argument(
+                "--out", default=None, help="output folder (default build/features/TYPE)"
+            )
+        if name == "watch":
+            p.add_argument(
+                "--debounce", type=float, default=1.0, help="seconds of quiet before a run"
+            )
+            p.add_argument("--poll", type=float, default=0.3, help="seconds between file checks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        machine_type = getattr(args, "machine_type", None)
+        if machine_type is not None and machine_type not in params["data"]["machine_types"]:
+            raise ParamsError(
+                f"data.machine_types: {machine_type!r} is not listed "
+                f"({', '.join(params['data']['machine_types'])})"
+            )
+        STAGES[args.stage][0](params, args)
+    except ParamsError as err:
+        print(f"error: {Path(args.params).name}: {err}", file=sys.stderr)
+        return 2
+    except DataLayoutError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

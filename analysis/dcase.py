@@ -1,0 +1,91 @@
+"""The DCASE 2020 Task 2 development-set layout: machine IDs, clip names, discovery.
+
+Layout: ``ROOT/<machine_type>/train/normal_id_XX_NNNNNNNN.wav`` and
+``ROOT/<machine_type>/test/{normal,anomaly}_id_XX_NNNNNNNN.wav``; train holds
+normal clips only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MACHINE_IDS: dict[str, tuple[str, ...]] = {
+    "fan": ("id_00", "id_02", "id_04", "id_06"),
+    "pump": ("id_00", "id_02", "id_04", "id_06"),
+    "slider": ("id_00", "id_02", "id_04", "id_06"),
+    "valve": ("id_00", "id_02", "id_04", "id_06"),
+    "ToyCar": ("id_01", "id_02", "id_03", "id_04"),
+    "ToyConveyor": ("id_01", "id_02", "id_03"),
+}
+
+CLIP_NAME = re.compile(
+    r"^(?P<label>normal|anomaly)_(?P<machine_id>id_\d{2})_(?P<index>\d{8})\.wav$"
+)
+SPLITS = ("train", "test")
+
+
+class DataLayoutError(FileNotFoundError):
+    """The data root does not hold the DCASE layout for a machine type."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    file: str  # path relative to the data root, POSIX separators
+    split: str  # train | test
+    label: int  # 0 normal, 1 anomaly
+    machine_id: str  # id_00
+
+
+def clip_name(label: int, machine_id: str, index: int) -> str:
+    return f"{'anomaly' if label else 'normal'}_{machine_id}_{index:08d}.wav"
+
+
+def parse_clip_name(name: str) -> tuple[int, str] | None:
+    """``(label, machine_id)`` of a DCASE clip file name, or None if it does not parse."""
+    match = CLIP_NAME.match(name)
+    if match is None:
+        return None
+    return (1 if match["label"] == "anomaly" else 0), match["machine_id"]
+
+
+def discover_clips(root: str | Path, machine_type: str) -> tuple[list[Clip], list[tuple[str, str]]]:
+    """List the clips of one machine type, strictly.
+
+    Returns
+    -------
+    clips
+        Usable-looking clips sorted by file name (split, then name).
+    skipped
+        ``(file, reason)`` for every file that is not a valid clip of its split.
+    """
+    root = Path(root)
+    type_dir = root / machine_type
+    if not type_dir.is_dir():
+        raise DataLayoutError(
+            f"{type_dir}: no such folder (expected ROOT/{machine_type}/{{train,test}}/)"
+        )
+    clips: list[Clip] = []
+    skipped: list[tuple[str, str]] = []
+    for split in SPLITS:
+        split_dir = type_dir / split
+        if not split_dir.is_dir():
+            raise DataLayoutError(
+                f"{split_dir}: no such folder (expected ROOT/{machine_type}/{split}/)"
+            )
+        for path in sorted(split_dir.iterdir()):
+            rel = path.relative_to(root).as_posix()
+            if path.is_dir():
+                skipped.append((rel, "a folder, not a clip"))
+                continue
+            parsed = parse_clip_name(path.name)
+            if parsed is None:
+                skipped.append((rel, "name does not parse as {normal,anomaly}_id_XX_NNNNNNNN.wav"))
+                continue
+            label, machine_id = parsed
+            if split == "train" and label == 1:
+                skipped.append((rel, "anomaly clip in train (train holds normal clips only)"))
+                continue
+            clips.append(Clip(rel, split, label, machine_id))
+    return clips, skipped

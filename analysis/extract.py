@@ -1,0 +1,325 @@
+"""Stage ``extract@TYPE``: log-mel features of one machine type.
+
+Reads the DCASE layout under ``data.root``, computes the detector's log-mel
+(see :mod:`analysis.mel`) for every clip, per-mel-bin mean/std over all train
+frames (streamed: train spectrograms are never held together), and writes the
+normalized test set. Clips that cannot be used are listed with a reason in
+``skipped.csv``; nothing is dropped silently.
+
+Outputs in ``build/features/TYPE/``: ``test.npz``, ``train_stats.npz``,
+``skipped.csv``, ``ground_truth.csv`` (a copy, header only for real data) and
+``source.json`` (counts, data fingerprint, warnings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+import soundfile as sf
+from threadpoolctl import threadpool_limits
+
+from analysis.dcase import Clip, DataLayoutError, discover_clips
+from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
+from analysis.mel import MelGeometry
+from analysis.params import resolve_n_jobs
+
+CHUNK_CLIPS = 16  # fixed, so chunked sums do not depend on the number of processes
+STD_FLOOR_DB = 1e-3  # a bin constant over all train frames is divided by this, not by 0
+SKIPPED_COLUMNS = ("file", "reason")
+
+
+class ClipError(Exception):
+    """A clip that cannot be used; the message is the reason listed in skipped.csv."""
+
+
+@dataclass
+class Loaded:
+    samples: np.ndarray
+    resampled: bool = False
+    downmixed: bool = False
+
+
+def load_clip(path: str | Path, sr: int, min_duration_s: float) -> Loaded:
+    """Load a clip as mono float32 at ``sr``; raise ClipError with a reason if unusable."""
+    try:
+        y, native_sr = librosa.load(path, sr=None, mono=False)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClipError(f"unreadable or corrupt audio: {first_line}") from None
+    loaded = Loaded(y)
+    if y.ndim == 2:
+        loaded.samples = librosa.to_mono(y)
+        loaded.downmixed = True
+    if loaded.samples.size == 0:
+        raise ClipError("empty clip (no samples)")
+    if not np.all(np.isfinite(loaded.samples)):
+        raise ClipError("non-finite samples (NaN or inf)")
+    duration_s = loaded.samples.size / native_sr
+    if duration_s < min_duration_s:
+        raise ClipError(f"shorter than {min_duration_s:g} s ({duration_s:.2f} s)")
+    if native_sr != sr:
+        loaded.samples = librosa.resample(loaded.samples, orig_sr=native_sr, target_sr=sr)
+        loaded.resampled = True
+    return loaded
+
+
+@lru_cache(maxsize=4)
+def _geometry(geometry: MelGeometry) -> MelGeometry:
+    """One geometry per process, so its filter bank is built once."""
+    return geometry
+
+
+def warm_up(geometry: MelGeometry) -> None:
+    """Pay librosa's lazy imports (scipy.signal, about a second) once, before workers fork."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(geometry.sr // 10, dtype=np.float32), geometry.sr, format="WAV")
+    buffer.seek(0)
+    librosa.load(buffer, sr=None, mono=False)
+    librosa.resample(
+        np.zeros(64, dtype=np.float32), orig_sr=geometry.sr, target_sr=geometry.sr // 2
+    )
+    _geometry(geometry).log_mel(np.zeros(geometry.sr, dtype=np.float32))
+
+
+def _single_blas_thread() -> None:
+    """Workers run one BLAS thread each: forked pools otherwise oversubscribe the cores 10x."""
+    threadpool_limits(1)
+
+
+@dataclass
+class ChunkResult:
+    """What a worker returns for a chunk of clips."""
+
+    statuses: list[tuple[str, str]]  # (file, "" if used else reason)
+    notes: Counter = field(default_factory=Counter)
+    logmels: list[np.ndarray] = field(default_factory=list)  # test chunks only
+    count: int = 0  # train chunks: frames seen
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+
+def _process_chunk(task: tuple[str, list[str], MelGeometry, float, bool]) -> ChunkResult:
+    root, files, geometry, min_duration_s, keep_logmels = task
+    geometry = _geometry(geometry)
+    result = ChunkResult(statuses=[])
+    frames = []
+    for file in files:
+        try:
+            loaded = load_clip(Path(root) / file, geometry.sr, min_duration_s)
+        except ClipError as err:
+            result.statuses.append((file, str(err)))
+            continue
+        result.notes["resampled"] += loaded.resampled
+        result.notes["downmixed"] += loaded.downmixed
+        logmel = geometry.log_mel(loaded.samples)
+        result.statuses.append((file, ""))
+        if keep_logmels:
+            result.logmels.append(logmel)
+        else:
+            frames.append(logmel.astype(np.float64))
+    if frames:
+        stacked = np.concatenate(frames, axis=1)
+        result.count = stacked.shape[1]
+        result.mean = stacked.mean(axis=1)
+        result.m2 = ((stacked - result.mean[:, None]) ** 2).sum(axis=1)
+    return result
+
+
+def merge_moments(
+    count_a: int,
+    mean_a: np.ndarray,
+    m2_a: np.ndarray,
+    count_b: int,
+    mean_b: np.ndarray,
+    m2_b: np.ndarray,
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Chan et al.'s pairwise merge of (count, mean, sum of squared deviations)."""
+    count = count_a + count_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / count)
+    m2 = m2_a + m2_b + delta**2 * (count_a * count_b / count)
+    return count, mean, m2
+
+
+def data_fingerprint(files: list[str]) -> str:
+    """SHA-256 of the sorted list of discovered file paths (names, not contents)."""
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()
+
+
+def extract(
+    params: dict[str, Any],
+    machine_type: str,
+    data_root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> Path:
+    """Extract features of one machine type into ``build/features/TYPE``.
+
+    Parameters
+    ----------
+    params
+        Validated params; reads ``features.*`` and ``data.root``.
+    machine_type
+        A folder under the data root.
+    data_root, out_dir
+        Overrides of ``data.root`` and of the output folder.
+    """
+    geometry = MelGeometry.from_params(params)
+    features = params["features"]
+    root = Path(data_root or params["data"]["root"])
+    out_dir = Path(out_dir or f"build/features/{machine_type}")
+    clips, skipped = discover_clips(root, machine_type)
+    train = [c for c in clips if c.split == "train"]
+    test = [c for c in clips if c.split == "test"]
+    n_jobs = resolve_n_jobs(features["n_jobs"])
+    progress = Progress(f"extract {machine_type}: clips", len(clips))
+    notes: Counter = Counter()
+
+    warm_up(geometry)
+    pool = ProcessPoolExecutor(n_jobs, initializer=_single_blas_thread) if n_jobs > 1 else None
+
+    def run(group: list[Clip], keep_logmels: bool):
+        tasks = [
+            (str(root), [c.file for c in chunk], geometry, features["min_duration_s"], keep_logmels)
+            for chunk in iter_chunks(group, CHUNK_CLIPS)
+        ]
+        return pool.map(_process_chunk, tasks) if pool else map(_process_chunk, tasks)
+
+    try:
+        count, mean, m2 = train_moments(
+            run(train, keep_logmels=False), geometry.n_mels, skipped, notes, progress
+        )
+        if count == 0:
+            raise DataLayoutError(
+                f"{root / machine_type / 'train'}: no usable train clips, cannot normalize"
+            )
+        std = np.sqrt(m2 / count)
+        kept, logmel, n_frames = normalized_test(
+            run(test, keep_logmels=True), test, geometry, mean, std, skipped, notes, progress
+        )
+    finally:
+        if pool:
+            pool.shutdown()
+    skipped.sort()
+    progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
+
+    warnings = id_warnings(kept)
+    for message in warnings:
+        log(f"warning: {machine_type}: {message}")
+    for file, reason in skipped:
+        log(f"skipped: {file}: {reason}")
+
+    with atomic_dir(out_dir) as tmp:
+        save_npz(
+            tmp / "test.npz",
+            logmel=logmel,
+            label=np.array([c.label for c in kept], dtype=np.int8),
+            machine_id=np.array([c.machine_id for c in kept], dtype=str),
+            file=np.array([c.file for c in kept], dtype=str),
+            n_frames=n_frames,
+        )
+        save_npz(
+            tmp / "train_stats.npz",
+            mean=mean.astype(np.float32),
+            std=std.astype(np.float32),
+            count=np.int64(count),
+            n_clips=np.int64(sum(1 for c in train) - sum(1 for f, _ in skipped if "/train/" in f)),
+        )
+        write_csv(
+            tmp / "skipped.csv", [{"file": f, "reason": r} for f, r in skipped], SKIPPED_COLUMNS
+        )
+        truth = root / machine_type / "ground_truth.csv"
+        if truth.is_file():
+            shutil.copyfile(truth, tmp / "ground_truth.csv")
+        else:
+            from analysis.synthesize import GROUND_TRUTH_COLUMNS
+
+            write_csv(tmp / "ground_truth.csv", [], GROUND_TRUTH_COLUMNS)
+        write_json(
+            tmp / "source.json",
+            source_summary(root, machine_type, clips, kept, skipped, notes, warnings),
+        )
+    log(f"extract {machine_type}: {len(kept)} test clips -> {out_dir}")
+    return out_dir
+
+
+def train_moments(chunks, n_mels, skipped, notes, progress) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pass 1: merge per-chunk (frames, mean, M2) of the train clips, in chunk order."""
+    count, mean, m2 = 0, np.zeros(n_mels), np.zeros(n_mels)
+    for chunk in chunks:
+        skipped += [(f, reason) for f, reason in chunk.statuses if reason]
+        notes.update(chunk.notes)
+        if chunk.count:
+            count, mean, m2 = merge_moments(count, mean, m2, chunk.count, chunk.mean, chunk.m2)
+        progress.advance(len(chunk.statuses))
+    return count, mean, m2
+
+
+def normalized_test(chunks, test, geometry, mean, std, skipped, notes, progress):
+    """Pass 2: crop/pad the test log-mels (padding = train mean, so 0 after) and normalize."""
+    divisor = np.maximum(std, STD_FLOOR_DB)
+    kept: list[Clip] = []
+    logmel = np.zeros((len(test), geometry.n_mels, geometry.target_T), dtype=np.float32)
+    n_frames = np.zeros(len(test), dtype=np.int32)
+    by_file = {c.file: c for c in test}
+    for chunk in chunks:
+        notes.update(chunk.notes)
+        used = iter(chunk.logmels)
+        for file, reason in chunk.statuses:
+            if reason:
+                skipped.append((file, reason))
+                continue
+            raw = next(used)
+            i = len(kept)
+            n_frames[i] = min(raw.shape[1], geometry.target_T)
+            padded = geometry.crop_or_pad(raw, fill=mean)
+            logmel[i] = (padded - mean[:, None]) / divisor[:, None]
+            kept.append(by_file[file])
+        progress.advance(len(chunk.statuses))
+    return kept, logmel[: len(kept)], n_frames[: len(kept)]
+
+
+def id_warnings(kept: list[Clip]) -> list[str]:
+    """Say which machine IDs have no normal or no anomalous test clips."""
+    messages = []
+    for machine_id in sorted({c.machine_id for c in kept}):
+        labels = {c.label for c in kept if c.machine_id == machine_id}
+        if 0 not in labels:
+            messages.append(f"{machine_id} has no normal test clips")
+        if 1 not in labels:
+            messages.append(f"{machine_id} has no anomalous test clips")
+    return messages
+
+
+def source_summary(root, machine_type, clips, kept, skipped, notes, warnings) -> dict[str, Any]:
+    all_files = [c.file for c in clips] + [
+        f for f, _ in skipped if f not in {c.file for c in clips}
+    ]
+    per_id: dict[str, dict[str, int]] = {}
+    for c in kept:
+        entry = per_id.setdefault(c.machine_id, {"test_normal": 0, "test_anomaly": 0})
+        entry["test_anomaly" if c.label else "test_normal"] += 1
+    return {
+        "machine_type": machine_type,
+        "data_root": str(root),
+        "synthetic": (root / "synthetic.json").is_file(),
+        "n_files_seen": len(all_files),
+        "n_train_used": sum(1 for c in clips if c.split == "train")
+        - sum(1 for f, _ in skipped if "/train/" in f),
+        "n_test_used": len(kept),
+        "n_skipped": len(skipped),
+        "n_resampled": int(notes["resampled"]),
+        "n_downmixed": int(notes["downmixed"]),
+        "per_id": per_id,
+        "file_list_sha256": data_fingerprint(all_files),
+        "warnings": warnings,
+    }

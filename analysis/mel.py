@@ -1,0 +1,130 @@
+"""Mel geometry and the detector's log-mel feature, in one place.
+
+The detector this analysis serves uses 16 kHz mono, an STFT with ``n_fft`` /
+``hop_length``, an HTK mel filter bank without filter normalization, power 2,
+then ``10*log10`` floored ``top_db`` below the clip's maximum. Everything that
+converts between mel bins and Hz, frames and seconds, or spectrogram and
+quantized grids goes through :class:`MelGeometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import librosa
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MelGeometry:
+    sr: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    power: float = 2.0
+    top_db: float = 80.0
+    target_T: int = 320
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> MelGeometry:
+        f = params["features"]
+        return cls(**{k: f[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def spectrogram_shape(self) -> tuple[int, int]:
+        return (self.n_mels, self.target_T)
+
+    def q_shape(self, factor: int) -> tuple[int, int]:
+        """The quantized grid of a ``factor``-times downsampling encoder (q_bot: 4, q_top: 8)."""
+        return (max(1, self.n_mels // factor), max(1, self.target_T // factor))
+
+    @cached_property
+    def mel_basis(self) -> np.ndarray:
+        """(n_mels, 1 + n_fft // 2) HTK filter bank, no area normalization."""
+        return librosa.filters.mel(
+            sr=self.sr,
+            n_fft=self.n_fft,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            htk=True,
+            norm=None,
+        ).astype(np.float32)
+
+    @cached_property
+    def bin_centres_hz(self) -> np.ndarray:
+        """Centre frequency of each mel filter (Hz)."""
+        edges = librosa.mel_frequencies(
+            n_mels=self.n_mels + 2, fmin=self.fmin, fmax=self.fmax, htk=True
+        )
+        return edges[1:-1]
+
+    @cached_property
+    def bin_edges_hz(self) -> np.ndarray:
+        """Lower and upper edge (Hz) of each mel filter's triangle, shape (n_mels, 2)."""
+        edges = librosa.mel_frequencies(
+            n_mels=self.n_mels + 2, fmin=self.fmin, fmax=self.fmax, htk=True
+        )
+        return np.stack([edges[:-2], edges[2:]], axis=1)
+
+    def bin_to_hz(self, mel_bin: float | np.ndarray) -> float | np.ndarray:
+        """Centre frequency (Hz) at a possibly fractional mel bin."""
+        return np.interp(mel_bin, np.arange(self.n_mels), self.bin_centres_hz)
+
+    def hz_to_bin(self, hz: float | np.ndarray) -> float | np.ndarray:
+        """Fractional mel bin whose centre is at ``hz`` (clipped to the bank)."""
+        return np.interp(hz, self.bin_centres_hz, np.arange(self.n_mels))
+
+    def bins_for_band(self, f_lo_hz: float, f_hi_hz: float) -> tuple[int, int]:
+        """Inclusive range of mel bins whose filters overlap ``[f_lo_hz, f_hi_hz]``."""
+        edges = self.bin_edges_hz
+        touching = np.flatnonzero((edges[:, 1] > f_lo_hz) & (edges[:, 0] < f_hi_hz))
+        if touching.size == 0:
+            nearest = int(np.argmin(np.abs(self.bin_centres_hz - 0.5 * (f_lo_hz + f_hi_hz))))
+            return nearest, nearest
+        # Keep the bins whose centre lies inside, plus one filter of skirt each side.
+        centres = self.bin_centres_hz
+        inside = np.flatnonzero((centres >= f_lo_hz) & (centres <= f_hi_hz))
+        if inside.size == 0:
+            return int(touching[0]), int(touching[-1])
+        return int(max(inside[0] - 1, 0)), int(min(inside[-1] + 1, self.n_mels - 1))
+
+    @property
+    def seconds_per_frame(self) -> float:
+        return self.hop_length / self.sr
+
+    def frame_to_seconds(self, frame: float | np.ndarray) -> float | np.ndarray:
+        return np.asarray(frame) * self.seconds_per_frame
+
+    def seconds_to_frame(self, seconds: float | np.ndarray) -> float | np.ndarray:
+        return np.asarray(seconds) / self.seconds_per_frame
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a centred STFT of ``n_samples`` samples."""
+        return 1 + n_samples // self.hop_length
+
+    def log_mel(self, y: np.ndarray) -> np.ndarray:
+        """Log-mel (dB) of a mono float signal at ``sr``, shape (n_mels, frames), float32.
+
+        Same as ``librosa.power_to_db(librosa.feature.melspectrogram(..., htk=True,
+        norm=None), ref=1.0, top_db=top_db)`` with the filter bank cached.
+        """
+        stft = librosa.stft(y, n_fft=self.n_fft, hop_length=self.hop_length, center=True)
+        magnitude = np.abs(stft)
+        spec = magnitude**self.power if self.power != 1.0 else magnitude
+        mel = self.mel_basis @ spec.astype(np.float32, copy=False)
+        return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=self.top_db).astype(np.float32)
+
+    def crop_or_pad(self, logmel: np.ndarray, fill: np.ndarray | float) -> np.ndarray:
+        """Crop to ``target_T`` frames from the start, or pad at the end with ``fill`` per bin."""
+        T = self.target_T
+        if logmel.shape[1] >= T:
+            return np.ascontiguousarray(logmel[:, :T])
+        out = np.empty((logmel.shape[0], T), dtype=np.float32)
+        out[:, : logmel.shape[1]] = logmel
+        out[:, logmel.shape[1] :] = np.asarray(fill, dtype=np.float32).reshape(-1, 1)
+        return out

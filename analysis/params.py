@@ -1,0 +1,321 @@
+"""Load and validate ``params.yaml`` before any stage does work.
+
+Every stage calls :func:`load_params`. The whole file is checked against one
+declarative spec (unknown keys, types, ranges) and a few cross-key rules
+(``fmax <= sr / 2``, ``min <= max``), and the first problem stops the run with
+a :class:`ParamsError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
+RESIZE_METHODS: tuple[str, ...] = ("nearest", "max_pool")
+PRESET_KINDS: tuple[str, ...] = ("audio_specific", "perlin")
+REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
+REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
+
+
+class ParamsError(ValueError):
+    """A params.yaml key is missing, unknown or has an impossible value."""
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number leaf: ``kind`` int or float, inclusive/exclusive bounds."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def check(self, key: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{key}: expected {self.kind.__name__}, got {value!r}")
+        if self.kind is int and not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: must be finite, got {value!r}")
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            raise ParamsError(
+                f"{key}: must be {'>' if self.lo_open else '>='} {self.lo}, got {value}"
+            )
+        if self.hi is not None and value > self.hi:
+            raise ParamsError(f"{key}: must be <= {self.hi}, got {value}")
+        return self.kind(value)
+
+
+@dataclass(frozen=True)
+class Text:
+    choices: tuple[str, ...] | None = None
+
+    def check(self, key: str, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"{key}: expected a non-empty string, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ParamsError(f"{key}: {value!r} is not one of {', '.join(self.choices)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    def check(self, key: str, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    min_len: int = 1
+
+    def check(self, key: str, value: Any) -> Any:
+        if not isinstance(value, list) or len(value) < self.min_len:
+            raise ParamsError(f"{key}: expected a list of at least {self.min_len} item(s)")
+        out = [self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if len(set(out)) != len(out):
+            raise ParamsError(f"{key}: items must be unique, got {value!r}")
+        return out
+
+
+def _positive_int(hi: float | None = None) -> Num:
+    return Num(int, 1, hi)
+
+
+FRACTION = Num(float, 0.0, 1.0, lo_open=True)
+N_JOBS = Num(int, 0, 512)
+
+AUDIO_SPECIFIC_PRESET: dict[str, Any] = {
+    "kind": Text(PRESET_KINDS),
+    "min_band_fraction": FRACTION,
+    "max_band_fraction": FRACTION,
+    "min_segments": _positive_int(),
+    "max_segments": _positive_int(),
+    "min_seg_len": _positive_int(),
+    "max_seg_len": _positive_int(),
+}
+AUDIO_SPECIFIC_OPTIONAL: dict[str, Any] = {
+    "min_band_position": Num(float, 0.0, 1.0),
+    "max_band_position": Num(float, 0.0, 1.0),
+}
+PERLIN_PRESET: dict[str, Any] = {
+    "kind": Text(PRESET_KINDS),
+    "min_scale_exp": Num(int, 0, 8),
+    "max_scale_exp": Num(int, 0, 8),
+    "threshold": Num(float, -1.0, 1.0),
+    "rotate": Flag(),
+}
+
+SPEC: dict[str, Any] = {
+    "data": {
+        "root": Text(),
+        "machine_types": ListOf(Text(MACHINE_TYPES)),
+    },
+    "synthetic": {
+        "seed": Num(int, 0),
+        "ids_per_type": _positive_int(4),
+        "train_clips_per_id": _positive_int(),
+        "test_normal_clips_per_id": _positive_int(),
+        "test_anomaly_clips_per_id": _positive_int(),
+        "min_anomaly_gain_db": Num(float, 0.0, 60.0, lo_open=True),
+        "max_anomaly_gain_db": Num(float, 0.0, 60.0, lo_open=True),
+        "n_jobs": N_JOBS,
+    },
+    "features": {
+        "sr": Num(int, 1000, 192000),
+        "n_fft": Num(int, 16, 65536),
+        "hop_length": _positive_int(),
+        "n_mels": Num(int, 8, 1024),
+        "fmin": Num(float, 0.0),
+        "fmax": Num(float, 0.0, lo_open=True),
+        "power": Num(float, 0.0, 4.0, lo_open=True),
+        "top_db": Num(float, 0.0, 200.0, lo_open=True),
+        "target_T": Num(int, 8, 100000),
+        "min_duration_s": Num(float, 0.0, lo_open=True),
+        "n_jobs": N_JOBS,
+    },
+    "localization": {
+        "normal_pixel_pass_rate": Num(float, 0.0, 0.5, lo_open=True),
+        "smooth_bins": _positive_int(64),
+        "smooth_frames": _positive_int(256),
+        "min_region_cells": _positive_int(),
+        "min_normal_clips": Num(int, 2),
+    },
+    "masks": {
+        "seed": Num(int, 0),
+        "n_masks": Num(int, 10),
+        "n_samples": _positive_int(64),
+        "q_grids": "q_grids",
+        "resize_methods": ListOf(Text(RESIZE_METHODS)),
+        "presets": "presets",
+    },
+    "recommend": {
+        "seed": Num(int, 0),
+        "fit_fraction": Num(float, 0.1, 0.9),
+        "min_anomaly_clips": Num(int, 2),
+        "min_region_share": Num(float, 0.0, 1.0),
+        "n_masks_per_candidate": Num(int, 16),
+        "n_search_candidates": Num(int, 1),
+        "n_refine_rounds": Num(int, 0, 50),
+        "n_bootstrap": Num(int, 10),
+        "ci_level": Num(float, 0.5, 0.999),
+    },
+    "figures": {
+        "dpi": Num(int, 50, 600),
+        "n_mask_samples": _positive_int(12),
+        "cmap_spectrogram": Text(),
+        "cmap_deviation": Text(),
+    },
+    "report": {
+        "title": Text(),
+        "author": Text(),
+        "engine": Text(REPORT_ENGINES),
+        "formats": ListOf(Text(REPORT_FORMATS)),
+    },
+}
+
+
+def _check_mapping(key: str, value: Any, spec: Mapping[str, Any], optional=None) -> dict:
+    if not isinstance(value, Mapping):
+        raise ParamsError(f"{key or 'params.yaml'}: expected a mapping of keys")
+    optional = optional or {}
+    prefix = f"{key}." if key else ""
+    for name in value:
+        if name not in spec and name not in optional:
+            known = ", ".join(sorted([*spec, *optional]))
+            raise ParamsError(f"{prefix}{name}: unknown key (known here: {known})")
+    out: dict[str, Any] = {}
+    for name, leaf in spec.items():
+        if name not in value:
+            raise ParamsError(f"{prefix}{name}: missing")
+        out[name] = _check_value(f"{prefix}{name}", value[name], leaf)
+    for name, leaf in optional.items():
+        if name in value:
+            out[name] = _check_value(f"{prefix}{name}", value[name], leaf)
+    return out
+
+
+def _check_value(key: str, value: Any, leaf: Any) -> Any:
+    if isinstance(leaf, Mapping):
+        return _check_mapping(key, value, leaf)
+    if leaf == "q_grids":
+        return _check_q_grids(key, value)
+    if leaf == "presets":
+        return _check_presets(key, value)
+    return leaf.check(key, value)
+
+
+def _check_q_grids(key: str, value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping) or not value:
+        raise ParamsError(f"{key}: expected a mapping of grid name to downsampling factor")
+    return {str(name): _positive_int(64).check(f"{key}.{name}", f) for name, f in value.items()}
+
+
+def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping) or not value:
+        raise ParamsError(f"{key}: expected at least one named preset")
+    out = {}
+    for name, preset in value.items():
+        pkey = f"{key}.{name}"
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            raise ParamsError(f"{pkey}: preset names use letters, digits and underscores")
+        if not isinstance(preset, Mapping) or "kind" not in preset:
+            raise ParamsError(f"{pkey}.kind: missing (one of {', '.join(PRESET_KINDS)})")
+        kind = Text(PRESET_KINDS).check(f"{pkey}.kind", preset["kind"])
+        if kind == "audio_specific":
+            out[name] = _check_mapping(pkey, preset, AUDIO_SPECIFIC_PRESET, AUDIO_SPECIFIC_OPTIONAL)
+        else:
+            out[name] = _check_mapping(pkey, preset, PERLIN_PRESET)
+    return out
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {message}")
+
+
+def _check_min_max(params: dict, group: str, lo: str, hi: str) -> None:
+    g = params[group]
+    _require(g[lo] <= g[hi], f"{group}.{lo}", f"{g[lo]} is above {group}.{hi} = {g[hi]}")
+
+
+def _cross_checks(p: dict) -> None:
+    f = p["features"]
+    _require(
+        f["fmax"] <= f["sr"] / 2, "features.fmax", f"{f['fmax']} is above sr/2 = {f['sr'] / 2}"
+    )
+    _require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")
+    _require(f["hop_length"] <= f["n_fft"], "features.hop_length", "must not exceed n_fft")
+    _check_min_max(p, "synthetic", "min_anomaly_gain_db", "max_anomaly_gain_db")
+    n_mels, T = f["n_mels"], f["target_T"]
+    for grid, factor in p["masks"]["q_grids"].items():
+        _require(
+            factor <= min(n_mels, T),
+            f"masks.q_grids.{grid}",
+            f"factor {factor} leaves an empty grid for {n_mels} x {T}",
+        )
+    for name, preset in p["masks"]["presets"].items():
+        key = f"masks.presets.{name}"
+        if preset["kind"] == "audio_specific":
+            _check_min_max({key: preset}, key, "min_band_fraction", "max_band_fraction")
+            _check_min_max({key: preset}, key, "min_segments", "max_segments")
+            _check_min_max({key: preset}, key, "min_seg_len", "max_seg_len")
+            _require(preset["max_seg_len"] <= T, f"{key}.max_seg_len", f"above target_T = {T}")
+            lo = preset.get("min_band_position", 0.0)
+            hi = preset.get("max_band_position", 1.0)
+            _require(lo < hi, f"{key}.min_band_position", "must be below max_band_position")
+        else:
+            _check_min_max({key: preset}, key, "min_scale_exp", "max_scale_exp")
+
+
+def validate_params(raw: Any) -> dict[str, Any]:
+    """Return a checked copy of a parsed params mapping, or raise ParamsError naming the key."""
+    params = _check_mapping("", raw, SPEC)
+    _cross_checks(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate a params file.
+
+    Parameters
+    ----------
+    path
+        The YAML file, ``params.yaml`` at the project root by default.
+
+    Returns
+    -------
+    dict
+        The validated params, grouped by stage as in the file.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return validate_params(raw)
+
+
+def resolve_n_jobs(n_jobs: int) -> int:
+    """``0`` means all cores this process may use."""
+    import os
+
+    if n_jobs > 0:
+        return n_jobs
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+CheckFn = Callable[[str, Any], Any]
