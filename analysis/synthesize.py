@@ -318,7 +318,7 @@ class Machine:
         dur = t[-1]
         period = (dur - 1.0) / count
         times = 0.3 + np.arange(count) * period + rng.uniform(0, 0.5 * period, count)
-        length_s = 0.06
+        length_s = 0.1
         part = clicks(rng, t.size, times, f_band[0], f_band[1], length_s / 6)
         regions = [(f_band[0], f_band[1], float(x), float(min(x + length_s, dur))) for x in times]
         # Scale so each click's rectangle rises by about gain_db.
@@ -378,7 +378,9 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
     n = int(clip_duration_s(job.machine_type) * SR)
     sound = machine.normal(rng, n)
     normal_mix = sound.mix()
-    level = 10 ** ((-24 + rng.normal(0, 1.0)) / 20) / (np.sqrt(np.mean(normal_mix**2)) + 1e-12)
+    # The level comes from the normal sound only: an anomaly must never rescale the whole
+    # clip (that would turn a local change into a global one). -30 dBFS leaves room for clicks.
+    level = 10 ** ((-30 + rng.normal(0, 1.0)) / 20) / (np.sqrt(np.mean(normal_mix**2)) + 1e-12)
     rows: list[dict[str, Any]] = []
     if job.label == 1:
         gain_db = rng.uniform(job.min_gain_db, job.max_gain_db)
@@ -401,10 +403,7 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
             )
     else:
         mix = normal_mix
-    y = mix * level
-    peak = np.max(np.abs(y))
-    if peak > 0.98:
-        y *= 0.98 / peak
+    y = np.clip(mix * level, -1.0, 32767 / 32768)
     return np.round(y * 32767).astype(np.int16), rows
 
 
