@@ -1,0 +1,402 @@
+"""Stage ``recommend``: score every preset against real anomaly regions and fit better ranges.
+
+The score (defined once, in :func:`score`) is the mean over the features in
+``SCORE_FEATURES`` of the 1-D Wasserstein distance between the preset's mask
+features and the real per-clip region features, each feature mapped to [0, 1]
+first (:func:`analysis.regions.score_transform`). 0 means the two
+distributions are identical; lower is closer.
+
+For each machine type (and each machine ID with enough clips) the anomaly
+clips with a region are split in two halves. The fitted preset is searched on
+one half: initialized from quantiles of the real features, then a random
+search and a few rounds of local refinement over band fraction, band
+position, number of segments and segment length (up to the whole clip), so
+both "a narrow band for the whole clip" and "a few short clicks" are in
+reach. Every preset and the fitted one are then scored on the other half,
+with bootstrap confidence intervals over its clips.
+"""
+
+from __future__ import annotations
+
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import wasserstein_distance
+from threadpoolctl import threadpool_limits
+
+from analysis.io import Progress, read_csv, read_json, write_csv, write_json
+from analysis.masks import AudioSpecificStrategy
+from analysis.mel import MelGeometry
+from analysis.params import resolve_n_jobs
+from analysis.regions import FEATURE_COLUMNS, SCORE_FEATURES, profile_features, score_transform
+
+FIT_KEYS = (
+    "min_band_fraction",
+    "max_band_fraction",
+    "min_segments",
+    "max_segments",
+    "min_seg_len",
+    "max_seg_len",
+    "min_band_position",
+    "max_band_position",
+)
+SCORE_DEFINITION = (
+    "score = mean over the features {features} of the 1-D Wasserstein distance between the "
+    "preset's mask features and the real anomaly regions' features, after mapping each feature "
+    "to [0, 1] (fractions as they are; segment lengths / T; number of segments as "
+    "log(1 + n) / log(1 + T/2)). 0 means identical distributions; lower is closer."
+).format(features=", ".join(SCORE_FEATURES))
+
+
+def score(
+    mask_features: dict[str, np.ndarray], real_features: dict[str, np.ndarray], n_mels: int, T: int
+) -> float:
+    """The distance between mask features and real region features (lower is closer).
+
+    Empty masks (NaN features) are left out of the mask side.
+    """
+    distances = []
+    for name in SCORE_FEATURES:
+        m = score_transform(name, mask_features[name], n_mels, T)
+        r = score_transform(name, real_features[name], n_mels, T)
+        m, r = m[np.isfinite(m)], r[np.isfinite(r)]
+        if m.size == 0 or r.size == 0:
+            return float("nan")
+        distances.append(wasserstein_distance(m, r))
+    return float(np.mean(distances))
+
+
+def strategy_features(
+    settings: dict[str, Any], geometry: MelGeometry, n_masks: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Region features of ``n_masks`` masks of an AudioSpecificStrategy setting (drawn as factors)."""
+    strategy = AudioSpecificStrategy(
+        geometry.spectrogram_shape, geometry.spectrogram_shape, seed=seed, **settings
+    )
+    rows, frames = strategy.draw_factors(n_masks)
+    return profile_features(rows.numpy(), frames.numpy())
+
+
+def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
+    """Round and order a raw candidate into a valid AudioSpecificStrategy setting."""
+    bf = sorted(
+        float(np.clip(candidate[k], 1.0 / n_mels, 1.0))
+        for k in ("min_band_fraction", "max_band_fraction")
+    )
+    seg = sorted(
+        int(np.clip(round(candidate[k]), 1, T // 2)) for k in ("min_segments", "max_segments")
+    )
+    ln = sorted(int(np.clip(round(candidate[k]), 1, T)) for k in ("min_seg_len", "max_seg_len"))
+    pos = sorted(
+        float(np.clip(candidate[k], 0.0, 1.0)) for k in ("min_band_position", "max_band_position")
+    )
+    if pos[1] - pos[0] < bf[0]:  # the band must fit in its position range
+        centre = 0.5 * (pos[0] + pos[1])
+        pos = [max(0.0, centre - bf[0] / 2), min(1.0, centre + bf[0] / 2)]
+        if pos[1] - pos[0] < bf[0]:
+            pos = [0.0, bf[0]] if pos[0] == 0.0 else [1.0 - bf[0], 1.0]
+    return {
+        "min_band_fraction": round(bf[0], 4),
+        "max_band_fraction": round(bf[1], 4),
+        "min_segments": seg[0],
+        "max_segments": seg[1],
+        "min_seg_len": ln[0],
+        "max_seg_len": ln[1],
+        "min_band_position": round(pos[0], 4),
+        "max_band_position": round(pos[1], 4),
+    }
+
+
+def initial_guess(real: dict[str, np.ndarray], n_mels: int, T: int) -> dict[str, Any]:
+    """Ranges read off the real features' 10th and 90th percentiles."""
+
+    def q(name, p, values=None):
+        v = real[name] if values is None else values
+        return float(np.nanpercentile(v, p))
+
+    low_edge = real["band_centre_fraction"] - real["band_fraction"] / 2
+    high_edge = real["band_centre_fraction"] + real["band_fraction"] / 2
+    return _clean(
+        {
+            "min_band_fraction": q("band_fraction", 10),
+            "max_band_fraction": q("band_fraction", 90),
+            "min_segments": q("n_segments", 10),
+            "max_segments": q("n_segments", 90),
+            "min_seg_len": q("mean_seg_len_frames", 10),
+            "max_seg_len": q("max_seg_len_frames", 90),
+            "min_band_position": q("", 5, low_edge),
+            "max_band_position": q("", 95, high_edge),
+        },
+        n_mels,
+        T,
+    )
+
+
+def _perturb(
+    base: dict[str, Any], rng: np.random.Generator, spread: float, n_mels: int, T: int
+) -> dict[str, Any]:
+    """A random neighbour: each range end moved by a log-normal factor (positions additively)."""
+    out = {}
+    for key, value in base.items():
+        if "position" in key:
+            out[key] = value + rng.normal(0, 0.15 * spread)
+        else:
+            out[key] = max(value, 1e-3) * float(np.exp(rng.normal(0, spread)))
+    return _clean(out, n_mels, T)
+
+
+def _random_candidate(rng: np.random.Generator, n_mels: int, T: int) -> dict[str, Any]:
+    """A broad draw over the whole space, so the search is not stuck near the initial guess."""
+    lo_len = float(np.exp(rng.uniform(0, np.log(T))))
+    lo_seg = float(np.exp(rng.uniform(0, np.log(T // 4))))
+    lo_bf = float(np.exp(rng.uniform(np.log(1 / n_mels), 0)))
+    return _clean(
+        {
+            "min_band_fraction": lo_bf,
+            "max_band_fraction": lo_bf * np.exp(rng.uniform(0, 1.5)),
+            "min_segments": lo_seg,
+            "max_segments": lo_seg * np.exp(rng.uniform(0, 2)),
+            "min_seg_len": lo_len,
+            "max_seg_len": lo_len * np.exp(rng.uniform(0, 2)),
+            "min_band_position": rng.uniform(0, 0.5),
+            "max_band_position": rng.uniform(0.5, 1),
+        },
+        n_mels,
+        T,
+    )
+
+
+def fit_preset(
+    real: dict[str, np.ndarray], geometry: MelGeometry, settings: dict[str, Any], seed: int
+) -> tuple[dict[str, Any], float]:
+    """Search AudioSpecificStrategy settings whose masks are closest to ``real`` regions.
+
+    Every candidate is drawn with the same seed (common random numbers), so
+    differences in score come from the settings, not from sampling noise.
+
+    Parameters
+    ----------
+    real
+        Region features (``FEATURE_COLUMNS`` arrays) of the fit half.
+    settings
+        ``recommend`` params: ``n_masks_per_candidate``, ``n_search_candidates``, ``n_refine_rounds``.
+
+    Returns
+    -------
+    best, best_score
+        The fitted setting (keys ``FIT_KEYS``) and its score on ``real``.
+    """
+    n_mels, T = geometry.spectrogram_shape
+    rng = np.random.default_rng(seed)
+    n_masks = settings["n_masks_per_candidate"]
+    cache: dict[tuple, float] = {}
+
+    def evaluate(candidate: dict[str, Any]) -> float:
+        key = tuple(candidate[k] for k in FIT_KEYS)
+        if key not in cache:
+            cache[key] = score(
+                strategy_features(candidate, geometry, n_masks, seed), real, n_mels, T
+            )
+        return cache[key]
+
+    best = initial_guess(real, n_mels, T)
+    best_score = evaluate(best)
+    n_search = settings["n_search_candidates"]
+    for i in range(n_search):
+        candidate = (
+            _random_candidate(rng, n_mels, T) if i % 4 == 3 else _perturb(best, rng, 0.6, n_mels, T)
+        )
+        value = evaluate(candidate)
+        if value < best_score:
+            best, best_score = candidate, value
+    spread = 0.3
+    for _ in range(settings["n_refine_rounds"]):
+        for _ in range(max(8, n_search // 8)):
+            candidate = _perturb(best, rng, spread, n_mels, T)
+            value = evaluate(candidate)
+            if value < best_score:
+                best, best_score = candidate, value
+        spread *= 0.6
+    return best, best_score
+
+
+def split_halves(files: list[str], groups: list[str], fit_fraction: float, seed: int) -> np.ndarray:
+    """Boolean 'in the fit half' per clip: a seeded shuffle within each group (machine ID)."""
+    in_fit = np.zeros(len(files), dtype=bool)
+    for group in sorted(set(groups)):
+        idx = np.array(
+            sorted((i for i, g in enumerate(groups) if g == group), key=lambda i: files[i])
+        )
+        rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
+        idx = idx[rng.permutation(idx.size)]
+        in_fit[idx[: int(round(fit_fraction * idx.size))]] = True
+    return in_fit
+
+
+def bootstrap_scores(
+    mask_features: dict[str, dict[str, np.ndarray]],
+    real: dict[str, np.ndarray],
+    n_mels: int,
+    T: int,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, tuple[float, float, float]]:
+    """Score of each mask set on ``real`` with a percentile bootstrap CI over the real clips."""
+    rng = np.random.default_rng(seed)
+    n = real[SCORE_FEATURES[0]].size
+    draws = rng.integers(0, n, size=(n_boot, n))
+    out = {}
+    for name, feats in mask_features.items():
+        point = score(feats, real, n_mels, T)
+        boots = [score(feats, {k: v[d] for k, v in real.items()}, n_mels, T) for d in draws]
+        alpha = (1 - level) / 2
+        out[name] = (
+            point,
+            float(np.nanquantile(boots, alpha)),
+            float(np.nanquantile(boots, 1 - alpha)),
+        )
+    return out
+
+
+def _features_of(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """Feature arrays from CSV rows; blank cells (empty maps) become NaN."""
+    return {c: np.array([float(r[c]) if r[c] else np.nan for r in rows]) for c in FEATURE_COLUMNS}
+
+
+def recommend_group(
+    machine_type: str,
+    machine_id: str,
+    rows: list[dict[str, str]],
+    preset_features: dict[str, dict[str, np.ndarray]],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """One recommendations row: fitted ranges and every preset's held-out score with CIs."""
+    n_mels, T = geometry.spectrogram_shape
+    found = [r for r in rows if r["found"] == "1"]
+    out: dict[str, Any] = {
+        "machine_type": machine_type,
+        "machine_id": machine_id,
+        "n_anomaly": len(rows),
+        "n_regions": len(found),
+    }
+    share = len(found) / len(rows) if rows else 0.0
+    if len(found) < settings["min_anomaly_clips"] or share < settings["min_region_share"]:
+        out["status"] = (
+            f"not enough evidence: regions in {len(found)} of {len(rows)} anomaly clips "
+            f"(needs {settings['min_anomaly_clips']} and a share of {settings['min_region_share']:.0%})"
+        )
+        return out
+    seed = settings["seed"] * 7919 + zlib.crc32(f"{machine_type}/{machine_id}".encode())
+    in_fit = split_halves(
+        [r["file"] for r in found], [r["machine_id"] for r in found], settings["fit_fraction"], seed
+    )
+    real = _features_of(found)
+    fit_real = {k: v[in_fit] for k, v in real.items()}
+    held_out = {k: v[~in_fit] for k, v in real.items()}
+    fitted, fit_score = fit_preset(fit_real, geometry, settings, seed)
+    candidates = dict(preset_features)
+    candidates["recommended"] = strategy_features(
+        fitted, geometry, 4 * settings["n_masks_per_candidate"], seed + 1
+    )
+    scores = bootstrap_scores(
+        candidates, held_out, n_mels, T, settings["n_bootstrap"], settings["ci_level"], seed + 2
+    )
+    out.update(
+        {"status": "ok", "n_fit": int(in_fit.sum()), "n_holdout": int((~in_fit).sum()), **fitted}
+    )
+    out["fit_score"] = fit_score
+    for name, (point, lo, hi) in scores.items():
+        out[f"score_{name}"], out[f"score_{name}_ci_low"], out[f"score_{name}_ci_high"] = (
+            point,
+            lo,
+            hi,
+        )
+    presets_only = {k: v[0] for k, v in scores.items() if k != "recommended"}
+    out["best_preset"] = min(presets_only, key=presets_only.get)
+    out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
+    out["full_clip_share"] = float(np.mean(real["time_coverage"] >= 0.95))
+    return out
+
+
+def _recommend_task(task: tuple) -> dict[str, Any]:
+    return recommend_group(*task)
+
+
+def recommendation_columns(preset_names: list[str]) -> list[str]:
+    columns = [
+        "machine_type",
+        "machine_id",
+        "status",
+        "n_anomaly",
+        "n_regions",
+        "n_fit",
+        "n_holdout",
+        *FIT_KEYS,
+    ]
+    columns += ["score_current", "score_proposed", "score_recommended"]
+    for name in [*preset_names, "recommended"]:
+        if name not in ("current", "proposed", "recommended"):
+            columns.append(f"score_{name}")
+    for name in [*preset_names, "recommended"]:
+        columns += [f"score_{name}_ci_low", f"score_{name}_ci_high"]
+    return columns + ["fit_score", "best_preset", "multi_band_share", "full_clip_share"]
+
+
+def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
+    """Score presets and fit recommendations for every machine type and ID.
+
+    Parameters
+    ----------
+    params
+        Validated params; reads ``recommend.*``, ``data.machine_types`` and the
+        mel geometry (``features.n_mels``, ``features.target_T``).
+    """
+    settings = params["recommend"]
+    geometry = MelGeometry.from_params(params)
+    build_dir = Path(build_dir)
+    presets = read_json(build_dir / "masks" / "presets.json")["presets"]
+    mask_rows = read_csv(build_dir / "masks" / "features.csv")
+    preset_features = {
+        name: _features_of([r for r in mask_rows if r["preset"] == name]) for name in presets
+    }
+    groups = []
+    for machine_type in params["data"]["machine_types"]:
+        rows = read_csv(build_dir / "localization" / f"{machine_type}.regions.csv")
+        groups.append((machine_type, "all", rows))
+        for machine_id in sorted({r["machine_id"] for r in rows}):
+            groups.append(
+                (machine_type, machine_id, [r for r in rows if r["machine_id"] == machine_id])
+            )
+    progress = Progress("recommend: groups", len(groups))
+    tasks = [(*group, preset_features, geometry, settings) for group in groups]
+    # Each group has its own seed, so the result does not depend on the number of processes.
+    with ProcessPoolExecutor(
+        resolve_n_jobs(0), initializer=threadpool_limits, initargs=(1,)
+    ) as pool:
+        results = []
+        for row in pool.map(_recommend_task, tasks):
+            results.append(row)
+            progress.advance()
+    progress.close()
+    columns = recommendation_columns(list(presets))
+    write_csv(build_dir / "recommendations.csv", results, columns)
+    write_json(
+        build_dir / "recommendations.json",
+        {"score_definition": SCORE_DEFINITION, "presets": presets, "rows": results},
+    )
+    metrics = {}
+    for row in results:
+        if row["machine_id"] == "all" and row.get("status") == "ok":
+            metrics[row["machine_type"]] = {
+                "score_recommended": row["score_recommended"],
+                "score_current": row.get("score_current"),
+                "score_proposed": row.get("score_proposed"),
+                "best_preset": row["best_preset"],
+            }
+    write_json(build_dir / "metrics.json", metrics)
+    return build_dir / "recommendations.csv"
