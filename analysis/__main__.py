@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataLayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except RuntimeError as err:
+        print(f"error: {args.stage}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,287 @@
+"""Stage ``report``: the Quarto document, rendered to HTML (to read) and PDF (to share).
+
+The Jinja2 template ``report/report.qmd.j2`` and the stage outputs make
+``report/report.qmd``. The Quarto CLI renders it where it is installed;
+otherwise pandoc (from the ``pypandoc-binary`` wheel) makes a self-contained
+HTML file and a Typst file that the ``typst`` wheel compiles to PDF. The Lua
+filter ``report/crossref.lua`` resolves ``@fig-``/``@tbl-`` references there.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import yaml
+
+from analysis.io import atomic_path, log, read_csv, read_json, write_text
+from analysis.mel import MelGeometry
+from analysis.recommend import FIT_KEYS
+
+REPORT_DIR = Path("report")
+TEMPLATE = "report.qmd.j2"
+PACKAGES = ("numpy", "scipy", "torch", "librosa", "soundfile", "matplotlib", "seaborn", "jinja2", "dvc", "pypandoc-binary", "typst")
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$@~^\"'=:;])")
+
+
+def md_escape(value: Any) -> str:
+    """Text safe inside Markdown and HTML: every ASCII punctuation mark backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value))
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table cell; blank for missing values."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return md_escape(value)
+    if not np.isfinite(f):
+        return "–"
+    return f"{f:.{digits}f}"
+
+
+def git_state(cwd: Path = Path(".")) -> dict[str, Any]:
+    """The commit the report was made from and whether tracked files had changes."""
+
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"commit": commit or "unknown (not a git checkout)", "dirty": dirty}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def pandoc_path() -> str:
+    import pypandoc
+
+    return pypandoc.get_pandoc_path()
+
+
+def choose_engine(setting: str) -> str:
+    """``quarto`` when asked for or (``auto``) when on PATH; otherwise ``pandoc``."""
+    if setting == "quarto" and not shutil.which("quarto"):
+        raise RuntimeError("report.engine is 'quarto' but the quarto CLI is not on PATH (use auto or pandoc)")
+    if setting == "quarto" or (setting == "auto" and shutil.which("quarto")):
+        return "quarto"
+    return "pandoc"
+
+
+def engine_version(engine: str) -> str:
+    if engine == "quarto":
+        return "quarto " + subprocess.run(["quarto", "--version"], capture_output=True, text=True).stdout.strip()
+    pandoc = subprocess.run([pandoc_path(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return f"{pandoc} + typst {importlib.metadata.version('typst')} (pandoc-typst fallback)"
+
+
+def describe_fit(row: dict[str, Any], T: int) -> str:
+    """Fitted ranges in words."""
+    return (
+        f"band {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} of the mel bins within "
+        f"{row['min_band_position']:.0%}–{row['max_band_position']:.0%} of the axis, "
+        f"{row['min_segments']}–{row['max_segments']} segment(s) of {row['min_seg_len']}–{row['max_seg_len']} frames"
+        + (" (up to the whole clip)" if row["max_seg_len"] >= 0.9 * T else "")
+    )
+
+
+def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int) -> str:
+    """A ready-to-paste constructor call with the fitted values."""
+    n_mels, T = geometry.spectrogram_shape
+    q = geometry.q_shape(q_factor)
+    args = [f"spectrogram_shape=({n_mels}, {T})", f"q_shape=({q[0]}, {q[1]})", f"n_mels={n_mels}", f"T={T}"]
+    args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
+    return "AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
+
+
+def findings(context: dict[str, Any]) -> list[str]:
+    """The first page's summary, written from the numbers."""
+    out = []
+    types = context["machine_types"]
+    patterns = {t: context["localization"][t]["pattern"] for t in types}
+    groups: dict[str, list[str]] = {}
+    for t, p in patterns.items():
+        groups.setdefault(p.split(",")[0], []).append(t)
+    words = {"stationary": "stationary band anomalies (lasting the whole clip)", "transient": "short transient anomalies", "windowed": "anomalies confined to a time window", "none found": "no anomaly region standing out"}
+    for kind, members in groups.items():
+        out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
+    ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
+    if ok:
+        presets = [p for p in context["preset_names"]]
+        means = {p: float(np.mean([r[f"score_{p}"] for r in ok])) for p in presets}
+        best = min(means, key=means.get)
+        out.append(
+            f"Closest preset on average over machine types: '{best}' (mean held-out score {means[best]:.3f}; "
+            + ", ".join(f"{p} {v:.3f}" for p, v in means.items() if p != best)
+            + ")."
+        )
+        better = sum(1 for r in ok if r["score_recommended"] < min(r[f"score_{p}"] for p in presets))
+        out.append(f"The fitted setting beats every preset on held-out clips for {better} of {len(ok)} machine types.")
+        for r in ok:
+            out.append(f"{r['machine_type']}: fitted {describe_fit(r, context['T'])}; score {r['score_recommended']:.3f} vs current {fmt(r.get('score_current'))}.")
+    lacking = [r for r in context["type_rows"] if r.get("status") != "ok"]
+    for r in lacking:
+        out.append(f"{r['machine_type']}: {r['status']}.")
+    worst = max(context["fidelity"], key=lambda r: float(r["vanished_share"]), default=None)
+    if worst and float(worst["vanished_share"]) > 0:
+        out.append(
+            f"Resizing: up to {float(worst['vanished_share']):.1%} of '{worst['preset']}' masks vanish on the "
+            f"{worst['grid']} grid with {worst['method']} resize; max_pool never loses a masked cell."
+        )
+    return out
+
+
+def build_context(params: dict[str, Any], params_path: str | Path, build_dir: Path, figures_dir: Path, engine: str) -> dict[str, Any]:
+    geometry = MelGeometry.from_params(params)
+    machine_types = params["data"]["machine_types"]
+    sources = {t: read_json(build_dir / "features" / t / "source.json") for t in machine_types}
+    skipped = [{"machine_type": t, **row} for t in machine_types for row in read_csv(build_dir / "features" / t / "skipped.csv")]
+    recs = read_json(build_dir / "recommendations.json")
+    presets_meta = read_json(build_dir / "masks" / "presets.json")
+    manifest = read_json(figures_dir / "manifest.json")["figures"]
+    figures_by_section: dict[str, list[dict]] = {}
+    for entry in manifest:
+        figures_by_section.setdefault(entry["section"], []).append(entry)
+    q_bot_factor = params["masks"]["q_grids"].get("q_bot", next(iter(params["masks"]["q_grids"].values())))
+    rows = recs["rows"]
+    context = {
+        "title": params["report"]["title"],
+        "author": params["report"]["author"],
+        "date": _dt.date.today().isoformat(),
+        "machine_types": machine_types,
+        "synthetic": all(s["synthetic"] for s in sources.values()),
+        "any_synthetic": any(s["synthetic"] for s in sources.values()),
+        "data_root": params["data"]["root"],
+        "sources": sources,
+        "skipped": skipped,
+        "localization": {t: read_json(build_dir / "localization" / f"{t}.json") for t in machine_types},
+        "rows": rows,
+        "type_rows": [r for r in rows if r["machine_id"] == "all"],
+        "id_rows": [r for r in rows if r["machine_id"] != "all"],
+        "score_definition": recs["score_definition"],
+        "presets": presets_meta["presets"],
+        "preset_names": list(presets_meta["presets"]),
+        "grids": presets_meta["grids"],
+        "fidelity": read_csv(build_dir / "masks" / "fidelity.csv"),
+        "figures": figures_by_section,
+        "figure_ids": {e["id"] for e in manifest},
+        "geometry": geometry,
+        "n_mels": geometry.n_mels,
+        "T": geometry.target_T,
+        "params": params,
+        "params_yaml": yaml.safe_dump(params, sort_keys=False),
+        "git": git_state(),
+        "versions": package_versions(),
+        "engine": engine_version(engine),
+        "calls": {r["machine_type"]: strategy_call(r, geometry, q_bot_factor) for r in rows if r["machine_id"] == "all" and r.get("status") == "ok"},
+        "fit_keys": FIT_KEYS,
+    }
+    context["findings"] = findings(context)
+    return context
+
+
+def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        # Quarto attributes look like {#fig-x}: keep Jinja comments out of their way.
+        comment_start_string="<#--",
+        comment_end_string="--#>",
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md"] = md_escape
+    # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
+    env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
+    env.filters["num"] = fmt
+    env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v):.0%}"
+    env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
+    """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler."""
+    pandoc = pandoc_path()
+    lua = (qmd.parent / "crossref.lua").resolve()
+    common = [pandoc, qmd.name, "--from=markdown", f"--lua-filter={lua}", "--number-sections", "--toc", "--toc-depth=2"]
+    made = []
+    if "html" in formats:
+        with atomic_path(out_dir / "report.html") as tmp:
+            cmd = [*common, "--to=html5", "--standalone", "--embed-resources", "--mathml", f"--css={(qmd.parent / 'style.css').resolve()}", f"--output={tmp.resolve()}"]
+            subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
+        made.append(out_dir / "report.html")
+    if "pdf" in formats:
+        import typst
+
+        typ = qmd.with_suffix(".typ")
+        cmd = [*common, "--to=typst", "--standalone", "--metadata-file=typst-metadata.yaml", f"--output={typ.name}"]
+        subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
+        with atomic_path(out_dir / "report.pdf") as tmp:
+            typst.compile(str(typ), output=str(tmp), root=str(qmd.parent.resolve()))
+        made.append(out_dir / "report.pdf")
+    return made
+
+
+def render_with_quarto(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
+    made = []
+    for fmt_name, target in (("html", "html"), ("pdf", "typst")):
+        if fmt_name in formats:
+            out = out_dir / f"report.{fmt_name}"
+            subprocess.run(["quarto", "render", qmd.name, "--to", target, "--output", out.name], cwd=qmd.parent, check=True)
+            shutil.move(qmd.parent / out.name, out)
+            made.append(out)
+    return made
+
+
+def report(params: dict[str, Any], params_path: str | Path = "params.yaml", build_dir: str | Path = "build", report_dir: str | Path = REPORT_DIR) -> list[Path]:
+    """Write ``report/report.qmd`` and render it into ``report/_output/``.
+
+    Parameters
+    ----------
+    params
+        Validated params; reads ``report.*`` (and shows all params in the provenance).
+    """
+    report_dir = Path(report_dir)
+    engine = choose_engine(params["report"]["engine"])
+    context = build_context(params, params_path, Path(build_dir), report_dir / "figures", engine)
+    qmd = report_dir / "report.qmd"
+    write_text(qmd, render_qmd(context, report_dir))
+    out_dir = report_dir / "_output"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if engine == "quarto":
+            made = render_with_quarto(qmd, out_dir, params["report"]["formats"])
+        else:
+            made = render_with_pandoc(qmd, out_dir, params["report"]["formats"])
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"rendering failed: {' '.join(map(str, err.cmd[:3]))}...\n{err.stderr or ''}") from None
+    log(f"report: {', '.join(str(p) for p in made)} ({engine})")
+    return made
