@@ -109,7 +109,15 @@ class ChunkResult:
 
 
 def _process_chunk(task: tuple[str, list[str], MelGeometry, float, bool]) -> ChunkResult:
-    root, files, geometry, min_duration_s, keep_logmels = task
+    # One BLAS thread in every path: the mel matmul's summation order (and so the last bits
+    # of the output) must not depend on how many processes or threads run.
+    with threadpool_limits(1):
+        return _process_files(*task)
+
+
+def _process_files(
+    root: str, files: list[str], geometry: MelGeometry, min_duration_s: float, keep_logmels: bool
+) -> ChunkResult:
     geometry = _geometry(geometry)
     result = ChunkResult(statuses=[])
     frames = []
@@ -266,7 +274,9 @@ def train_moments(chunks, n_mels, skipped, notes, progress) -> tuple[int, np.nda
 
 def normalized_test(chunks, test, geometry, mean, std, skipped, notes, progress):
     """Pass 2: crop/pad the test log-mels (padding = train mean, so 0 after) and normalize."""
-    divisor = np.maximum(std, STD_FLOOR_DB)
+    # The stored float32 statistics are the ones applied, so padding (= mean) becomes exactly 0.
+    mean = mean.astype(np.float32)
+    divisor = np.maximum(std, STD_FLOOR_DB).astype(np.float32)
     kept: list[Clip] = []
     logmel = np.zeros((len(test), geometry.n_mels, geometry.target_T), dtype=np.float32)
     n_frames = np.zeros(len(test), dtype=np.int32)

@@ -29,7 +29,19 @@ from analysis.recommend import FIT_KEYS
 
 REPORT_DIR = Path("report")
 TEMPLATE = "report.qmd.j2"
-PACKAGES = ("numpy", "scipy", "torch", "librosa", "soundfile", "matplotlib", "seaborn", "jinja2", "dvc", "pypandoc-binary", "typst")
+PACKAGES = (
+    "numpy",
+    "scipy",
+    "torch",
+    "librosa",
+    "soundfile",
+    "matplotlib",
+    "seaborn",
+    "jinja2",
+    "dvc",
+    "pypandoc-binary",
+    "typst",
+)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$@~^\"'=:;])")
 
@@ -61,7 +73,9 @@ def git_state(cwd: Path = Path(".")) -> dict[str, Any]:
 
     def run(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return ""
 
@@ -89,7 +103,9 @@ def pandoc_path() -> str:
 def choose_engine(setting: str) -> str:
     """``quarto`` when asked for or (``auto``) when on PATH; otherwise ``pandoc``."""
     if setting == "quarto" and not shutil.which("quarto"):
-        raise RuntimeError("report.engine is 'quarto' but the quarto CLI is not on PATH (use auto or pandoc)")
+        raise RuntimeError(
+            "report.engine is 'quarto' but the quarto CLI is not on PATH (use auto or pandoc)"
+        )
     if setting == "quarto" or (setting == "auto" and shutil.which("quarto")):
         return "quarto"
     return "pandoc"
@@ -97,8 +113,13 @@ def choose_engine(setting: str) -> str:
 
 def engine_version(engine: str) -> str:
     if engine == "quarto":
-        return "quarto " + subprocess.run(["quarto", "--version"], capture_output=True, text=True).stdout.strip()
-    pandoc = subprocess.run([pandoc_path(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        return (
+            "quarto "
+            + subprocess.run(["quarto", "--version"], capture_output=True, text=True).stdout.strip()
+        )
+    pandoc = subprocess.run(
+        [pandoc_path(), "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
     return f"{pandoc} + typst {importlib.metadata.version('typst')} (pandoc-typst fallback)"
 
 
@@ -116,7 +137,12 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int) -> 
     """A ready-to-paste constructor call with the fitted values."""
     n_mels, T = geometry.spectrogram_shape
     q = geometry.q_shape(q_factor)
-    args = [f"spectrogram_shape=({n_mels}, {T})", f"q_shape=({q[0]}, {q[1]})", f"n_mels={n_mels}", f"T={T}"]
+    args = [
+        f"spectrogram_shape=({n_mels}, {T})",
+        f"q_shape=({q[0]}, {q[1]})",
+        f"n_mels={n_mels}",
+        f"T={T}",
+    ]
     args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
     return "AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
 
@@ -129,7 +155,12 @@ def findings(context: dict[str, Any]) -> list[str]:
     groups: dict[str, list[str]] = {}
     for t, p in patterns.items():
         groups.setdefault(p.split(",")[0], []).append(t)
-    words = {"stationary": "stationary band anomalies (lasting the whole clip)", "transient": "short transient anomalies", "windowed": "anomalies confined to a time window", "none found": "no anomaly region standing out"}
+    words = {
+        "stationary": "stationary band anomalies (lasting the whole clip)",
+        "transient": "short transient anomalies",
+        "windowed": "anomalies confined to a time window",
+        "none found": "no anomaly region standing out",
+    }
     for kind, members in groups.items():
         out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
@@ -142,10 +173,16 @@ def findings(context: dict[str, Any]) -> list[str]:
             + ", ".join(f"{p} {v:.3f}" for p, v in means.items() if p != best)
             + ")."
         )
-        better = sum(1 for r in ok if r["score_recommended"] < min(r[f"score_{p}"] for p in presets))
-        out.append(f"The fitted setting beats every preset on held-out clips for {better} of {len(ok)} machine types.")
+        better = sum(
+            1 for r in ok if r["score_recommended"] < min(r[f"score_{p}"] for p in presets)
+        )
+        out.append(
+            f"The fitted setting beats every preset on held-out clips for {better} of {len(ok)} machine types."
+        )
         for r in ok:
-            out.append(f"{r['machine_type']}: fitted {describe_fit(r, context['T'])}; score {r['score_recommended']:.3f} vs current {fmt(r.get('score_current'))}.")
+            out.append(
+                f"{r['machine_type']}: fitted {describe_fit(r, context['T'])}; score {r['score_recommended']:.3f} vs current {fmt(r.get('score_current'))}."
+            )
     lacking = [r for r in context["type_rows"] if r.get("status") != "ok"]
     for r in lacking:
         out.append(f"{r['machine_type']}: {r['status']}.")
@@ -158,18 +195,26 @@ def findings(context: dict[str, Any]) -> list[str]:
     return out
 
 
-def build_context(params: dict[str, Any], params_path: str | Path, build_dir: Path, figures_dir: Path, engine: str) -> dict[str, Any]:
+def build_context(
+    params: dict[str, Any], params_path: str | Path, build_dir: Path, figures_dir: Path, engine: str
+) -> dict[str, Any]:
     geometry = MelGeometry.from_params(params)
     machine_types = params["data"]["machine_types"]
     sources = {t: read_json(build_dir / "features" / t / "source.json") for t in machine_types}
-    skipped = [{"machine_type": t, **row} for t in machine_types for row in read_csv(build_dir / "features" / t / "skipped.csv")]
+    skipped = [
+        {"machine_type": t, **row}
+        for t in machine_types
+        for row in read_csv(build_dir / "features" / t / "skipped.csv")
+    ]
     recs = read_json(build_dir / "recommendations.json")
     presets_meta = read_json(build_dir / "masks" / "presets.json")
     manifest = read_json(figures_dir / "manifest.json")["figures"]
     figures_by_section: dict[str, list[dict]] = {}
     for entry in manifest:
         figures_by_section.setdefault(entry["section"], []).append(entry)
-    q_bot_factor = params["masks"]["q_grids"].get("q_bot", next(iter(params["masks"]["q_grids"].values())))
+    q_bot_factor = params["masks"]["q_grids"].get(
+        "q_bot", next(iter(params["masks"]["q_grids"].values()))
+    )
     rows = recs["rows"]
     context = {
         "title": params["report"]["title"],
@@ -181,7 +226,9 @@ def build_context(params: dict[str, Any], params_path: str | Path, build_dir: Pa
         "data_root": params["data"]["root"],
         "sources": sources,
         "skipped": skipped,
-        "localization": {t: read_json(build_dir / "localization" / f"{t}.json") for t in machine_types},
+        "localization": {
+            t: read_json(build_dir / "localization" / f"{t}.json") for t in machine_types
+        },
         "rows": rows,
         "type_rows": [r for r in rows if r["machine_id"] == "all"],
         "id_rows": [r for r in rows if r["machine_id"] != "all"],
@@ -200,7 +247,11 @@ def build_context(params: dict[str, Any], params_path: str | Path, build_dir: Pa
         "git": git_state(),
         "versions": package_versions(),
         "engine": engine_version(engine),
-        "calls": {r["machine_type"]: strategy_call(r, geometry, q_bot_factor) for r in rows if r["machine_id"] == "all" and r.get("status") == "ok"},
+        "calls": {
+            r["machine_type"]: strategy_call(r, geometry, q_bot_factor)
+            for r in rows
+            if r["machine_id"] == "all" and r.get("status") == "ok"
+        },
         "fit_keys": FIT_KEYS,
     }
     context["findings"] = findings(context)
@@ -231,18 +282,40 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
     """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler."""
     pandoc = pandoc_path()
     lua = (qmd.parent / "crossref.lua").resolve()
-    common = [pandoc, qmd.name, "--from=markdown", f"--lua-filter={lua}", "--number-sections", "--toc", "--toc-depth=2"]
+    common = [
+        pandoc,
+        qmd.name,
+        "--from=markdown",
+        f"--lua-filter={lua}",
+        "--number-sections",
+        "--toc",
+        "--toc-depth=2",
+    ]
     made = []
     if "html" in formats:
         with atomic_path(out_dir / "report.html") as tmp:
-            cmd = [*common, "--to=html5", "--standalone", "--embed-resources", "--mathml", f"--css={(qmd.parent / 'style.css').resolve()}", f"--output={tmp.resolve()}"]
+            cmd = [
+                *common,
+                "--to=html5",
+                "--standalone",
+                "--embed-resources",
+                "--mathml",
+                f"--css={(qmd.parent / 'style.css').resolve()}",
+                f"--output={tmp.resolve()}",
+            ]
             subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
         made.append(out_dir / "report.html")
     if "pdf" in formats:
         import typst
 
         typ = qmd.with_suffix(".typ")
-        cmd = [*common, "--to=typst", "--standalone", "--metadata-file=typst-metadata.yaml", f"--output={typ.name}"]
+        cmd = [
+            *common,
+            "--to=typst",
+            "--standalone",
+            "--metadata-file=typst-metadata.yaml",
+            f"--output={typ.name}",
+        ]
         subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
         with atomic_path(out_dir / "report.pdf") as tmp:
             typst.compile(str(typ), output=str(tmp), root=str(qmd.parent.resolve()))
@@ -255,13 +328,22 @@ def render_with_quarto(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
     for fmt_name, target in (("html", "html"), ("pdf", "typst")):
         if fmt_name in formats:
             out = out_dir / f"report.{fmt_name}"
-            subprocess.run(["quarto", "render", qmd.name, "--to", target, "--output", out.name], cwd=qmd.parent, check=True)
+            subprocess.run(
+                ["quarto", "render", qmd.name, "--to", target, "--output", out.name],
+                cwd=qmd.parent,
+                check=True,
+            )
             shutil.move(qmd.parent / out.name, out)
             made.append(out)
     return made
 
 
-def report(params: dict[str, Any], params_path: str | Path = "params.yaml", build_dir: str | Path = "build", report_dir: str | Path = REPORT_DIR) -> list[Path]:
+def report(
+    params: dict[str, Any],
+    params_path: str | Path = "params.yaml",
+    build_dir: str | Path = "build",
+    report_dir: str | Path = REPORT_DIR,
+) -> list[Path]:
     """Write ``report/report.qmd`` and render it into ``report/_output/``.
 
     Parameters
@@ -282,6 +364,8 @@ def report(params: dict[str, Any], params_path: str | Path = "params.yaml", buil
         else:
             made = render_with_pandoc(qmd, out_dir, params["report"]["formats"])
     except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"rendering failed: {' '.join(map(str, err.cmd[:3]))}...\n{err.stderr or ''}") from None
+        raise RuntimeError(
+            f"rendering failed: {' '.join(map(str, err.cmd[:3]))}...\n{err.stderr or ''}"
+        ) from None
     log(f"report: {', '.join(str(p) for p in made)} ({engine})")
     return made

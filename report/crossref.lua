@@ -94,5 +94,18 @@ function Pandoc(doc)
     return out
   end
 
-  return doc:walk({ Figure = prefix_caption, Table = prefix_caption, Cite = resolve })
+  -- The data-source banner: a coloured box in the PDF too (HTML styles it with CSS).
+  local function banner(div)
+    if not (typst and div.classes:includes("data-banner")) then
+      return nil
+    end
+    local fill = div.classes:includes("synthetic") and "rgb(\"#fff3cd\")" or "rgb(\"#e8f4ea\")"
+    local stroke = div.classes:includes("synthetic") and "1.5pt + rgb(\"#d39e00\")" or "0.8pt + rgb(\"#5a9e64\")"
+    local out = pandoc.List({ pandoc.RawBlock("typst", "#block(fill: " .. fill .. ", stroke: " .. stroke .. ", inset: 8pt, radius: 3pt, width: 100%)[") })
+    out:extend(div.content)
+    out:insert(pandoc.RawBlock("typst", "]"))
+    return out
+  end
+
+  return doc:walk({ Figure = prefix_caption, Table = prefix_caption, Cite = resolve, Div = banner })
 end

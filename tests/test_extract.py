@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from analysis.extract import extract, load_clip, merge_moments
+from analysis.io import load_npz, read_csv, read_json
+from analysis.mel import MelGeometry
+from tests.conftest import tone_clip, write_tree
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = write_tree(tmp_path / "data")
+    rng = np.random.default_rng(5)
+    test = root / "fan" / "test"
+    # Odd but usable clips.
+    stereo = np.stack([tone_clip(rng, 2.0, sr=44100), tone_clip(rng, 2.0, sr=44100)], axis=1)
+    sf.write(test / "normal_id_00_00000100.wav", stereo, 44100)
+    sf.write(test / "normal_id_00_00000101.wav", tone_clip(rng, 11.0), 16000, subtype="PCM_16")
+    sf.write(test / "normal_id_00_00000102.wav", tone_clip(rng, 3.0), 16000, subtype="PCM_16")
+    sf.write(test / "normal_id_02_00000103.wav", np.zeros(32000, dtype=np.float32), 16000)  # silent
+    # Unusable ones.
+    (test / "anomaly_id_00_00000200.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage")
+    (test / "anomaly-id-00-7.wav").write_bytes(b"not even named right")
+    sf.write(test / "anomaly_id_02_00000201.wav", tone_clip(rng, 0.5), 16000)
+    sf.write(test / "anomaly_id_02_00000202.wav", np.zeros((0,), dtype=np.float32), 16000)
+    sf.write(root / "fan" / "train" / "anomaly_id_00_00000009.wav", tone_clip(rng, 2.0), 16000)
+    return root
+
+
+def run(params, root, out, **features):
+    params["features"].update(features)
+    return extract(params, "fan", data_root=root, out_dir=out)
+
+
+def test_contract_files_shapes_and_dtypes(params, tree, tmp_path):
+    out = run(params, tree, tmp_path / "out", n_jobs=2)
+    data = load_npz(out / "test.npz")
+    n = data["logmel"].shape[0]
+    assert data["logmel"].shape == (n, 128, 320) and data["logmel"].dtype == np.float32
+    assert data["label"].dtype == np.int8 and set(data["label"].tolist()) == {0, 1}
+    assert set(data["machine_id"].tolist()) == {"id_00", "id_02"}
+    assert all(f.startswith("fan/test/") for f in data["file"].tolist())
+    assert np.isfinite(data["logmel"]).all()
+    stats = load_npz(out / "train_stats.npz")
+    assert stats["mean"].shape == (128,) and stats["std"].dtype == np.float32
+    assert int(stats["count"]) == 8 * MelGeometry().n_frames(32000)
+
+
+def test_every_unusable_clip_is_listed_with_a_reason(params, tree, tmp_path):
+    out = run(params, tree, tmp_path / "out")
+    skipped = {row["file"]: row["reason"] for row in read_csv(out / "skipped.csv")}
+    assert "corrupt" in skipped["fan/test/anomaly_id_00_00000200.wav"]
+    assert "does not parse" in skipped["fan/test/anomaly-id-00-7.wav"]
+    assert "shorter than 1 s" in skipped["fan/test/anomaly_id_02_00000201.wav"]
+    assert (
+        "empty" in skipped["fan/test/anomaly_id_02_00000202.wav"]
+        or "corrupt" in skipped["fan/test/anomaly_id_02_00000202.wav"]
+    )
+    assert "anomaly clip in train" in skipped["fan/train/anomaly_id_00_00000009.wav"]
+    used = set(load_npz(out / "test.npz")["file"].tolist())
+    assert not used & set(skipped)
+    source = read_json(out / "source.json")
+    assert source["n_skipped"] == len(skipped) == 5
+    assert source["n_resampled"] == 1 and source["n_downmixed"] == 1
+
+
+def test_odd_lengths_and_silence(params, tree, tmp_path):
+    out = run(params, tree, tmp_path / "out")
+    data = load_npz(out / "test.npz")
+    files = data["file"].tolist()
+    long_clip = files.index("fan/test/normal_id_00_00000101.wav")
+    short_clip = files.index("fan/test/normal_id_00_00000102.wav")
+    silent = files.index("fan/test/normal_id_02_00000103.wav")
+    assert data["n_frames"][long_clip] == 320  # 11 s cropped
+    frames_3s = MelGeometry().n_frames(48000)
+    assert data["n_frames"][short_clip] == frames_3s
+    # Padding is the train mean, i.e. exactly 0 after normalization.
+    assert np.all(data["logmel"][short_clip][:, frames_3s:] == 0)
+    assert np.isfinite(data["logmel"][silent]).all()
+
+
+def test_normalization_over_train_frames(params, tree, tmp_path):
+    out = run(params, tree, tmp_path / "out")
+    stats = load_npz(out / "train_stats.npz")
+    geometry = MelGeometry()
+    train = sorted((tree / "fan" / "train").glob("normal_*.wav"))
+    frames = np.concatenate(
+        [geometry.log_mel(load_clip(p, 16000, 1.0).samples) for p in train], axis=1
+    )
+    z = (frames - stats["mean"][:, None]) / stats["std"][:, None]
+    assert np.allclose(z.mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(z.std(axis=1), 1, atol=1e-3)
+
+
+def test_matches_direct_librosa_to_1e_3_db(params, tree, tmp_path):
+    import librosa
+
+    out = run(params, tree, tmp_path / "out")
+    data = load_npz(out / "test.npz")
+    stats = load_npz(out / "train_stats.npz")
+    i = data["file"].tolist().index("fan/test/anomaly_id_00_00000001.wav")
+    y, sr = librosa.load(tree / data["file"][i], sr=16000)
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=sr,
+        n_fft=1024,
+        hop_length=512,
+        n_mels=128,
+        fmin=0,
+        fmax=8000,
+        power=2.0,
+        htk=True,
+        norm=None,
+    )
+    reference = librosa.power_to_db(mel, ref=1.0, top_db=80.0)
+    n = data["n_frames"][i]
+    ours = (
+        data["logmel"][i][:, :n] * np.maximum(stats["std"], 1e-3)[:, None] + stats["mean"][:, None]
+    )
+    assert np.max(np.abs(ours - reference[:, :n])) < 1e-3
+
+
+def test_deterministic_and_independent_of_processes(params, tree, tmp_path):
+    a = run(params, tree, tmp_path / "a", n_jobs=1)
+    b = run(params, tree, tmp_path / "b", n_jobs=2)
+    for name in ("test.npz", "train_stats.npz", "skipped.csv", "source.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_warns_when_an_id_lacks_anomalies(params, tmp_path):
+    root = write_tree(tmp_path / "data", ids=("id_00",), n_anomaly=0)
+    out = run(params, root, tmp_path / "out")
+    assert "id_00 has no anomalous test clips" in read_json(out / "source.json")["warnings"]
+
+
+def test_merge_moments_equals_direct():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 50)), rng.normal(2, 3, size=(3, 70))
+    count, mean, m2 = merge_moments(
+        50,
+        a.mean(1),
+        ((a - a.mean(1, keepdims=True)) ** 2).sum(1),
+        70,
+        b.mean(1),
+        ((b - b.mean(1, keepdims=True)) ** 2).sum(1),
+    )
+    both = np.concatenate([a, b], axis=1)
+    assert count == 120 and np.allclose(mean, both.mean(1)) and np.allclose(m2 / count, both.var(1))
+
+
+def test_missing_layout_is_a_clear_error(params, tmp_path):
+    from analysis.dcase import DataLayoutError
+
+    (tmp_path / "data" / "fan" / "train").mkdir(parents=True)
+    with pytest.raises(DataLayoutError, match="test"):
+        extract(params, "fan", data_root=tmp_path / "data", out_dir=tmp_path / "out")
