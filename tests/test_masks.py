@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ks_2samp
+
+from analysis.io import read_csv, read_json
+from analysis.masks import (
+    AudioSpecificStrategy,
+    PerlinStrategy,
+    full_size_masks,
+    masks_stage,
+    resize_fidelity,
+)
+from analysis.regions import region_features
+
+SPEC, Q_BOT, Q_TOP = (128, 320), (32, 80), (16, 40)
+
+
+def seed_notebook_mask(rng, n_mels, T, min_bf, max_bf, min_s, max_s, min_len, max_len):
+    """Reference: the seed notebook's per-mask numpy generator, its logic copied as it was
+    (exclusive upper bounds included), to compare distributions with."""
+    M = np.zeros((n_mels, T), dtype=np.float32)
+    band_width = max(1, int(n_mels * rng.uniform(min_bf, max_bf)))
+    f_low = rng.integers(0, max(1, n_mels - band_width))
+    M_rows = slice(f_low, min(f_low + band_width, n_mels))
+    for _ in range(rng.integers(min_s, max_s + 1)):
+        seg_len = max(1, rng.integers(min_len, min(max_len + 1, T)))
+        t_start = rng.integers(0, max(1, T - seg_len))
+        M[M_rows, t_start : min(t_start + seg_len, T)] = 1.0
+    return M
+
+
+def test_output_contract():
+    masks = AudioSpecificStrategy(SPEC, Q_BOT, 128, 320, seed=0)(16, torch.device("cpu"))
+    assert masks.shape == (16, 1, 32, 80) and masks.dtype == torch.float32
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert (masks.sum(dim=(1, 2, 3)) > 0).all()
+    full = AudioSpecificStrategy(SPEC, SPEC, seed=0)(4, "cpu")
+    assert full.shape == (4, 1, 128, 320)  # q_shape == spectrogram_shape: no resize
+
+
+def test_seed_style_construction_keeps_current_defaults():
+    s = AudioSpecificStrategy(
+        spectrogram_shape=SPEC,
+        q_shape=Q_BOT,
+        n_mels=128,
+        T=320,
+        min_band_fraction=0.05,
+        max_band_fraction=0.15,
+        min_segments=10,
+        max_segments=160,
+    )
+    assert (s.min_seg_len, s.max_seg_len) == (1, 320 // 4)
+
+
+def test_same_seed_same_masks_and_generator_works():
+    a = AudioSpecificStrategy(SPEC, Q_BOT, seed=7)(32)
+    b = AudioSpecificStrategy(SPEC, Q_BOT, seed=7)(32)
+    c = AudioSpecificStrategy(SPEC, Q_BOT, seed=8)(32)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(
+        AudioSpecificStrategy(SPEC, Q_BOT, generator=g1)(8),
+        AudioSpecificStrategy(SPEC, Q_BOT, generator=g2)(8),
+    )
+
+
+def test_every_bin_and_frame_is_reachable():
+    # Wide bands and long segments make the edges the hardest cells to reach.
+    s = AudioSpecificStrategy(
+        SPEC,
+        SPEC,
+        min_band_fraction=0.5,
+        max_band_fraction=0.5,
+        min_segments=1,
+        max_segments=1,
+        min_seg_len=200,
+        max_seg_len=200,
+        seed=1,
+    )
+    rows, frames = s.draw_factors(4000)
+    assert rows.any(0).all() and frames.any(0).all()
+    assert rows[:, -1].any() and frames[:, -1].any()
+
+
+def test_band_position_range_is_respected():
+    s = AudioSpecificStrategy(SPEC, SPEC, min_band_position=0.25, max_band_position=0.5, seed=2)
+    rows, _ = s.draw_factors(2000)
+    used = np.flatnonzero(rows.any(0).numpy())
+    assert used.min() == 32 and used.max() == 63
+
+
+def test_narrow_band_vanishes_under_nearest_never_under_max_pool():
+    narrow = {"min_band_fraction": 2 / 128, "max_band_fraction": 2 / 128}  # 2 rows < stride 4
+    full = full_size_masks(AudioSpecificStrategy(SPEC, SPEC, seed=3, **narrow), 1000)
+    nearest = resize_fidelity(full, Q_BOT, "nearest")
+    lossless = resize_fidelity(full, Q_BOT, "max_pool")
+    assert nearest["vanished"].mean() > 0.3
+    assert not lossless["vanished"].any()
+    assert np.all(lossless["retained_area"] >= 1.0)
+    for method in ("nearest", "max_pool"):
+        m = AudioSpecificStrategy(SPEC, Q_BOT, resize=method, seed=4, **narrow)(500)
+        vanished = (m.sum(dim=(1, 2, 3)) == 0).float().mean().item()
+        assert (vanished > 0.3) if method == "nearest" else (vanished == 0)
+
+
+def test_factored_resize_equals_resizing_the_full_mask():
+    from analysis.masks import resize_mask
+
+    for method in ("nearest", "max_pool"):
+        full = torch.from_numpy(
+            full_size_masks(AudioSpecificStrategy(SPEC, SPEC, seed=5), 64)
+        ).float()[:, None]
+        direct = resize_mask(full, Q_TOP, method)
+        factored = AudioSpecificStrategy(SPEC, Q_TOP, resize=method, seed=5)(64)
+        assert torch.equal(direct, factored)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_band_fraction": 0.0}, "band_fraction"),
+        ({"max_band_fraction": 1.2}, "band_fraction"),
+        ({"min_band_fraction": 0.3, "max_band_fraction": 0.2}, "min_band_fraction"),
+        ({"min_segments": 0}, "segments"),
+        ({"min_seg_len": 0}, "seg_len"),
+        ({"max_seg_len": 321}, "seg_len"),
+        ({"min_seg_len": 50, "max_seg_len": 10}, "min_seg_len"),
+        ({"n_mels": 64}, "does not match"),
+        ({"resize": "bicubic"}, "resize"),
+    ],
+)
+def test_invalid_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AudioSpecificStrategy(SPEC, Q_BOT, **kwargs)
+
+
+def test_current_preset_matches_the_seed_generator_distribution():
+    current = {
+        "min_bf": 0.05,
+        "max_bf": 0.15,
+        "min_s": 10,
+        "max_s": 160,
+        "min_len": 1,
+        "max_len": 80,
+    }
+    rng = np.random.default_rng(0)
+    reference = np.stack(
+        [seed_notebook_mask(rng, 128, 320, *current.values()) for _ in range(3000)]
+    ).astype(bool)
+    ours = full_size_masks(
+        AudioSpecificStrategy(SPEC, SPEC, 128, 320, 0.05, 0.15, 10, 160, 1, 80, seed=0), 3000
+    )
+    # The seed's sketch draws starts with an exclusive bound, so it never masks the last frame and
+    # its segment ends crowd less toward the right edge; the project's generator fixes that by
+    # design. Segments only reach the last max_seg_len frames through that change, so compare on
+    # frames 0..T-max_seg_len-1, where the two generators should agree.
+    keep = 320 - current["max_len"]
+    ref_f, our_f = region_features(reference[:, :, :keep]), region_features(ours[:, :, :keep])
+    for name in ("band_fraction", "n_segments", "mean_seg_len_frames", "time_coverage"):
+        result = ks_2samp(ref_f[name], our_f[name])
+        assert result.pvalue > 0.001, (name, result)
+
+
+def test_perlin_contract_and_reproducibility():
+    a = PerlinStrategy(SPEC, Q_BOT, seed=1)(8)
+    assert a.shape == (8, 1, 32, 80)
+    assert torch.equal(a, PerlinStrategy(SPEC, Q_BOT, seed=1)(8))
+    full = PerlinStrategy(SPEC, SPEC, seed=2).full_size(200)
+    assert 0.0 < full.float().mean() < 0.5
+
+
+def test_region_features_of_a_known_map():
+    m = np.zeros((128, 320), dtype=bool)
+    m[10:20, 5:15] = True
+    m[10:20, 100:140] = True
+    f = {k: v[0] for k, v in region_features(m).items()}
+    assert f["band_fraction"] == 10 / 128 and f["n_bands"] == 1 and f["band_centre_bin"] == 14.5
+    assert f["n_segments"] == 2 and f["mean_seg_len_frames"] == 25 and f["max_seg_len_frames"] == 40
+    assert f["time_coverage"] == 50 / 320 and f["area_fraction"] == 500 / (128 * 320)
+    assert np.isnan(region_features(np.zeros((128, 320), bool))["band_fraction"][0])
+
+
+def test_masks_stage_writes_statistics(params, tmp_path):
+    params["masks"].update(n_masks=60, n_samples=3)
+    out = masks_stage(params, tmp_path / "masks")
+    fidelity = read_csv(out / "fidelity.csv")
+    assert len(fidelity) == 4 * 2 * 2
+    assert all(float(r["vanished_share"]) == 0 for r in fidelity if r["method"] == "max_pool")
+    assert len(read_csv(out / "features.csv")) == 4 * 60
+    assert read_json(out / "presets.json")["grids"] == {"q_bot": [32, 80], "q_top": [16, 40]}
+    again = masks_stage(params, tmp_path / "again")
+    for name in ("features.csv", "fidelity.csv", "samples.npz", "summary.json"):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
