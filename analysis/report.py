@@ -273,7 +273,8 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
     env.filters["num"] = fmt
-    env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v):.0%}"
+    # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
+    env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v) * 100:.3g}%"
     env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"
     return env.get_template(TEMPLATE).render(**context)
 

@@ -1,0 +1,345 @@
+"""End to end: the real DVC pipeline on tiny params in a throwaway copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+ALL_STAGES = {
+    "synthesize",
+    "extract@fan",
+    "extract@valve",
+    "localize@fan",
+    "localize@valve",
+    "masks",
+    "recommend",
+    "figures",
+    "report",
+}
+PROJECT_FILES = [
+    "analysis",
+    "dvc.yaml",
+    "params.yaml",
+    ".gitignore",
+    "report/report.qmd.j2",
+    "report/crossref.lua",
+    "report/style.css",
+    "report/typst-metadata.yaml",
+]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e['PATH']}"
+    e.pop("CI", None)
+    return e
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def repro(cwd: Path, *extra: str) -> set[str]:
+    out = sh(cwd, sys.executable, "-m", "dvc", "repro", *extra)
+    return set(re.findall(r"Running stage '([^']+)'", out.stdout))
+
+
+def set_param(cwd: Path, dotted: str, value) -> None:
+    path = cwd / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def lock_hashes(cwd: Path, skip_stage: str = "report") -> dict[str, str]:
+    lock = yaml.safe_load((cwd / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, entry in lock["stages"].items()
+        if stage != skip_stage
+        for out in entry.get("outs", [])
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        dst = work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    tiny = {
+        "data.machine_types": ["fan", "valve"],
+        "synthetic.ids_per_type": 2,
+        "synthetic.train_clips_per_id": 3,
+        "synthetic.test_normal_clips_per_id": 4,
+        "synthetic.test_anomaly_clips_per_id": 6,
+        "masks.n_masks": 100,
+        "masks.n_samples": 3,
+        "recommend.n_masks_per_candidate": 64,
+        "recommend.n_search_candidates": 16,
+        "recommend.n_refine_rounds": 1,
+        "recommend.n_bootstrap": 20,
+        "recommend.min_anomaly_clips": 3,
+        "figures.dpi": 60,
+        "figures.n_mask_samples": 3,
+    }
+    for key, value in tiny.items():
+        set_param(work, key, value)
+    sh(work, "git", "init", "-q")
+    sh(work, sys.executable, "-m", "dvc", "init", "-q")
+    sh(work, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    sh(work, "git", "add", "-A")
+    sh(work, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny project")
+    return work
+
+
+@pytest.fixture(scope="module")
+def cold(project) -> tuple[Path, set[str], dict]:
+    ran = repro(project)
+    return project, ran, lock_hashes(project)
+
+
+def test_cold_run_runs_every_stage(cold):
+    _, ran, _ = cold
+    assert ran == ALL_STAGES
+
+
+def test_html_is_self_contained_and_complete(cold):
+    project, _, _ = cold
+    html = (project / "report/_output/report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html.split("<body", 1)[0])
+    assert not re.search(r"""<(img|script|iframe|source)[^>]+src\s*=\s*["']?(https?:)?//""", html)
+    assert not re.search(r"""url\(\s*["']?(https?:)?//""", html) and "@import" not in html
+    manifest = yaml.safe_load((project / "report/figures/manifest.json").read_text())["figures"]
+    assert html.count('src="data:image/png;base64,') >= len(manifest)
+    for entry in manifest:
+        assert f'id="{entry["id"]}"' in html, entry["id"]
+    text = re.sub(r"<[^>]+>", " ", html.split("<body", 1)[1])
+    assert "??" not in text
+    assert not re.search(r"@(fig|tbl|sec)-", text)
+    assert "SYNTHETIC DATA" in text
+
+
+def test_pdf_holds_every_machine_type_recommendations_and_commit(cold):
+    from pypdf import PdfReader
+
+    project, _, _ = cold
+    reader = PdfReader(project / "report/_output/report.pdf")
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    flat = re.sub(r"\s+", "", text)
+    for machine_type in ("fan", "valve"):
+        assert machine_type in text
+    assert "Recommendations" in text and "SYNTHETICDATA" in flat
+    commit = sh(project, "git", "rev-parse", "HEAD").stdout.strip()
+    assert commit[:12] in flat
+    assert "??" not in text and not re.search(r"@(fig|tbl|sec)-", text)
+    assert reader.pages[0].mediabox.width == pytest.approx(595.3, abs=1)  # A4
+    assert (project / "report/_output/report.pdf").stat().st_size < 15e6
+
+
+def test_noop_repro_runs_nothing(cold):
+    project, _, _ = cold
+    assert repro(project) == set()
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("report.title", "Another title", {"report"}),
+        ("figures.dpi", 61, {"figures", "report"}),
+        ("recommend.n_bootstrap", 21, {"recommend", "figures", "report"}),
+        ("masks.n_masks", 101, {"masks", "recommend", "figures", "report"}),
+        (
+            "localization.normal_pixel_pass_rate",
+            0.004,
+            {"localize@fan", "localize@valve", "recommend", "figures", "report"},
+        ),
+        (
+            "features.fmin",
+            20.0,
+            {
+                "extract@fan",
+                "extract@valve",
+                "localize@fan",
+                "localize@valve",
+                "recommend",
+                "figures",
+                "report",
+            },
+        ),
+        ("synthetic.seed", 7, ALL_STAGES - {"masks"}),
+    ],
+)
+def test_a_param_change_reruns_exactly_what_depends_on_it(cold, key, value, expected):
+    project, _, _ = cold
+    set_param(project, key, value)
+    assert repro(project) == expected
+
+
+def test_template_change_reruns_only_the_report(cold):
+    project, _, _ = cold
+    template = project / "report/report.qmd.j2"
+    template.write_text(template.read_text() + "\nAn added closing line.\n")
+    assert repro(project) == {"report"}
+
+
+def test_special_characters_in_file_names_survive_both_outputs(cold):
+    from pypdf import PdfReader
+
+    project, _, _ = cold
+    skipped = project / "build/features/fan/skipped.csv"
+    name = "fan/test/odd <b>*name*</b> _x_ [1] `#2` | $3.wav"
+    skipped.write_text(skipped.read_text() + f'"{name}",name does not parse\n')
+    sh(project, sys.executable, "-m", "analysis", "report")
+    html = (project / "report/_output/report.html").read_text()
+    assert "<b>*name*</b>" not in html  # not injected as markup
+    assert "&lt;b&gt;*name*&lt;/b&gt;" in html
+    text = re.sub(
+        r"\s+",
+        "",
+        "".join(p.extract_text() for p in PdfReader(project / "report/_output/report.pdf").pages),
+    )
+    assert re.sub(r"\s+", "", name) in text
+
+
+def test_clean_rerun_gives_identical_hashes(cold):
+    project, _, reference = cold
+    for key, value in [("report.title", "Do synthetic anomaly masks look like real anomalies?")]:
+        set_param(project, key, value)
+    original = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for group, key in [
+        ("figures", "dpi"),
+        ("recommend", "n_bootstrap"),
+        ("masks", "n_masks"),
+        ("localization", "normal_pixel_pass_rate"),
+        ("features", "fmin"),
+        ("synthetic", "seed"),
+    ]:
+        params[group][key] = {"dpi": 60, "n_bootstrap": 20, "n_masks": 100}.get(
+            key, original[group][key]
+        )
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repro(project, "--force")
+    assert lock_hashes(project) == reference
+
+
+def test_interrupted_run_completes_correctly(cold):
+    project, _, reference = cold
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "Running stage 'extract@" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    repro(project)
+    assert lock_hashes(project) == reference
+    assert repro(project) == set()
+
+
+def test_watch_reruns_after_a_save_and_stops_on_ctrl_c(cold):
+    project, _, _ = cold
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analysis", "watch", "--debounce", "0.5", "--poll", "0.1"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = [proc.stdout.readline()]
+    assert "watching" in lines[0]
+    set_param(project, "report.title", "Watched title")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("watch: report") or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert "watch: reran: report" in output, output
+    assert "report/_output/report.html" in output
+    assert "watch: stopped" in output and proc.returncode == 0
+
+
+@pytest.mark.browser
+def test_real_browser_decodes_every_image(cold, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    project, _, _ = cold
+    probe = """<script>window.addEventListener('load', () => {
+      const imgs = [...document.images];
+      const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+      const out = document.createElement('pre'); out.id = 'probe';
+      out.textContent = `images=${imgs.length} undecoded=${bad}`; document.body.appendChild(out);
+    });</script>"""
+    page = tmp_path / "report.html"
+    page.write_text(
+        (project / "report/_output/report.html").read_text().replace("</body>", probe + "</body>")
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    found = re.search(r"images=(\d+) undecoded=(\d+)", dom)
+    assert found, dom[-2000:]
+    assert int(found[1]) >= 10 and int(found[2]) == 0
+    shot = ROOT / "report" / "_output" / "screenshot.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.stat().st_size > 10000
