@@ -14,13 +14,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
 from analysis.masks import build_strategy  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
+from analysis.params import resolve_n_jobs  # noqa: E402
 from analysis.recommend import FIT_KEYS  # noqa: E402
 from analysis.regions import SCORE_FEATURES, score_transform  # noqa: E402
 
@@ -133,6 +137,43 @@ def localization_figure(
     )
 
 
+def binary_map_grid(
+    rows: list[tuple[str, list[np.ndarray]]],
+    n: int,
+    width_in: float,
+    row_in: float,
+    column_titles=None,
+):
+    """A grid of 0/1 maps: one labelled row per source, ``n`` columns (black = masked)."""
+    fig, axes = plt.subplots(
+        len(rows),
+        n,
+        figsize=(width_in, row_in * len(rows) + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for r, (label, maps) in enumerate(rows):
+        for j in range(n):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(maps):
+                ax.imshow(
+                    maps[j],
+                    aspect="auto",
+                    origin="lower",
+                    cmap="gray_r",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
+            if j == 0:
+                ax.set_ylabel(label, fontsize=6)
+            if r == 0 and column_titles:
+                ax.set_title(column_titles[j], fontsize=7)
+    return fig
+
+
 def mask_grid_figure(
     figs: FigureSet, preset: str, samples: dict, grids: dict, methods: list[str], n: int
 ) -> None:
@@ -141,27 +182,13 @@ def mask_grid_figure(
         (f"{g}__{m}", f"{g} {grids[g][0]}×{grids[g][1]}, {m}") for g in grids for m in methods
     ]
     n = min(n, samples[f"{preset}__full"].shape[0])
-    fig, axes = plt.subplots(
-        len(rows), n, figsize=(1.6 * n, 1.15 * len(rows)), squeeze=False, constrained_layout=True
+    fig = binary_map_grid(
+        [(label, samples[f"{preset}__{key}"]) for key, label in rows],
+        n,
+        1.6 * n,
+        1.15,
+        [f"sample {j + 1}" for j in range(n)],
     )
-    for r, (key, label) in enumerate(rows):
-        for j in range(n):
-            ax = axes[r, j]
-            ax.imshow(
-                samples[f"{preset}__{key}"][j],
-                aspect="auto",
-                origin="lower",
-                cmap="gray_r",
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=6)
-            if r == 0:
-                ax.set_title(f"sample {j + 1}", fontsize=7)
     figs.save(
         fig,
         f"fig-masks-{slug(preset)}",
@@ -183,31 +210,11 @@ def strategy_outputs_figure(
 ) -> None:
     """What AudioSpecificStrategy itself returns on the q_bot grid, as training calls it."""
     n = 5
-    fig, axes = plt.subplots(
-        len(settings),
-        n,
-        figsize=(1.6 * n, 1.05 * len(settings) + 0.3),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    rows = []
     for r, (label, preset) in enumerate(settings.items()):
         strategy = build_strategy(preset, geometry, q_shape=q_shape, seed=seed + r)
-        masks = strategy(n, "cpu")[:, 0].numpy()
-        for j in range(n):
-            ax = axes[r, j]
-            ax.imshow(
-                masks[j],
-                aspect="auto",
-                origin="lower",
-                cmap="gray_r",
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=6)
+        rows.append((label, list(strategy(n, "cpu")[:, 0].numpy())))
+    fig = binary_map_grid(rows, n, 1.6 * n, 1.05)
     figs.save(fig, fig_id, caption, "strategy")
 
 
@@ -222,27 +229,7 @@ def real_vs_synthetic_figure(
         rows.append((name, list(_full(preset, geometry, seed, 4))))
     if fitted:
         rows.append(("fitted", list(_full(fitted, geometry, seed, 4))))
-    n = 4
-    fig, axes = plt.subplots(
-        len(rows), n, figsize=(7.2, 1.05 * len(rows) + 0.3), squeeze=False, constrained_layout=True
-    )
-    for r, (label, maps) in enumerate(rows):
-        for j in range(n):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(maps):
-                ax.imshow(
-                    maps[j],
-                    aspect="auto",
-                    origin="lower",
-                    cmap="gray_r",
-                    vmin=0,
-                    vmax=1,
-                    interpolation="nearest",
-                )
-            if j == 0:
-                ax.set_ylabel(label, fontsize=6)
+    fig = binary_map_grid(rows, 4, 7.2, 1.05)
     fig.suptitle(
         f"{machine_type}: real anomaly regions vs synthetic masks (mel bin × frame)", fontsize=8
     )
@@ -398,6 +385,16 @@ def overview_figure(figs, machine_types, loc_by_type, geometry) -> None:
     )
 
 
+def _draw(task: tuple) -> list[dict[str, Any]]:
+    """Draw one figure job in a worker; return its manifest entries."""
+    folder, dpi, (function, *args) = task
+    sns.set_theme(style="whitegrid", context="paper")
+    plt.rcParams.update({"axes.grid": False, "figure.dpi": dpi})
+    figs = FigureSet(Path(folder), dpi)
+    function(figs, *args)
+    return figs.entries
+
+
 def figures(
     params: dict[str, Any], build_dir: str | Path = "build", out_dir: str | Path = "report/figures"
 ) -> Path:
@@ -411,8 +408,6 @@ def figures(
     cfg = params["figures"]
     geometry = MelGeometry.from_params(params)
     build_dir = Path(build_dir)
-    sns.set_theme(style="whitegrid", context="paper")
-    plt.rcParams.update({"axes.grid": False, "figure.dpi": cfg["dpi"]})
     masks_meta = read_json(build_dir / "masks" / "presets.json")
     presets = masks_meta["presets"]
     grids = {g: tuple(s) for g, s in masks_meta["grids"].items()}
@@ -430,68 +425,99 @@ def figures(
         t: read_csv(build_dir / "localization" / f"{t}.regions.csv") for t in machine_types
     }
     seed = params["masks"]["seed"]
-    with atomic_dir(out_dir) as tmp:
-        figs = FigureSet(tmp, cfg["dpi"])
-        overview_figure(figs, machine_types, loc_by_type, geometry)
-        for machine_type in machine_types:
-            loc = loc_by_type[machine_type]
-            for machine_id, summary in summaries[machine_type]["ids"].items():
-                if summary.get("status") == "ok":
-                    maps = {
-                        k.split("__", 1)[1]: v
-                        for k, v in loc.items()
-                        if k.startswith(f"{machine_id}__")
-                    }
-                    localization_figure(
-                        figs, machine_type, machine_id, maps, summary, geometry, cfg
-                    )
-        for preset in presets:
-            mask_grid_figure(
-                figs, preset, samples, grids, masks_meta["resize_methods"], cfg["n_mask_samples"]
+    jobs: list[tuple] = [(overview_figure, machine_types, loc_by_type, geometry)]
+    for machine_type in machine_types:
+        loc = loc_by_type[machine_type]
+        for machine_id, summary in summaries[machine_type]["ids"].items():
+            if summary.get("status") == "ok":
+                maps = {
+                    k.split("__", 1)[1]: v
+                    for k, v in loc.items()
+                    if k.startswith(f"{machine_id}__")
+                }
+                jobs.append(
+                    (localization_figure, machine_type, machine_id, maps, summary, geometry, cfg)
+                )
+    for preset in presets:
+        jobs.append(
+            (
+                mask_grid_figure,
+                preset,
+                samples,
+                grids,
+                masks_meta["resize_methods"],
+                cfg["n_mask_samples"],
             )
-        fidelity_figure(figs, read_csv(build_dir / "masks" / "fidelity.csv"))
-        q_bot = grids.get("q_bot", next(iter(grids.values())))
-        seed_settings = {name: presets[name] for name in ("current", "proposed") if name in presets}
-        if seed_settings:
-            strategy_outputs_figure(
-                figs,
+        )
+    jobs.append((fidelity_figure, read_csv(build_dir / "masks" / "fidelity.csv")))
+    q_bot = grids.get("q_bot", next(iter(grids.values())))
+    seed_settings = {name: presets[name] for name in ("current", "proposed") if name in presets}
+    if seed_settings:
+        caption = (
+            f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid (nearest resize, as "
+            "training calls it) with the seed's current and proposed settings."
+        )
+        jobs.append(
+            (
+                strategy_outputs_figure,
                 seed_settings,
                 geometry,
                 q_bot,
                 seed,
                 "fig-strategy-seed",
-                f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid (nearest resize, as "
-                "training calls it) with the seed's current and proposed settings.",
+                caption,
             )
-        if fitted:
-            strategy_outputs_figure(
-                figs,
-                {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in fitted.items()},
+        )
+    if fitted:
+        settings = {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in fitted.items()}
+        caption = f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid with the setting fitted for each machine type."
+        jobs.append(
+            (
+                strategy_outputs_figure,
+                settings,
                 geometry,
                 q_bot,
                 seed,
                 "fig-strategy-fitted",
-                f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid with the setting fitted "
-                "for each machine type.",
+                caption,
             )
-        for machine_type in machine_types:
-            if any(r["found"] == "1" for r in regions_by_type[machine_type]):
-                real_vs_synthetic_figure(
-                    figs,
+        )
+    for machine_type in machine_types:
+        if any(r["found"] == "1" for r in regions_by_type[machine_type]):
+            fit = (
+                {"kind": "audio_specific", **fitted[machine_type]}
+                if machine_type in fitted
+                else None
+            )
+            jobs.append(
+                (
+                    real_vs_synthetic_figure,
                     machine_type,
                     loc_by_type[machine_type],
                     regions_by_type[machine_type],
                     presets,
-                    {"kind": "audio_specific", **fitted[machine_type]}
-                    if machine_type in fitted
-                    else None,
+                    fit,
                     geometry,
                     seed,
                 )
-        feature_distributions_figure(
-            figs, regions_by_type, read_csv(build_dir / "masks" / "features.csv"), geometry
+            )
+    jobs.append(
+        (
+            feature_distributions_figure,
+            regions_by_type,
+            read_csv(build_dir / "masks" / "features.csv"),
+            geometry,
         )
-        score_heatmap_figure(figs, recs, list(presets))
-        write_json(tmp / "manifest.json", {"figures": figs.entries})
-    log(f"figures: {len(figs.entries)} figures -> {out_dir}")
+    )
+    jobs.append((score_heatmap_figure, recs, list(presets)))
+
+    with atomic_dir(out_dir) as tmp:
+        tasks = [(tmp, cfg["dpi"], job) for job in jobs]
+        # Figures are independent: draw them on all cores; map() keeps the manifest in order.
+        with ProcessPoolExecutor(
+            resolve_n_jobs(0), initializer=threadpool_limits, initargs=(1,)
+        ) as pool:
+            entries = [entry for drawn in pool.map(_draw, tasks) for entry in drawn]
+        write_json(tmp / "manifest.json", {"figures": entries})
+    log(f"figures: {len(entries)} figures -> {out_dir}")
     return Path(out_dir)

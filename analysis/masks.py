@@ -61,11 +61,10 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     return generator
 
 
-def _uniform_int(low: torch.Tensor, high: torch.Tensor, generator, size) -> torch.Tensor:
-    """Integers uniform in [low, high] inclusive (tensors broadcast to ``size``)."""
-    u = torch.rand(size, generator=generator)
-    span = (high - low + 1).to(torch.float64)
-    return low + torch.clamp((u * span).floor().long(), max=(high - low).long())
+def _uniform_int(low: torch.Tensor, high: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Integers uniform in [low, high] inclusive, from uniforms ``u`` in [0, 1)."""
+    span = high - low + 1
+    return low + torch.minimum((u * span).long(), high - low)
 
 
 class AudioSpecificStrategy:
@@ -153,22 +152,19 @@ class AudioSpecificStrategy:
         rows, frames
             Bool tensors (B, n_mels) and (B, T); the mask is their outer product.
         """
-        g, B, H, T = self.generator, int(batch_size), self.n_mels, self.T
+        g, B, H, T, S = self.generator, int(batch_size), self.n_mels, self.T, self.max_segments
         room = self.pos_hi - self.pos_lo
-        frac = self.min_band_fraction + (
-            self.max_band_fraction - self.min_band_fraction
-        ) * torch.rand(B, generator=g, dtype=torch.float64)
+        u = torch.rand(3, B, generator=g, dtype=torch.float64)
+        frac = self.min_band_fraction + (self.max_band_fraction - self.min_band_fraction) * u[0]
         width = torch.clamp((H * frac).long(), min=1, max=room)
-        low = self.pos_lo + _uniform_int(torch.zeros(B, dtype=torch.long), room - width, g, (B,))
+        low = self.pos_lo + _uniform_int(torch.zeros(B, dtype=torch.long), room - width, u[1])
         bins = torch.arange(H)
         rows = (bins >= low[:, None]) & (bins < (low + width)[:, None])
 
-        S = self.max_segments
-        n_seg = _uniform_int(torch.tensor(self.min_segments), torch.tensor(S), g, (B,))
-        length = _uniform_int(
-            torch.tensor(self.min_seg_len), torch.tensor(self.max_seg_len), g, (B, S)
-        )
-        start = _uniform_int(torch.zeros(B, S, dtype=torch.long), T - length, g, (B, S))
+        n_seg = _uniform_int(torch.tensor(self.min_segments), torch.tensor(S), u[2])
+        v = torch.rand(2, B, S, generator=g)
+        length = _uniform_int(torch.tensor(self.min_seg_len), torch.tensor(self.max_seg_len), v[0])
+        start = _uniform_int(torch.zeros((), dtype=torch.long), T - length, v[1])
         active = (torch.arange(S)[None, :] < n_seg[:, None]).long()
         # Coverage by a difference array: +1 at each start, -1 after each end.
         edges = torch.zeros(B, T + 1, dtype=torch.long)
@@ -181,11 +177,31 @@ class AudioSpecificStrategy:
         """Masks of shape (B, 1, H_q, W_q), float 0/1, on ``device``."""
         rows, frames = self.draw_factors(batch_size)
         # Resizing an outer product equals the outer product of the resized factors
-        # (for nearest and for max-pool), so only the vectors are resized.
+        # (for nearest and for max-pool), so only the two vectors are resized.
         q_h, q_w = self.q_shape
-        rows_q = resize_mask(rows.float()[:, None, :, None], (q_h, 1), self.resize)[:, 0, :, 0]
-        frames_q = resize_mask(frames.float()[:, None, None, :], (1, q_w), self.resize)[:, 0, 0, :]
-        return (rows_q[:, :, None] * frames_q[:, None, :])[:, None].to(device)
+        rows_q = resize_vector(rows, q_h, self.resize)
+        frames_q = resize_vector(frames, q_w, self.resize)
+        # A float multiply broadcasts about 10x faster than a bool AND plus a cast.
+        rows_f, frames_f = rows_q.to(torch.float32), frames_q.to(torch.float32)
+        return (rows_f[:, None, :, None] * frames_f[:, None, None, :]).to(device)
+
+
+def resize_vector(vectors: torch.Tensor, size: int, method: str) -> torch.Tensor:
+    """Resize (B, L) bool vectors to (B, size), cell for cell as :func:`resize_mask` does.
+
+    ``nearest`` keeps source index ``floor(i * L / size)`` (what ``F.interpolate``
+    picks); ``max_pool`` marks an output cell when any input cell of its
+    adaptive-pooling window is set. Working on vectors avoids the per-call cost
+    of the 2-D kernels on tiny inputs.
+    """
+    length = vectors.shape[1]
+    if size == length:
+        return vectors
+    if method == "nearest":
+        return vectors[:, (torch.arange(size) * length) // size]
+    if length % size == 0:
+        return vectors.view(vectors.shape[0], size, length // size).any(dim=2)
+    return resize_mask(vectors.float()[:, None, :, None], (size, 1), "max_pool")[:, 0, :, 0].bool()
 
 
 def _check_range(name: str, lo, hi, floor, ceiling, open_low: bool = False) -> None:
