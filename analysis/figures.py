@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
-from analysis.masks import build_strategy  # noqa: E402
+from analysis.masks import build_strategy, read_masks_meta  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
 from analysis.params import resolve_n_jobs  # noqa: E402
 from analysis.recommend import FIT_KEYS  # noqa: E402
@@ -168,9 +168,9 @@ def binary_map_grid(
                     interpolation="nearest",
                 )
             if j == 0:
-                ax.set_ylabel(label, fontsize=6)
+                ax.set_ylabel(label.replace("_", " ").replace(", ", ",\n"), fontsize=8)
             if r == 0 and column_titles:
-                ax.set_title(column_titles[j], fontsize=7)
+                ax.set_title(column_titles[j], fontsize=8)
     return fig
 
 
@@ -185,7 +185,7 @@ def mask_grid_figure(
     fig = binary_map_grid(
         [(label, samples[f"{preset}__{key}"]) for key, label in rows],
         n,
-        1.6 * n,
+        1.25 * n + 1.0,
         1.15,
         [f"sample {j + 1}" for j in range(n)],
     )
@@ -214,7 +214,7 @@ def strategy_outputs_figure(
     for r, (label, preset) in enumerate(settings.items()):
         strategy = build_strategy(preset, geometry, q_shape=q_shape, seed=seed + r)
         rows.append((label, list(strategy(n, "cpu")[:, 0].numpy())))
-    fig = binary_map_grid(rows, n, 1.6 * n, 1.05)
+    fig = binary_map_grid(rows, n, 1.25 * n + 1.0, 1.05)
     figs.save(fig, fig_id, caption, "strategy")
 
 
@@ -261,15 +261,20 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
         if r["area_fraction"]:
             records += [(f"preset: {r['preset']}", f, float(r[f])) for f in SCORE_FEATURES]
     sources = list(dict.fromkeys(s for s, _, _ in records))
+    # Two rows of panels, so the figure stays readable at A4 width.
+    cols = 3
+    n_rows = int(np.ceil(len(SCORE_FEATURES) / cols))
     fig, axes = plt.subplots(
-        1,
-        len(SCORE_FEATURES),
-        figsize=(11, 0.32 * len(sources) + 1.2),
+        n_rows,
+        cols,
+        figsize=(9, n_rows * (0.3 * len(sources) + 1.0)),
         sharey=True,
         constrained_layout=True,
     )
+    for ax in axes.flat[len(SCORE_FEATURES) :]:
+        ax.axis("off")
     palette = dict(zip(sources, sns.color_palette("tab10", len(sources)), strict=True))
-    for ax, feature in zip(axes, SCORE_FEATURES, strict=True):
+    for ax, feature in zip(axes.flat, SCORE_FEATURES, strict=False):
         values = [
             (s, score_transform(feature, np.array([v]), n_mels, T)[0])
             for s, f, v in records
@@ -286,9 +291,9 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
             linewidth=0.6,
             legend=False,
         )
-        ax.set_title(FEATURE_LABELS[feature], fontsize=7)
+        ax.set_title(FEATURE_LABELS[feature], fontsize=8)
         ax.set_xlim(-0.02, 1.02)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=7)
     figs.save(
         fig,
         "fig-feature-distributions",
@@ -408,7 +413,7 @@ def figures(
     cfg = params["figures"]
     geometry = MelGeometry.from_params(params)
     build_dir = Path(build_dir)
-    masks_meta = read_json(build_dir / "masks" / "presets.json")
+    masks_meta = read_masks_meta(build_dir / "masks")
     presets = masks_meta["presets"]
     grids = {g: tuple(s) for g, s in masks_meta["grids"].items()}
     samples = load_npz(build_dir / "masks" / "samples.npz")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io import atomic_dir, log, save_npz, write_csv, write_json
+from analysis.io import atomic_dir, log, read_json, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
 
@@ -357,6 +357,13 @@ def resize_fidelity(
         }
 
 
+def read_masks_meta(masks_dir: str | Path) -> dict[str, Any]:
+    """``build/masks/presets.json`` with ``presets`` in the user's order (JSON keys are sorted)."""
+    meta = read_json(Path(masks_dir) / "presets.json")
+    meta["presets"] = {name: meta["presets"][name] for name in meta["preset_order"]}
+    return meta
+
+
 def preset_seed(base_seed: int, name: str) -> int:
     """A stable per-preset seed (crc32 of the name, not Python's salted hash)."""
     return (base_seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
@@ -470,6 +477,7 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
             tmp / "presets.json",
             {
                 "presets": m["presets"],
+                "preset_order": list(m["presets"]),
                 "grids": {g: list(s) for g, s in grids.items()},
                 "resize_methods": m["resize_methods"],
                 "spectrogram_shape": list(geometry.spectrogram_shape),

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 from threadpoolctl import threadpool_limits
 
-from analysis.io import Progress, read_csv, read_json, write_csv, write_json
-from analysis.masks import AudioSpecificStrategy
+from analysis.io import Progress, read_csv, write_csv, write_json
+from analysis.masks import AudioSpecificStrategy, read_masks_meta
 from analysis.mel import MelGeometry
 from analysis.params import resolve_n_jobs
 from analysis.regions import FEATURE_COLUMNS, SCORE_FEATURES, profile_features, score_transform
@@ -43,6 +43,11 @@ FIT_KEYS = (
     "min_band_position",
     "max_band_position",
 )
+# Many short segments that merge into one clip-long segment score like a single long segment;
+# as advice the single segment is the right answer. The search therefore minimizes
+# score + PARSIMONY * (log(1 + max_segments) / log(1 + T/2)); reported scores stay pure.
+PARSIMONY = 0.01
+
 SCORE_DEFINITION = (
     "score = mean over the features {features} of the 1-D Wasserstein distance between the "
     "preset's mask features and the real anomaly regions' features, after mapping each feature "
@@ -175,7 +180,9 @@ def fit_preset(
     """Search AudioSpecificStrategy settings whose masks are closest to ``real`` regions.
 
     Every candidate is drawn with the same seed (common random numbers), so
-    differences in score come from the settings, not from sampling noise.
+    differences in score come from the settings, not from sampling noise. The
+    search adds ``PARSIMONY`` times the normalized ``max_segments`` so that of
+    two settings that score alike the one with fewer segments wins.
 
     Parameters
     ----------
@@ -195,11 +202,12 @@ def fit_preset(
     cache: dict[tuple, float] = {}
 
     def evaluate(candidate: dict[str, Any]) -> float:
+        """Score plus a small parsimony term, so near-ties go to the simpler setting."""
         key = tuple(candidate[k] for k in FIT_KEYS)
         if key not in cache:
-            cache[key] = score(
-                strategy_features(candidate, geometry, n_masks, seed), real, n_mels, T
-            )
+            fit = score(strategy_features(candidate, geometry, n_masks, seed), real, n_mels, T)
+            simplicity = score_transform("n_segments", candidate["max_segments"], n_mels, T)
+            cache[key] = fit + PARSIMONY * float(simplicity)
         return cache[key]
 
     best = initial_guess(real, n_mels, T)
@@ -220,7 +228,7 @@ def fit_preset(
             if value < best_score:
                 best, best_score = candidate, value
         spread *= 0.6
-    return best, best_score
+    return best, score(strategy_features(best, geometry, n_masks, seed), real, n_mels, T)
 
 
 def split_halves(files: list[str], groups: list[str], fit_fraction: float, seed: int) -> np.ndarray:
@@ -359,7 +367,7 @@ def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     settings = params["recommend"]
     geometry = MelGeometry.from_params(params)
     build_dir = Path(build_dir)
-    presets = read_json(build_dir / "masks" / "presets.json")["presets"]
+    presets = read_masks_meta(build_dir / "masks")["presets"]
     mask_rows = read_csv(build_dir / "masks" / "features.csv")
     preset_features = {
         name: _features_of([r for r in mask_rows if r["preset"] == name]) for name in presets

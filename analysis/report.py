@@ -24,8 +24,9 @@ import numpy as np
 import yaml
 
 from analysis.io import atomic_path, log, read_csv, read_json, write_text
+from analysis.masks import read_masks_meta
 from analysis.mel import MelGeometry
-from analysis.recommend import FIT_KEYS
+from analysis.recommend import FIT_KEYS, PARSIMONY
 
 REPORT_DIR = Path("report")
 TEMPLATE = "report.qmd.j2"
@@ -123,12 +124,17 @@ def engine_version(engine: str) -> str:
     return f"{pandoc} + typst {importlib.metadata.version('typst')} (pandoc-typst fallback)"
 
 
+def _span(lo: Any, hi: Any) -> str:
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def describe_fit(row: dict[str, Any], T: int) -> str:
     """Fitted ranges in words."""
     return (
         f"band {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} of the mel bins within "
         f"{row['min_band_position']:.0%}–{row['max_band_position']:.0%} of the axis, "
-        f"{row['min_segments']}–{row['max_segments']} segment(s) of {row['min_seg_len']}–{row['max_seg_len']} frames"
+        f"{_span(row['min_segments'], row['max_segments'])} segment{'' if row['max_segments'] == 1 else 's'} "
+        f"of {_span(row['min_seg_len'], row['max_seg_len'])} frames"
         + (" (up to the whole clip)" if row["max_seg_len"] >= 0.9 * T else "")
     )
 
@@ -207,7 +213,7 @@ def build_context(
         for row in read_csv(build_dir / "features" / t / "skipped.csv")
     ]
     recs = read_json(build_dir / "recommendations.json")
-    presets_meta = read_json(build_dir / "masks" / "presets.json")
+    presets_meta = read_masks_meta(build_dir / "masks")
     manifest = read_json(figures_dir / "manifest.json")["figures"]
     figures_by_section: dict[str, list[dict]] = {}
     for entry in manifest:
@@ -253,6 +259,7 @@ def build_context(
             if r["machine_id"] == "all" and r.get("status") == "ok"
         },
         "fit_keys": FIT_KEYS,
+        "parsimony": PARSIMONY,
     }
     context["findings"] = findings(context)
     return context
@@ -273,6 +280,8 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
     env.filters["num"] = fmt
+    # Identifiers shown with spaces so long names (narrow_band_few_segments) wrap in table cells.
+    env.filters["label"] = lambda v: md_escape(str(v).replace("_", " "))
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
     env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v) * 100:.3g}%"
     env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"

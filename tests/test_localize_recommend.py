@@ -191,6 +191,15 @@ def test_localization_matches_ground_truth(default_run, machine_type):
 
 
 @pytest.mark.slow
+def test_extract_reads_the_synthetic_default_with_nothing_skipped(default_run):
+    params, build = default_run
+    for machine_type in params["data"]["machine_types"]:
+        assert read_csv(build / "features" / machine_type / "skipped.csv") == []
+        source = read_json(build / "features" / machine_type / "source.json")
+        assert source["synthetic"] and source["n_skipped"] == 0 and not source["warnings"]
+
+
+@pytest.mark.slow
 def test_fitted_preset_beats_the_seed_presets_on_held_out_clips(default_run):
     _, build = default_run
     rows = [r for r in read_csv(build / "recommendations.csv") if r["machine_id"] == "all"]
