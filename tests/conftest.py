@@ -57,26 +57,14 @@ def write_tree(
     rng = np.random.default_rng(seed)
     for split in ("train", "test"):
         (root / machine_type / split).mkdir(parents=True, exist_ok=True)
+    groups = [
+        ("train", "normal", n_train, None),
+        ("test", "normal", n_normal, None),
+        ("test", "anomaly", n_anomaly, 3000.0),
+    ]
     for machine_id in ids:
-        for i in range(n_train):
-            sf.write(
-                root / machine_type / "train" / f"normal_{machine_id}_{i:08d}.wav",
-                tone_clip(rng, seconds),
-                16000,
-                subtype="PCM_16",
-            )
-        for i in range(n_normal):
-            sf.write(
-                root / machine_type / "test" / f"normal_{machine_id}_{i:08d}.wav",
-                tone_clip(rng, seconds),
-                16000,
-                subtype="PCM_16",
-            )
-        for i in range(n_anomaly):
-            sf.write(
-                root / machine_type / "test" / f"anomaly_{machine_id}_{i:08d}.wav",
-                tone_clip(rng, seconds, extra_hz=3000.0),
-                16000,
-                subtype="PCM_16",
-            )
+        for split, label, count, extra_hz in groups:
+            for i in range(count):
+                path = root / machine_type / split / f"{label}_{machine_id}_{i:08d}.wav"
+                sf.write(path, tone_clip(rng, seconds, extra_hz=extra_hz), 16000, subtype="PCM_16")
     return root

@@ -343,3 +343,17 @@ def test_real_browser_decodes_every_image(cold, tmp_path):
         timeout=120,
     )
     assert shot.stat().st_size > 10000
+
+
+def test_quarto_engine_where_installed(cold):
+    if not shutil.which("quarto"):
+        pytest.skip("the quarto CLI is not on PATH (the pandoc + Typst engine is tested above)")
+    project, _, _ = cold
+    set_param(project, "report.engine", "quarto")
+    try:
+        sh(project, sys.executable, "-m", "analysis", "report")
+        html = (project / "report/_output/report.html").read_text()
+        assert "quarto" in html.lower() and "??" not in re.sub(r"<[^>]+>", " ", html)
+        assert (project / "report/_output/report.pdf").stat().st_size > 10000
+    finally:
+        set_param(project, "report.engine", "auto")
