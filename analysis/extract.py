@@ -13,11 +13,11 @@ Outputs in ``build/features/TYPE/``: ``test.npz``, ``train_stats.npz``,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from analysis.dcase import Clip, DataLayoutError, discover_clips
 from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
-from analysis.params import resolve_n_jobs
+from analysis.workers import keep_freed_memory, process_pool, resolve_n_jobs
 
 CHUNK_CLIPS = 16  # fixed, so chunked sums do not depend on the number of processes
 STD_FLOOR_DB = 1e-3  # a bin constant over all train frames is divided by this, not by 0
@@ -91,11 +91,6 @@ def warm_up(geometry: MelGeometry) -> None:
     _geometry(geometry).log_mel(np.zeros(geometry.sr, dtype=np.float32))
 
 
-def _single_blas_thread() -> None:
-    """Workers run one BLAS thread each: forked pools otherwise oversubscribe the cores 10x."""
-    threadpool_limits(1)
-
-
 @dataclass
 class ChunkResult:
     """What a worker returns for a chunk of clips."""
@@ -109,10 +104,7 @@ class ChunkResult:
 
 
 def _process_chunk(task: tuple[str, list[str], MelGeometry, float, bool]) -> ChunkResult:
-    # One BLAS thread in every path: the mel matmul's summation order (and so the last bits
-    # of the output) must not depend on how many processes or threads run.
-    with threadpool_limits(1):
-        return _process_files(*task)
+    return _process_files(*task)
 
 
 def _process_files(
@@ -120,7 +112,8 @@ def _process_files(
 ) -> ChunkResult:
     geometry = _geometry(geometry)
     result = ChunkResult(statuses=[])
-    frames = []
+    total = np.zeros(geometry.n_mels)
+    total_sq = np.zeros(geometry.n_mels)
     for file in files:
         try:
             loaded = load_clip(Path(root) / file, geometry.sr, min_duration_s)
@@ -134,12 +127,13 @@ def _process_files(
         if keep_logmels:
             result.logmels.append(logmel)
         else:
-            frames.append(logmel.astype(np.float64))
-    if frames:
-        stacked = np.concatenate(frames, axis=1)
-        result.count = stacked.shape[1]
-        result.mean = stacked.mean(axis=1)
-        result.m2 = ((stacked - result.mean[:, None]) ** 2).sum(axis=1)
+            # Per-bin sums in float64; the chunk's (count, mean, M2) are merged across chunks.
+            total += logmel.sum(axis=1, dtype=np.float64)
+            total_sq += np.square(logmel, dtype=np.float64).sum(axis=1)
+            result.count += logmel.shape[1]
+    if result.count:
+        result.mean = total / result.count
+        result.m2 = np.maximum(total_sq - total * result.mean, 0.0)
     return result
 
 
@@ -193,16 +187,29 @@ def extract(
     notes: Counter = Counter()
 
     warm_up(geometry)
-    pool = ProcessPoolExecutor(n_jobs, initializer=_single_blas_thread) if n_jobs > 1 else None
+    with contextlib.ExitStack() as stack:
+        # One BLAS thread in every path: the mel matmul's summation order, and so the last
+        # bits of the output, must not depend on how many processes or threads run.
+        if n_jobs > 1:
+            mapper = stack.enter_context(process_pool(n_jobs)).map
+        else:
+            stack.enter_context(threadpool_limits(1))
+            keep_freed_memory()
+            mapper = map
 
-    def run(group: list[Clip], keep_logmels: bool):
-        tasks = [
-            (str(root), [c.file for c in chunk], geometry, features["min_duration_s"], keep_logmels)
-            for chunk in iter_chunks(group, CHUNK_CLIPS)
-        ]
-        return pool.map(_process_chunk, tasks) if pool else map(_process_chunk, tasks)
+        def run(group: list[Clip], keep_logmels: bool):
+            tasks = [
+                (
+                    str(root),
+                    [c.file for c in chunk],
+                    geometry,
+                    features["min_duration_s"],
+                    keep_logmels,
+                )
+                for chunk in iter_chunks(group, CHUNK_CLIPS)
+            ]
+            return mapper(_process_chunk, tasks)
 
-    try:
         count, mean, m2 = train_moments(
             run(train, keep_logmels=False), geometry.n_mels, skipped, notes, progress
         )
@@ -214,9 +221,6 @@ def extract(
         kept, logmel, n_frames = normalized_test(
             run(test, keep_logmels=True), test, geometry, mean, std, skipped, notes, progress
         )
-    finally:
-        if pool:
-            pool.shutdown()
     skipped.sort()
     progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
 

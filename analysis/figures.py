@@ -14,19 +14,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
 from analysis.masks import build_strategy, read_masks_meta  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
-from analysis.params import resolve_n_jobs  # noqa: E402
 from analysis.recommend import FIT_KEYS  # noqa: E402
 from analysis.regions import SCORE_FEATURES, score_transform  # noqa: E402
+from analysis.workers import process_pool, resolve_n_jobs  # noqa: E402
 
 FEATURE_LABELS = {
     "band_fraction": "band fraction (of n_mels)",
@@ -519,9 +516,7 @@ def figures(
     with atomic_dir(out_dir) as tmp:
         tasks = [(tmp, cfg["dpi"], job) for job in jobs]
         # Figures are independent: draw them on all cores; map() keeps the manifest in order.
-        with ProcessPoolExecutor(
-            resolve_n_jobs(0), initializer=threadpool_limits, initargs=(1,)
-        ) as pool:
+        with process_pool(resolve_n_jobs(0)) as pool:
             entries = [entry for drawn in pool.map(_draw, tasks) for entry in drawn]
         write_json(tmp / "manifest.json", {"figures": entries})
     log(f"figures: {len(entries)} figures -> {out_dir}")

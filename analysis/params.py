@@ -9,7 +9,7 @@ a :class:`ParamsError` naming the dotted key.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,18 +304,3 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     return validate_params(raw)
-
-
-def resolve_n_jobs(n_jobs: int) -> int:
-    """``0`` means all cores this process may use."""
-    import os
-
-    if n_jobs > 0:
-        return n_jobs
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-CheckFn = Callable[[str, Any], Any]

@@ -19,19 +19,17 @@ with bootstrap confidence intervals over its clips.
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import wasserstein_distance
-from threadpoolctl import threadpool_limits
 
 from analysis.io import Progress, read_csv, write_csv, write_json
 from analysis.masks import AudioSpecificStrategy, read_masks_meta
 from analysis.mel import MelGeometry
-from analysis.params import resolve_n_jobs
 from analysis.regions import FEATURE_COLUMNS, SCORE_FEATURES, profile_features, score_transform
+from analysis.workers import process_pool, resolve_n_jobs
 
 FIT_KEYS = (
     "min_band_fraction",
@@ -383,9 +381,7 @@ def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     progress = Progress("recommend: groups", len(groups))
     tasks = [(*group, preset_features, geometry, settings) for group in groups]
     # Each group has its own seed, so the result does not depend on the number of processes.
-    with ProcessPoolExecutor(
-        resolve_n_jobs(0), initializer=threadpool_limits, initargs=(1,)
-    ) as pool:
+    with process_pool(resolve_n_jobs(0)) as pool:
         results = []
         for row in pool.map(_recommend_task, tasks):
             results.append(row)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from scipy.fft import next_fast_len
 
 from analysis.dcase import MACHINE_IDS, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
-from analysis.params import resolve_n_jobs
+from analysis.workers import process_pool, resolve_n_jobs
 
 SR = 16000
 GENERATOR_VERSION = 1
@@ -462,7 +461,7 @@ def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -
         progress = Progress("synthesize: clips", len(jobs))
         truth: dict[str, list[dict[str, Any]]] = {m: [] for m in params["data"]["machine_types"]}
         tasks = [(job, str(tmp)) for job in jobs]
-        with ProcessPoolExecutor(n_jobs) as pool:
+        with process_pool(n_jobs) as pool:
             for job, rows in zip(jobs, pool.map(_write_clip, tasks, chunksize=4), strict=True):
                 truth[job.machine_type].extend(rows)
                 progress.advance()

@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--memory-clips", type=int, nargs="*", default=[500, 2000])
     args = parser.parse_args()
     from analysis.extract import extract
-    from analysis.params import load_params, resolve_n_jobs
+    from analysis.params import load_params
+    from analysis.workers import resolve_n_jobs
 
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
