@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import librosa
@@ -141,6 +142,28 @@ class MelGeometry:
         """
         mel = self.mel_basis @ self.power_spectrogram(y)
         return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=self.top_db).astype(np.float32)
+
+    def librosa_log_mel(self, path: str | Path) -> np.ndarray:
+        """Log-mel (dB) of one file the plain DCASE-baseline way, float32.
+
+        ``librosa.load`` + ``librosa.feature.melspectrogram`` + ``power_to_db``,
+        one call each: the reference :meth:`log_mel` is tested against and the
+        baseline loop the extraction benchmark measures.
+        """
+        y, sr = librosa.load(path, sr=self.sr)
+        mel = librosa.feature.melspectrogram(
+            y=y,
+            sr=sr,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            power=self.power,
+            htk=True,
+            norm=None,
+        )
+        return librosa.power_to_db(mel, ref=1.0, top_db=self.top_db).astype(np.float32)
 
     def crop_or_pad(self, logmel: np.ndarray, fill: np.ndarray | float) -> np.ndarray:
         """Crop to ``target_T`` frames from the start, or pad at the end with ``fill`` per bin."""
