@@ -10,6 +10,7 @@ in progress.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -61,7 +62,11 @@ def run_repro(params_path: Path, command: list[str]) -> int:
         code = proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         raise
     ran = stages_run("".join(lines))
     if code != 0:
@@ -75,6 +80,10 @@ def run_repro(params_path: Path, command: list[str]) -> int:
     return code
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def watch(
     params_path: str | Path = "params.yaml",
     debounce_s: float = 1.0,
@@ -85,6 +94,11 @@ def watch(
     params_path = Path(params_path)
     command = command or [sys.executable, "-m", "dvc", "repro"]
     paths = [params_path, *(Path(p) for p in WATCHED[1:])]
+    # Ctrl-C is how a watch ends, so take SIGINT back even when the shell that
+    # started us ignores it (any `cmd &` in a non-interactive shell does), and
+    # treat SIGTERM from a process manager the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     seen = snapshot(paths)
     print(f"watch: watching {', '.join(str(p) for p in paths)} (Ctrl-C to stop)", flush=True)
     changed_at = None

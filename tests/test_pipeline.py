@@ -274,16 +274,32 @@ def test_interrupted_run_completes_correctly(cold):
     assert repro(project) == set()
 
 
-def test_watch_reruns_after_a_save_and_stops_on_ctrl_c(cold):
-    project, _, _ = cold
-    proc = subprocess.Popen(
+def start_watch(project: Path) -> subprocess.Popen:
+    """Start ``analysis watch`` the way a non-interactive shell's ``cmd &`` would:
+    with SIGINT ignored, which the watch must undo to honour Ctrl-C."""
+    return subprocess.Popen(
         [sys.executable, "-m", "analysis", "watch", "--debounce", "0.5", "--poll", "0.1"],
         cwd=project,
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+
+
+def test_watch_stops_cleanly_on_sigterm(cold):
+    project, _, _ = cold
+    proc = start_watch(project)
+    assert "watching" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert "watch: stopped" in rest and proc.returncode == 0
+
+
+def test_watch_reruns_after_a_save_and_stops_on_ctrl_c(cold):
+    project, _, _ = cold
+    proc = start_watch(project)
     lines = [proc.stdout.readline()]
     assert "watching" in lines[0]
     set_param(project, "report.title", "Watched title")
