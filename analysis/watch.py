@@ -80,10 +80,6 @@ def run_repro(params_path: Path, command: list[str]) -> int:
     return code
 
 
-def _stop_on_signal(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def watch(
     params_path: str | Path = "params.yaml",
     debounce_s: float = 1.0,
@@ -96,9 +92,11 @@ def watch(
     paths = [params_path, *(Path(p) for p in WATCHED[1:])]
     # Ctrl-C is how a watch ends, so take SIGINT back even when the shell that
     # started us ignores it (any `cmd &` in a non-interactive shell does), and
-    # treat SIGTERM from a process manager the same way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    # treat SIGTERM from a process manager the same way (default_int_handler
+    # raises KeyboardInterrupt for any signal). The caller's handlers come back
+    # when the watch ends.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in stop_signals}
     seen = snapshot(paths)
     print(f"watch: watching {', '.join(str(p) for p in paths)} (Ctrl-C to stop)", flush=True)
     changed_at = None
@@ -115,3 +113,6 @@ def watch(
                 seen = snapshot(paths)
     except KeyboardInterrupt:
         print("watch: stopped", flush=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
