@@ -219,7 +219,13 @@ def extract(
             )
         std = np.sqrt(m2 / count)
         kept, logmel, n_frames = normalized_test(
-            run(test, keep_logmels=True), test, geometry, mean, std, skipped, notes, progress
+            run(test, keep_logmels=True),
+            test,
+            geometry,
+            (features["normalization"], mean, std),
+            skipped,
+            notes,
+            progress,
         )
     skipped.sort()
     progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
@@ -276,8 +282,31 @@ def train_moments(chunks, n_mels, skipped, notes, progress) -> tuple[int, np.nda
     return count, mean, m2
 
 
-def normalized_test(chunks, test, geometry, mean, std, skipped, notes, progress):
-    """Pass 2: crop/pad the test log-mels (padding = train mean, so 0 after) and normalize."""
+def normalize_clip(
+    raw: np.ndarray, geometry: MelGeometry, mode: str, mean: np.ndarray, divisor: np.ndarray
+) -> np.ndarray:
+    """One clip's (n_mels, target_T) feature under ``features.normalization``.
+
+    ``train_per_bin``: pad with the train mean per bin, then subtract it and divide
+    by the train std per bin (padding becomes exactly 0). ``per_clip``: what the
+    training code does today: crop, standardize by the clip's own mean and std
+    (over its own frames), then zero-pad. ``none``: the dB values, padded with
+    the clip's own mean.
+    """
+    if mode == "train_per_bin":
+        padded = geometry.crop_or_pad(raw, fill=mean)
+        return (padded - mean[:, None]) / divisor[:, None]
+    crop = raw[:, : geometry.target_T].astype(np.float64)
+    centre = crop.mean()
+    if mode == "per_clip":
+        crop = (crop - centre) / max(float(crop.std()), STD_FLOOR_DB)
+        centre = 0.0
+    return geometry.crop_or_pad(crop.astype(np.float32), fill=np.float32(centre))
+
+
+def normalized_test(chunks, test, geometry, normalization, skipped, notes, progress):
+    """Pass 2: crop/pad and normalize the test log-mels (``normalization`` = (mode, mean, std))."""
+    mode, mean, std = normalization
     # The stored float32 statistics are the ones applied, so padding (= mean) becomes exactly 0.
     mean = mean.astype(np.float32)
     divisor = np.maximum(std, STD_FLOOR_DB).astype(np.float32)
@@ -295,8 +324,7 @@ def normalized_test(chunks, test, geometry, mean, std, skipped, notes, progress)
             raw = next(used)
             i = len(kept)
             n_frames[i] = min(raw.shape[1], geometry.target_T)
-            padded = geometry.crop_or_pad(raw, fill=mean)
-            logmel[i] = (padded - mean[:, None]) / divisor[:, None]
+            logmel[i] = normalize_clip(raw, geometry, mode, mean, divisor)
             kept.append(by_file[file])
         progress.advance(len(chunk.statuses))
     return kept, logmel[: len(kept)], n_frames[: len(kept)]

@@ -456,8 +456,8 @@ def figures(
     seed_settings = {name: presets[name] for name in ("current", "proposed") if name in presets}
     if seed_settings:
         caption = (
-            f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid (nearest resize, as "
-            "training calls it) with the seed's current and proposed settings."
+            f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid (any-cell projection, as "
+            "training projects it) with the seed's current and proposed settings."
         )
         jobs.append(
             (

@@ -16,9 +16,12 @@ from typing import Any
 
 import yaml
 
+from analysis.strategies import FAMILY_KINDS, OptionError
+
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-RESIZE_METHODS: tuple[str, ...] = ("nearest", "max_pool")
-PRESET_KINDS: tuple[str, ...] = ("audio_specific", "perlin")
+PROJECTIONS: tuple[str, ...] = ("any_cell", "nearest")
+PRESET_KINDS: tuple[str, ...] = ("audio_specific", "training_audio", "perlin", "python")
+NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
 
@@ -93,19 +96,37 @@ def _positive_int(hi: float | None = None) -> Num:
 FRACTION = Num(float, 0.0, 1.0, lo_open=True)
 N_JOBS = Num(int, 0, 512)
 
-AUDIO_SPECIFIC_PRESET: dict[str, Any] = {
-    "kind": Text(PRESET_KINDS),
+# Every option of the band-times-segments family is optional: ``audio_specific`` fills in the
+# seed notebook's defaults, ``training_audio`` today's training code's (analysis.strategies).
+FAMILY_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS)}
+FAMILY_OPTIONAL: dict[str, Any] = {
     "min_band_fraction": FRACTION,
     "max_band_fraction": FRACTION,
+    "max_band_frac": FRACTION,
+    "min_band_rows": _positive_int(),
+    "max_band_rows": _positive_int(),
+    "min_band_hz": Num(float, 0.0, lo_open=True),
+    "max_band_hz": Num(float, 0.0, lo_open=True),
+    "min_bands": _positive_int(),
+    "max_bands": _positive_int(),
+    "min_band_position": Num(float, 0.0, 1.0),
+    "max_band_position": Num(float, 0.0, 1.0),
     "min_segments": _positive_int(),
     "max_segments": _positive_int(),
     "min_seg_len": _positive_int(),
     "max_seg_len": _positive_int(),
+    "disjoint_segments": Flag(),
+    "full_time_prob": Num(float, 0.0, 1.0),
+    "min_full_coverage": FRACTION,
+    "max_full_coverage": FRACTION,
+    "perlin_prob": Num(float, 0.0, 1.0),
+    "perlin_min_scale_exp": Num(int, 0, 8),
+    "perlin_max_scale_exp": Num(int, 0, 8),
+    "perlin_threshold": Num(float, -1.0, 1.0),
+    "perlin_rotate": Flag(),
 }
-AUDIO_SPECIFIC_OPTIONAL: dict[str, Any] = {
-    "min_band_position": Num(float, 0.0, 1.0),
-    "max_band_position": Num(float, 0.0, 1.0),
-}
+PYTHON_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS), "target": Text()}
+PYTHON_OPTIONAL: dict[str, Any] = {"kwargs": "kwargs", "path": Text()}
 PERLIN_PRESET: dict[str, Any] = {
     "kind": Text(PRESET_KINDS),
     "min_scale_exp": Num(int, 0, 8),
@@ -140,6 +161,7 @@ SPEC: dict[str, Any] = {
         "top_db": Num(float, 0.0, 200.0, lo_open=True),
         "target_T": Num(int, 8, 100000),
         "min_duration_s": Num(float, 0.0, lo_open=True),
+        "normalization": Text(NORMALIZATIONS),
         "n_jobs": N_JOBS,
     },
     "localization": {
@@ -154,7 +176,7 @@ SPEC: dict[str, Any] = {
         "n_masks": Num(int, 10),
         "n_samples": _positive_int(64),
         "q_grids": "q_grids",
-        "resize_methods": ListOf(Text(RESIZE_METHODS)),
+        "resize_methods": ListOf(Text(PROJECTIONS)),
         "presets": "presets",
     },
     "recommend": {
@@ -210,6 +232,10 @@ def _check_value(key: str, value: Any, leaf: Any) -> Any:
         return _check_q_grids(key, value)
     if leaf == "presets":
         return _check_presets(key, value)
+    if leaf == "kwargs":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ParamsError(f"{key}: expected a mapping of keyword arguments")
+        return dict(value)
     return leaf.check(key, value)
 
 
@@ -230,8 +256,16 @@ def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(preset, Mapping) or "kind" not in preset:
             raise ParamsError(f"{pkey}.kind: missing (one of {', '.join(PRESET_KINDS)})")
         kind = Text(PRESET_KINDS).check(f"{pkey}.kind", preset["kind"])
-        if kind == "audio_specific":
-            out[name] = _check_mapping(pkey, preset, AUDIO_SPECIFIC_PRESET, AUDIO_SPECIFIC_OPTIONAL)
+        if kind in ("audio_specific", "training_audio"):
+            out[name] = _check_mapping(pkey, preset, FAMILY_PRESET, FAMILY_OPTIONAL)
+        elif kind == "python":
+            out[name] = _check_mapping(pkey, preset, PYTHON_PRESET, PYTHON_OPTIONAL)
+            target = out[name]["target"]
+            module, _, attr = target.partition(":")
+            if not module or not attr:
+                raise ParamsError(f"{pkey}.target: {target!r} must look like 'module.path:Name'")
+            if "path" in out[name] and not Path(out[name]["path"]).is_dir():
+                raise ParamsError(f"{pkey}.path: {out[name]['path']!r} is not a folder")
         else:
             out[name] = _check_mapping(pkey, preset, PERLIN_PRESET)
     return out
@@ -264,15 +298,17 @@ def _cross_checks(p: dict) -> None:
         )
     for name, preset in p["masks"]["presets"].items():
         key = f"masks.presets.{name}"
-        if preset["kind"] == "audio_specific":
-            _check_min_max({key: preset}, key, "min_band_fraction", "max_band_fraction")
-            _check_min_max({key: preset}, key, "min_segments", "max_segments")
-            _check_min_max({key: preset}, key, "min_seg_len", "max_seg_len")
-            _require(preset["max_seg_len"] <= T, f"{key}.max_seg_len", f"above target_T = {T}")
-            lo = preset.get("min_band_position", 0.0)
-            hi = preset.get("max_band_position", 1.0)
-            _require(lo < hi, f"{key}.min_band_position", "must be below max_band_position")
-        else:
+        if preset["kind"] in FAMILY_KINDS:
+            options = {k: v for k, v in preset.items() if k != "kind"}
+            try:
+                FAMILY_KINDS[preset["kind"]].resolve(
+                    n_mels, T, **options, fmin_hz=f["fmin"], fmax_hz=f["fmax"]
+                )
+            except OptionError as err:
+                raise ParamsError(f"{key}.{err.option}: {err}") from None
+            except (TypeError, ValueError) as err:
+                raise ParamsError(f"{key}: {err}") from None
+        elif preset["kind"] == "perlin":
             _check_min_max({key: preset}, key, "min_scale_exp", "max_scale_exp")
 
 

@@ -31,9 +31,14 @@ from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, SCORE_FEATURES, profile_features, score_transform
 from analysis.workers import process_pool, resolve_n_jobs
 
+# The space the fit searches: the band-times-segments family of analysis.strategies with
+# several bands at once and a share of full-clip masks (coverage 85-100 %, the family default).
 FIT_KEYS = (
     "min_band_fraction",
     "max_band_fraction",
+    "min_bands",
+    "max_bands",
+    "full_time_prob",
     "min_segments",
     "max_segments",
     "min_seg_len",
@@ -50,7 +55,8 @@ SCORE_DEFINITION = (
     "score = mean over the features {features} of the 1-D Wasserstein distance between the "
     "preset's mask features and the real anomaly regions' features, after mapping each feature "
     "to [0, 1] (fractions as they are; segment lengths / T; number of segments as "
-    "log(1 + n) / log(1 + T/2)). 0 means identical distributions; lower is closer."
+    "log(1 + n) / log(1 + T/2); number of bands as log(1 + n) / log(1 + n_mels/2)). "
+    "0 means identical distributions; lower is closer."
 ).format(features=", ".join(SCORE_FEATURES))
 
 
@@ -76,11 +82,9 @@ def strategy_features(
     settings: dict[str, Any], geometry: MelGeometry, n_masks: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Region features of ``n_masks`` masks of an AudioSpecificStrategy setting (drawn as factors)."""
-    strategy = AudioSpecificStrategy(
-        geometry.spectrogram_shape, geometry.spectrogram_shape, seed=seed, **settings
-    )
+    strategy = AudioSpecificStrategy(geometry.spectrogram_shape, seed=seed, **settings)
     rows, frames = strategy.draw_factors(n_masks)
-    return profile_features(rows.numpy(), frames.numpy())
+    return profile_features(rows, frames)
 
 
 def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
@@ -89,6 +93,7 @@ def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
         float(np.clip(candidate[k], 1.0 / n_mels, 1.0))
         for k in ("min_band_fraction", "max_band_fraction")
     )
+    bands = sorted(int(np.clip(round(candidate[k]), 1, 8)) for k in ("min_bands", "max_bands"))
     seg = sorted(
         int(np.clip(round(candidate[k]), 1, T // 2)) for k in ("min_segments", "max_segments")
     )
@@ -104,6 +109,9 @@ def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
     return {
         "min_band_fraction": round(bf[0], 4),
         "max_band_fraction": round(bf[1], 4),
+        "min_bands": bands[0],
+        "max_bands": bands[1],
+        "full_time_prob": round(float(np.clip(candidate["full_time_prob"], 0.0, 1.0)), 3),
         "min_segments": seg[0],
         "max_segments": seg[1],
         "min_seg_len": ln[0],
@@ -113,25 +121,38 @@ def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
     }
 
 
+FULL_CLIP_COVERAGE = 0.85  # a region covering this much of the clip counts as "full clip"
+
+
 def initial_guess(real: dict[str, np.ndarray], n_mels: int, T: int) -> dict[str, Any]:
-    """Ranges read off the real features' 10th and 90th percentiles."""
+    """Ranges read off the real features' 10th and 90th percentiles.
 
-    def q(name, p, values=None):
-        v = real[name] if values is None else values
-        return float(np.nanpercentile(v, p))
+    The share of regions covering at least ``FULL_CLIP_COVERAGE`` of the clip
+    starts ``full_time_prob``; the segment ranges come from the other regions.
+    """
 
+    def q(values, p):
+        values = values[np.isfinite(values)]
+        return float(np.percentile(values, p)) if values.size else 1.0
+
+    full = real["time_coverage"] >= FULL_CLIP_COVERAGE
+    part = ~full if (~full).any() else np.ones_like(full)
     low_edge = real["band_centre_fraction"] - real["band_fraction"] / 2
     high_edge = real["band_centre_fraction"] + real["band_fraction"] / 2
+    per_band = real["band_fraction"] / np.maximum(real["n_bands"], 1)
     return _clean(
         {
-            "min_band_fraction": q("band_fraction", 10),
-            "max_band_fraction": q("band_fraction", 90),
-            "min_segments": q("n_segments", 10),
-            "max_segments": q("n_segments", 90),
-            "min_seg_len": q("mean_seg_len_frames", 10),
-            "max_seg_len": q("max_seg_len_frames", 90),
-            "min_band_position": q("", 5, low_edge),
-            "max_band_position": q("", 95, high_edge),
+            "min_band_fraction": q(per_band, 10),
+            "max_band_fraction": q(per_band, 90),
+            "min_bands": q(real["n_bands"], 10),
+            "max_bands": q(real["n_bands"], 90),
+            "full_time_prob": float(np.mean(full)),
+            "min_segments": q(real["n_segments"][part], 10),
+            "max_segments": q(real["n_segments"][part], 90),
+            "min_seg_len": q(real["mean_seg_len_frames"][part], 10),
+            "max_seg_len": q(real["max_seg_len_frames"][part], 90),
+            "min_band_position": q(low_edge, 5),
+            "max_band_position": q(high_edge, 95),
         },
         n_mels,
         T,
@@ -141,10 +162,11 @@ def initial_guess(real: dict[str, np.ndarray], n_mels: int, T: int) -> dict[str,
 def _perturb(
     base: dict[str, Any], rng: np.random.Generator, spread: float, n_mels: int, T: int
 ) -> dict[str, Any]:
-    """A random neighbour: each range end moved by a log-normal factor (positions additively)."""
+    """A random neighbour: each range end moved by a log-normal factor (positions and the
+    full-clip share additively)."""
     out = {}
     for key, value in base.items():
-        if "position" in key:
+        if "position" in key or key == "full_time_prob":
             out[key] = value + rng.normal(0, 0.15 * spread)
         else:
             out[key] = max(value, 1e-3) * float(np.exp(rng.normal(0, spread)))
@@ -155,11 +177,15 @@ def _random_candidate(rng: np.random.Generator, n_mels: int, T: int) -> dict[str
     """A broad draw over the whole space, so the search is not stuck near the initial guess."""
     lo_len = float(np.exp(rng.uniform(0, np.log(T))))
     lo_seg = float(np.exp(rng.uniform(0, np.log(T // 4))))
-    lo_bf = float(np.exp(rng.uniform(np.log(1 / n_mels), 0)))
+    lo_bf = float(np.exp(rng.uniform(np.log(1 / n_mels), np.log(0.5))))
+    lo_bands = float(rng.integers(1, 4))
     return _clean(
         {
             "min_band_fraction": lo_bf,
             "max_band_fraction": lo_bf * np.exp(rng.uniform(0, 1.5)),
+            "min_bands": lo_bands,
+            "max_bands": lo_bands + rng.integers(0, 3),
+            "full_time_prob": float(rng.choice([0.0, rng.uniform(0, 1), 1.0])),
             "min_segments": lo_seg,
             "max_segments": lo_seg * np.exp(rng.uniform(0, 2)),
             "min_seg_len": lo_len,
@@ -204,7 +230,9 @@ def fit_preset(
         key = tuple(candidate[k] for k in FIT_KEYS)
         if key not in cache:
             fit = score(strategy_features(candidate, geometry, n_masks, seed), real, n_mels, T)
-            simplicity = score_transform("n_segments", candidate["max_segments"], n_mels, T)
+            simplicity = score_transform(
+                "n_segments", candidate["max_segments"], n_mels, T
+            ) + score_transform("n_bands", candidate["max_bands"], n_mels, T)
             cache[key] = fit + PARSIMONY * float(simplicity)
         return cache[key]
 
@@ -313,7 +341,13 @@ def recommend_group(
         candidates, held_out, n_mels, T, settings["n_bootstrap"], settings["ci_level"], seed + 2
     )
     out.update(
-        {"status": "ok", "n_fit": int(in_fit.sum()), "n_holdout": int((~in_fit).sum()), **fitted}
+        {
+            "status": "ok",
+            "n_fit": int(in_fit.sum()),
+            "n_holdout": int((~in_fit).sum()),
+            **fitted,
+            "fitted": fitted,
+        }
     )
     out["fit_score"] = fit_score
     for name, (point, lo, hi) in scores.items():

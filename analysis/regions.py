@@ -31,6 +31,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 # The features the score compares, each mapped to [0, 1] by score_transform.
 SCORE_FEATURES: tuple[str, ...] = (
     "band_fraction",
+    "n_bands",
     "band_centre_fraction",
     "n_segments",
     "mean_seg_len_frames",
@@ -117,11 +118,14 @@ def score_transform(name: str, values: np.ndarray, n_mels: int, T: int) -> np.nd
 
     Fractions stay as they are; segment lengths are divided by T; the number of
     segments is log-scaled, ``log(1 + n) / log(1 + T / 2)`` (T / 2 is the most
-    disjoint segments T frames can hold), so 1 vs 3 segments weighs like 10 vs 30.
+    disjoint segments T frames can hold), so 1 vs 3 segments weighs like 10 vs 30;
+    the number of bands likewise with n_mels / 2.
     """
     v = np.asarray(values, dtype=np.float64)
     if name == "n_segments":
         return np.log1p(v) / np.log1p(T / 2)
+    if name == "n_bands":
+        return np.log1p(v) / np.log1p(n_mels / 2)
     if name in ("mean_seg_len_frames", "max_seg_len_frames"):
         return v / T
     if name == "band_centre_bin":

@@ -130,27 +130,45 @@ def _span(lo: Any, hi: Any) -> str:
 
 def describe_fit(row: dict[str, Any], T: int) -> str:
     """Fitted ranges in words."""
-    return (
-        f"band {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} of the mel bins within "
-        f"{row['min_band_position']:.0%}–{row['max_band_position']:.0%} of the axis, "
+    bands = _span(row["min_bands"], row["max_bands"])
+    plural = "" if row["max_bands"] == 1 else "s"
+    segments = (
         f"{_span(row['min_segments'], row['max_segments'])} segment{'' if row['max_segments'] == 1 else 's'} "
         f"of {_span(row['min_seg_len'], row['max_seg_len'])} frames"
         + (" (up to the whole clip)" if row["max_seg_len"] >= 0.9 * T else "")
     )
+    full = row["full_time_prob"]
+    if full >= 0.995:
+        time = "one segment over 85–100 % of the clip"
+    elif full > 0:
+        time = f"one segment over 85–100 % of the clip in {full:.0%} of masks, else {segments}"
+    else:
+        time = segments
+    return (
+        f"{bands} band{plural} of {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} "
+        f"of the mel bins within {row['min_band_position']:.0%}–{row['max_band_position']:.0%} "
+        f"of the axis; {time}"
+    )
 
 
-def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int) -> str:
-    """A ready-to-paste constructor call with the fitted values."""
+def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | None = None) -> str:
+    """A ready-to-paste constructor call with the fitted values, in the training code's convention.
+
+    ``q_factor`` None gives spectrogram-size masks (``q_shape=None``), which the
+    model then projects onto its latent grids itself.
+    """
     n_mels, T = geometry.spectrogram_shape
-    q = geometry.q_shape(q_factor)
-    args = [
-        f"spectrogram_shape=({n_mels}, {T})",
-        f"q_shape=({q[0]}, {q[1]})",
-        f"n_mels={n_mels}",
-        f"T={T}",
-    ]
+    if q_factor is None:
+        q_text = "None"
+    else:
+        q = geometry.q_shape(q_factor)
+        q_text = f"({q[0]}, {q[1]})"
+    args = [f"({n_mels}, {T})", q_text, str(n_mels), str(T)]
     args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
-    return "AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
+    return (
+        "from analysis.strategies import AudioSpecificStrategy\n\n"
+        "strategy = AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
+    )
 
 
 def findings(context: dict[str, Any]) -> list[str]:
@@ -196,7 +214,7 @@ def findings(context: dict[str, Any]) -> list[str]:
     if worst and float(worst["vanished_share"]) > 0:
         out.append(
             f"Resizing: up to {float(worst['vanished_share']):.1%} of '{worst['preset']}' masks vanish on the "
-            f"{worst['grid']} grid with {worst['method']} resize; max_pool never loses a masked cell."
+            f"{worst['grid']} grid with {worst['method']} resize; the any-cell projection never loses a masked cell."
         )
     return out
 
@@ -218,9 +236,6 @@ def build_context(
     figures_by_section: dict[str, list[dict]] = {}
     for entry in manifest:
         figures_by_section.setdefault(entry["section"], []).append(entry)
-    q_bot_factor = params["masks"]["q_grids"].get(
-        "q_bot", next(iter(params["masks"]["q_grids"].values()))
-    )
     rows = recs["rows"]
     context = {
         "title": params["report"]["title"],
@@ -254,7 +269,7 @@ def build_context(
         "versions": package_versions(),
         "engine": engine_version(engine),
         "calls": {
-            r["machine_type"]: strategy_call(r, geometry, q_bot_factor)
+            r["machine_type"]: strategy_call(r, geometry)
             for r in rows
             if r["machine_id"] == "all" and r.get("status") == "ok"
         },

@@ -1,16 +1,23 @@
-"""Benchmark: AudioSpecificStrategy as training calls it, against the seed's per-mask loop.
+"""Benchmark: the mask strategies as training calls them, against plain per-mask loops.
 
-Both draw the 'current' preset (band 0.05-0.15, 10-160 segments of 1-80 frames)
-on the q_bot grid (32 x 80) for the same number of masks in the same run. The
-seed's way: one numpy mask at a time with a Python loop over segments, then
-``F.interpolate(mode="nearest")``. Prints masks/s of each and their ratio.
+Two call patterns, each against its baseline measured in the same run:
 
-Usage: python benchmarks/bench_masks.py [--masks 4096] [--batch 256]
+* **batch 1, spectrogram size** (the training code's dataset calls
+  ``strategy(1, device)`` once per item): ``TrainingAudioStrategy`` against a
+  plain per-item loop that draws today's training strategy the way such code
+  does (numpy draws, ``np.zeros``, slice assignment, ``torch.from_numpy``).
+* **batch 256 on the q_bot grid (32 x 80)**: ``AudioSpecificStrategy`` with the
+  seed's 'current' preset against the seed notebook's per-mask loop followed
+  by the same projection (``nearest`` via ``F.interpolate``; ``any_cell`` via
+  the training code's average pool then ``> 0``).
+
+Usage: python benchmarks/bench_masks.py [--masks 4096] [--batch 256] [--items 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from pathlib import Path
@@ -21,13 +28,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.masks import AudioSpecificStrategy  # noqa: E402
+from analysis.strategies import AudioSpecificStrategy, TrainingAudioStrategy  # noqa: E402
 
 N_MELS, T, Q = 128, 320, (32, 80)
 
 
 def seed_mask(rng, min_bf=0.05, max_bf=0.15, min_s=10, max_s=160, min_len=1, max_len=80):
-    """The seed notebook's generator (per mask, per segment), kept here as the baseline."""
+    """The seed notebook's generator (per mask, per segment), at spectrogram size."""
     M = np.zeros((N_MELS, T), dtype=np.float32)
     width = max(1, int(N_MELS * rng.uniform(min_bf, max_bf)))
     f_low = rng.integers(0, max(1, N_MELS - width))
@@ -35,32 +42,77 @@ def seed_mask(rng, min_bf=0.05, max_bf=0.15, min_s=10, max_s=160, min_len=1, max
         seg_len = max(1, rng.integers(min_len, min(max_len + 1, T)))
         t_start = rng.integers(0, max(1, T - seg_len))
         M[f_low : f_low + width, t_start : min(t_start + seg_len, T)] = 1.0
-    return F.interpolate(torch.from_numpy(M)[None, None], size=Q, mode="nearest")[0]
+    return torch.from_numpy(M)[None, None]
+
+
+def project(mask: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "nearest":
+        return F.interpolate(mask, size=Q, mode="nearest")
+    stride = (N_MELS // Q[0], T // Q[1])
+    return (F.avg_pool2d(mask, kernel_size=stride, stride=stride) > 0).float()
+
+
+def training_item(rng: random.Random) -> torch.Tensor:
+    """Today's training strategy for one item as a plain loop: a band of 1..int(0.1 n_mels)
+    rows; with probability 0.3 one segment over 85-100 % of the clip, else 2..5 disjoint
+    segments of T/10..T/3 frames placed by rejection. Python's ``random`` for the scalar draws
+    (the fastest plain choice), numpy for the mask."""
+    mask = np.zeros((1, 1, N_MELS, T), dtype=np.float32)
+    width = rng.randint(1, int(N_MELS * 0.1))
+    low = rng.randint(0, N_MELS - width)
+    if rng.random() < 0.3:
+        length = max(1, int(T * rng.uniform(0.85, 1.0)))
+        start = rng.randint(0, T - length)
+        mask[0, 0, low : low + width, start : start + length] = 1.0
+        return torch.from_numpy(mask)
+    taken = []
+    for _ in range(rng.randint(2, 5)):
+        length = rng.randint(T // 10, T // 3)
+        for _attempt in range(20):
+            start = rng.randint(0, T - length)
+            if all(start > e or start + length < s for s, e in taken):  # a gap of one frame
+                taken.append((start, start + length))
+                mask[0, 0, low : low + width, start : start + length] = 1.0
+                break
+    return torch.from_numpy(mask)
+
+
+def rate(fn, n: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return n / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--masks", type=int, default=4096)
+    parser.add_argument("--masks", type=int, default=4096, help="masks for the batch-256 runs")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--items", type=int, default=20000, help="calls for the batch-1 runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    n_seed = max(256, args.masks // 8)  # the loop is slow; its rate is per mask anyway
-    start = time.perf_counter()
-    for _ in range(n_seed):
-        seed_mask(rng)
-    seed_rate = n_seed / (time.perf_counter() - start)
-    strategy = AudioSpecificStrategy((N_MELS, T), Q, N_MELS, T, seed=0)
-    strategy(args.batch, "cpu")  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.masks // args.batch):
-        strategy(args.batch, "cpu")
-    ours_rate = (args.masks // args.batch) * args.batch / (time.perf_counter() - start)
-    print(f"seed per-mask loop + nearest resize: {seed_rate:10.0f} masks/s ({n_seed} masks)")
-    print(
-        f"AudioSpecificStrategy(batch={args.batch}):      {ours_rate:10.0f} masks/s ({args.masks} masks, 1 thread)"
-    )
-    print(f"ratio: {ours_rate / seed_rate:.0f}x")
+
+    print(f"batch 1 at spectrogram size ({N_MELS}x{T}), {args.items} calls, as the dataset calls it:")
+    py_rng = random.Random(0)
+    loop_rate = rate(lambda: training_item(py_rng), args.items)
+    ours = TrainingAudioStrategy((N_MELS, T), None, N_MELS, T, seed=0)
+    ours_rate = rate(lambda: ours(1, "cpu"), args.items)
+    print(f"  plain per-item loop (training strategy): {loop_rate:10.0f} masks/s")
+    print(f"  TrainingAudioStrategy(1, 'cpu'):         {ours_rate:10.0f} masks/s")
+    print(f"  batch-1 ratio: {ours_rate / loop_rate:.2f}x")
+
+    n_batches = max(1, args.masks // args.batch)
+    n_seed = max(256, args.masks // 8)  # the seed loop is slow; its rate is per mask anyway
+    print(f"batch {args.batch} on the q_bot grid {Q}, 'current' preset, 1 thread:")
+    for method in ("any_cell", "nearest"):
+        rng = np.random.default_rng(0)
+        seed_rate = rate(lambda m=method: project(seed_mask(rng), m), n_seed)
+        strategy = AudioSpecificStrategy((N_MELS, T), Q, N_MELS, T, projection=method, seed=0)
+        batch_rate = args.batch * rate(lambda s=strategy: s(args.batch, "cpu"), n_batches)
+        print(f"  seed per-mask loop + {method:8s}:      {seed_rate:10.0f} masks/s")
+        print(f"  AudioSpecificStrategy({args.batch}), {method:8s}: {batch_rate:10.0f} masks/s")
+        print(f"  batch-{args.batch} ratio ({method}): {batch_rate / seed_rate:.0f}x")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_closed_loop_fit_recovers_known_parameters():
     rows, frames = AudioSpecificStrategy(
         GEOMETRY.spectrogram_shape, GEOMETRY.spectrogram_shape, seed=11, **truth
     ).draw_factors(300)
-    real = profile_features(rows.numpy(), frames.numpy())
+    real = profile_features(rows, frames)
     fitted, fit_score = fit_preset(
         real,
         GEOMETRY,
@@ -107,6 +107,53 @@ def test_closed_loop_fit_recovers_known_parameters():
         assert fitted[lo] <= true_mid <= fitted[hi], (lo, fitted)
         assert abs(fitted[lo] - truth[lo]) <= slack + 0.5 * (truth[hi] - truth[lo]), (lo, fitted)
         assert abs(fitted[hi] - truth[hi]) <= slack + 0.5 * (truth[hi] - truth[lo]), (hi, fitted)
+
+
+@pytest.mark.parametrize(
+    "truth, checks",
+    [
+        (  # mostly full-clip stripes, sometimes two short pieces
+            {
+                "min_band_fraction": 0.03,
+                "max_band_fraction": 0.06,
+                "full_time_prob": 0.8,
+                "min_segments": 1,
+                "max_segments": 2,
+                "min_seg_len": 10,
+                "max_seg_len": 30,
+            },
+            {"full_time_prob": (0.65, 0.95), "max_bands": (1, 1)},
+        ),
+        (  # several thin lines at once over the whole clip (ToyConveyor-like)
+            {
+                "min_band_rows": 2,
+                "max_band_rows": 3,
+                "min_bands": 3,
+                "max_bands": 3,
+                "full_time_prob": 1.0,
+                "min_band_position": 0.2,
+                "max_band_position": 0.8,
+            },
+            {"full_time_prob": (0.85, 1.0), "min_bands": (2, 3), "max_bands": (3, 4)},
+        ),
+    ],
+    ids=["full-clip share", "several bands"],
+)
+def test_closed_loop_fit_chooses_full_clip_and_multi_band_masks(truth, checks):
+    """Regions drawn from known settings of the richer family are fitted back into it."""
+    rows, frames = AudioSpecificStrategy(GEOMETRY.spectrogram_shape, seed=12, **truth).draw_factors(
+        300
+    )
+    real = profile_features(rows, frames)
+    fitted, fit_score = fit_preset(
+        real,
+        GEOMETRY,
+        {"n_masks_per_candidate": 256, "n_search_candidates": 80, "n_refine_rounds": 3},
+        seed=4,
+    )
+    assert fit_score < 0.04, fitted
+    for key, (lo, hi) in checks.items():
+        assert lo <= fitted[key] <= hi, (key, fitted)
 
 
 def fake_rows(n_found, n_missing, machine_id="id_00"):

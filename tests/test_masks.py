@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
 from analysis.io import read_csv, read_json
 from analysis.masks import (
     AudioSpecificStrategy,
     PerlinStrategy,
+    TrainingAudioStrategy,
     full_size_masks,
     masks_stage,
     resize_fidelity,
@@ -86,34 +88,49 @@ def test_every_bin_and_frame_is_reachable():
 def test_band_position_range_is_respected():
     s = AudioSpecificStrategy(SPEC, SPEC, min_band_position=0.25, max_band_position=0.5, seed=2)
     rows, _ = s.draw_factors(2000)
-    used = np.flatnonzero(rows.any(0).numpy())
+    used = np.flatnonzero(rows.any(0))
     assert used.min() == 32 and used.max() == 63
 
 
-def test_narrow_band_vanishes_under_nearest_never_under_max_pool():
+def test_narrow_band_vanishes_under_nearest_never_under_any_cell():
     narrow = {"min_band_fraction": 2 / 128, "max_band_fraction": 2 / 128}  # 2 rows < stride 4
     full = full_size_masks(AudioSpecificStrategy(SPEC, SPEC, seed=3, **narrow), 1000)
     nearest = resize_fidelity(full, Q_BOT, "nearest")
-    lossless = resize_fidelity(full, Q_BOT, "max_pool")
+    lossless = resize_fidelity(full, Q_BOT, "any_cell")
     assert nearest["vanished"].mean() > 0.3
     assert not lossless["vanished"].any()
     assert np.all(lossless["retained_area"] >= 1.0)
-    for method in ("nearest", "max_pool"):
-        m = AudioSpecificStrategy(SPEC, Q_BOT, resize=method, seed=4, **narrow)(500)
-        vanished = (m.sum(dim=(1, 2, 3)) == 0).float().mean().item()
-        assert (vanished > 0.3) if method == "nearest" else (vanished == 0)
+    for method in ("nearest", "any_cell"):
+        for batch in (500, 1):  # the vectorized path and the per-item path
+            strategy = AudioSpecificStrategy(SPEC, Q_BOT, projection=method, seed=4, **narrow)
+            m = torch.cat([strategy(batch) for _ in range(500 // batch)])
+            vanished = (m.sum(dim=(1, 2, 3)) == 0).float().mean().item()
+            assert (vanished > 0.3) if method == "nearest" else (vanished == 0)
 
 
-def test_factored_resize_equals_resizing_the_full_mask():
-    from analysis.masks import resize_mask
+def training_projection(full: torch.Tensor, q_shape) -> torch.Tensor:
+    """The training code's projection, written independently: average pool with the grid's
+    stride, then > 0 (any masked cell under a latent cell marks it)."""
+    stride = (full.shape[-2] // q_shape[0], full.shape[-1] // q_shape[1])
+    return (F.avg_pool2d(full, kernel_size=stride, stride=stride) > 0).float()
 
-    for method in ("nearest", "max_pool"):
-        full = torch.from_numpy(
-            full_size_masks(AudioSpecificStrategy(SPEC, SPEC, seed=5), 64)
-        ).float()[:, None]
-        direct = resize_mask(full, Q_TOP, method)
-        factored = AudioSpecificStrategy(SPEC, Q_TOP, resize=method, seed=5)(64)
-        assert torch.equal(direct, factored)
+
+@pytest.mark.parametrize("preset", [{}, {"kind": "training"}, {"max_bands": 3, "min_bands": 2}])
+@pytest.mark.parametrize("batch", [64, 1])
+def test_factored_projection_equals_projecting_the_full_mask(preset, batch):
+    cls = TrainingAudioStrategy if preset.pop("kind", None) else AudioSpecificStrategy
+    for grid in (Q_BOT, Q_TOP):
+        full_parts, any_parts, nearest_parts = [], [], []
+        a, b, c = (cls(SPEC, q, seed=5, **preset) for q in (SPEC, grid, grid))
+        c.projection = "nearest"
+        for _ in range(64 // batch):
+            full_parts.append(a(batch))
+            any_parts.append(b(batch))
+            nearest_parts.append(c(batch))
+        full = torch.cat(full_parts)
+        assert torch.equal(torch.cat(any_parts), training_projection(full, grid))
+        assert torch.equal(torch.cat(any_parts), F.adaptive_max_pool2d(full, grid))
+        assert torch.equal(torch.cat(nearest_parts), F.interpolate(full, size=grid, mode="nearest"))
 
 
 @pytest.mark.parametrize(
@@ -127,7 +144,19 @@ def test_factored_resize_equals_resizing_the_full_mask():
         ({"max_seg_len": 321}, "seg_len"),
         ({"min_seg_len": 50, "max_seg_len": 10}, "min_seg_len"),
         ({"n_mels": 64}, "does not match"),
-        ({"resize": "bicubic"}, "resize"),
+        ({"resize": "bicubic"}, "projection"),
+        ({"projection": "bilinear"}, "projection"),
+        ({"min_bands": 3, "max_bands": 2}, "min_bands"),
+        ({"full_time_prob": 1.5}, "full_time_prob"),
+        ({"min_band_rows": 2}, "go together"),
+        (
+            {"min_band_rows": 2, "max_band_rows": 4, "min_band_hz": 50, "max_band_hz": 90},
+            "not both",
+        ),
+        (
+            {"disjoint_segments": True, "min_segments": 20, "max_segments": 30, "min_seg_len": 20},
+            "cannot fit",
+        ),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs, message):
@@ -167,7 +196,7 @@ def test_perlin_contract_and_reproducibility():
     assert a.shape == (8, 1, 32, 80)
     assert torch.equal(a, PerlinStrategy(SPEC, Q_BOT, seed=1)(8))
     full = PerlinStrategy(SPEC, SPEC, seed=2).full_size(200)
-    assert 0.0 < full.float().mean() < 0.5
+    assert 0.0 < full.mean() < 0.5
 
 
 def test_region_features_of_a_known_map():
@@ -185,9 +214,10 @@ def test_masks_stage_writes_statistics(params, tmp_path):
     params["masks"].update(n_masks=60, n_samples=3)
     out = masks_stage(params, tmp_path / "masks")
     fidelity = read_csv(out / "fidelity.csv")
-    assert len(fidelity) == 4 * 2 * 2
-    assert all(float(r["vanished_share"]) == 0 for r in fidelity if r["method"] == "max_pool")
-    assert len(read_csv(out / "features.csv")) == 4 * 60
+    n_presets = len(params["masks"]["presets"])
+    assert len(fidelity) == n_presets * 2 * 2
+    assert all(float(r["vanished_share"]) == 0 for r in fidelity if r["method"] == "any_cell")
+    assert len(read_csv(out / "features.csv")) == n_presets * 60
     assert read_json(out / "presets.json")["grids"] == {"q_bot": [32, 80], "q_top": [16, 40]}
     again = masks_stage(params, tmp_path / "again")
     for name in ("features.csv", "fidelity.csv", "samples.npz", "summary.json"):

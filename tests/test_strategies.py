@@ -1,0 +1,353 @@
+"""The strategy seam: the family's options, the training code's call convention, imported
+strategies, the per-machine wrapper, and the per-item fast path."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare, ks_2samp
+
+from analysis.regions import region_features
+from analysis.strategies import (
+    AudioSpecificStrategy,
+    MachineSpecificStrategy,
+    StrategyError,
+    TrainingAudioStrategy,
+    build_strategy,
+)
+
+SPEC = (128, 320)
+N_MELS, T = SPEC
+
+FAMILY_CASES = {
+    "seed defaults": {},
+    "training defaults": {"cls": TrainingAudioStrategy},
+    "several bands, full clip often": {"min_bands": 2, "max_bands": 4, "full_time_prob": 0.6},
+    "bands in Hz": {"min_band_hz": 40.0, "max_band_hz": 2000.0, "min_band_position": 0.2},
+    "disjoint, crowded": {
+        "disjoint_segments": True,
+        "min_segments": 3,
+        "max_segments": 12,
+        "min_seg_len": 20,
+        "max_seg_len": 60,
+    },
+    "rows, narrow position": {
+        "min_band_rows": 1,
+        "max_band_rows": 9,
+        "min_band_position": 0.9,
+        "max_band_position": 1.0,
+    },
+}
+
+
+def make(case: dict, **kwargs):
+    case = dict(case)
+    cls = case.pop("cls", AudioSpecificStrategy)
+    return cls(SPEC, **case, **kwargs)
+
+
+def runs_as_sets(low, width, start, length):
+    bands = {(int(a), int(w)) for a, w in zip(low, width, strict=True) if w > 0}
+    segs = {(int(a), int(n)) for a, n in zip(start, length, strict=True) if n > 0}
+    return bands, segs
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=list(FAMILY_CASES))
+def test_per_item_path_draws_exactly_the_vectorized_runs(case):
+    strategy = make(FAMILY_CASES[case], seed=11)
+    u = strategy._uniforms(3000)
+    # Uniforms at the edges of [0, 1) are where integer rounding goes wrong.
+    u[:50] = 0.0
+    u[50:100] = np.nextafter(1.0, 0.0)
+    low, width, start, length = strategy.runs_from_uniforms(u)
+    for i, row in enumerate(u.tolist()):
+        bands, segs = strategy.runs_of_one(row)
+        expected = runs_as_sets(low[i], width[i], start[i], length[i])
+        assert (set(bands), set(segs)) == expected, i
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=list(FAMILY_CASES))
+def test_batch_of_one_and_large_batches_draw_the_same_distribution(case):
+    one = make(FAMILY_CASES[case], seed=1)
+    big = make(FAMILY_CASES[case], seed=2)
+    small = torch.cat([one(1) for _ in range(1500)])[:, 0].numpy().astype(bool)
+    large = big(1500)[:, 0].numpy().astype(bool)
+    a, b = region_features(small), region_features(large)
+    for name in ("band_fraction", "band_centre_bin", "n_segments", "time_coverage", "n_bands"):
+        if np.nanstd(a[name]) == 0 and np.nanstd(b[name]) == 0:
+            assert np.nanmean(a[name]) == np.nanmean(b[name])
+            continue
+        assert ks_2samp(a[name], b[name]).pvalue > 0.001, name
+
+
+def training_code_mask(rng: np.random.Generator, n_mels: int, T: int) -> np.ndarray:
+    """Reference: today's training strategy as DESIGN §8 describes it, written as the plain
+    per-item loop such code uses (rejection placement of disjoint segments)."""
+    mask = np.zeros((n_mels, T), dtype=bool)
+    width = int(rng.integers(1, int(n_mels * 0.1) + 1))
+    low = int(rng.integers(0, n_mels - width + 1))
+    if rng.random() < 0.3:
+        length = max(1, int(T * rng.uniform(0.85, 1.0)))
+        start = int(rng.integers(0, T - length + 1))
+        mask[low : low + width, start : start + length] = True
+        return mask
+    taken = np.zeros(T + 2, dtype=bool)
+    for _ in range(int(rng.integers(2, 6))):
+        length = int(rng.integers(T // 10, T // 3 + 1))
+        for _attempt in range(200):
+            start = int(rng.integers(0, T - length + 1))
+            if not taken[start : start + length + 2].any():  # a gap of one frame each side
+                taken[start + 1 : start + length + 1] = True
+                mask[low : low + width, start : start + length] = True
+                break
+    return mask
+
+
+def test_training_defaults_match_the_training_code_description():
+    rng = np.random.default_rng(0)
+    reference = region_features(np.stack([training_code_mask(rng, N_MELS, T) for _ in range(3000)]))
+    ours = region_features(TrainingAudioStrategy(SPEC, None, N_MELS, T, seed=0).full_size(3000))
+    # Exact facts of the description.
+    rows = np.round(ours["band_fraction"] * N_MELS).astype(int)
+    assert rows.min() == 1 and rows.max() == int(N_MELS * 0.1)
+    assert chisquare(np.bincount(rows, minlength=13)[1:]).pvalue > 0.001  # uniform 1..12 rows
+    assert np.all(ours["n_bands"] == 1)
+    # Two disjoint segments of at most T/3 always fit, so exactly the full-clip masks have one
+    # segment: 30 % of them (binomial sd 0.8 % at 3000 masks), each over 85-100 % of the clip.
+    full = ours["n_segments"] == 1
+    assert abs(full.mean() - 0.3) < 0.04
+    assert np.all(ours["time_coverage"][full] >= 0.85)
+    parts = ~full
+    assert ours["n_segments"][parts].min() >= 2 and ours["n_segments"][parts].max() <= 5
+    assert ours["max_seg_len_frames"][parts].max() <= T // 3
+    # Every disjoint segment lasts T/10..T/3 frames: a merged pair would be longer than T/3 or
+    # leave a run shorter than T/10.
+    assert ours["mean_seg_len_frames"][parts].min() >= T // 10
+    # Band distributions against the independent reference loop. Where crowded segments go is
+    # not described (the reference rejects and retries placements, the engine drops the
+    # segments that no longer fit), so the segment counts are not compared.
+    for name in ("band_fraction", "band_centre_bin"):
+        result = ks_2samp(reference[name], ours[name])
+        assert result.pvalue > 0.001, (name, result)
+
+
+def test_training_code_call_convention_is_a_drop_in():
+    # Positional (spectrogram_shape, q_shape, n_mels, T); q_shape None means spectrogram size.
+    s = AudioSpecificStrategy((128, 320), None, 128, 320)
+    assert s(1, "cpu").shape == (1, 1, 128, 320)
+    assert AudioSpecificStrategy()(2).shape == (2, 1, 128, 320)  # the default too
+    assert AudioSpecificStrategy(None, None, 64, 100)(1).shape == (1, 1, 64, 100)
+    # The training code's keyword names are accepted, and a lone small max_segments works.
+    t = AudioSpecificStrategy(
+        (128, 320),
+        None,
+        128,
+        320,
+        perlin_prob=0.0,
+        full_time_prob=0.3,
+        max_band_frac=0.1,
+        max_segments=5,
+    )
+    assert t.max_segments == 5 and t.min_segments == 5
+    assert t.min_band_rows == 1 and t.max_band_rows == 12
+    with pytest.raises(TypeError, match="not_an_option"):
+        AudioSpecificStrategy((128, 320), None, 128, 320, not_an_option=3)
+    with pytest.raises(TypeError, match="max_band_fracc"):
+        TrainingAudioStrategy((128, 320), None, 128, 320, max_band_fracc=0.1)
+    out = TrainingAudioStrategy((128, 320), None, 128, 320, seed=0)(1, torch.device("cpu"))
+    assert out.dtype == torch.float32 and set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_several_bands_and_full_clip_share():
+    s = AudioSpecificStrategy(
+        SPEC,
+        min_bands=3,
+        max_bands=3,
+        min_band_rows=2,
+        max_band_rows=2,
+        full_time_prob=0.8,
+        min_segments=1,
+        max_segments=2,
+        min_seg_len=5,
+        max_seg_len=20,  # at most 40 frames: only full-clip masks cover 85 %
+        seed=3,
+    )
+    f = region_features(s.full_size(2000))
+    # Three 2-row bands stay three runs unless two touch; touching is rare with 128 rows.
+    assert np.mean(f["n_bands"] == 3) > 0.85 and f["n_bands"].max() <= 3
+    assert abs(np.mean(f["time_coverage"] >= 0.85) - 0.8) < 0.04
+
+
+def test_band_widths_in_hz_stay_in_range():
+    from analysis.mel import MelGeometry
+
+    centres = MelGeometry().bin_centres_hz
+    s = AudioSpecificStrategy(SPEC, min_band_hz=100.0, max_band_hz=400.0, seed=4)
+    low, width, _, _ = s.runs_from_uniforms(s._uniforms(3000))
+    low, width = low[:, 0], width[:, 0]
+    high = low + width - 1
+    span = centres[high] - centres[low]
+    assert np.all(span <= 400.0)
+    # Widening by one more row would pass the drawn width's lower bound or the axis top.
+    wider = np.minimum(high + 1, N_MELS - 1)
+    assert np.all((centres[wider] - centres[low] > 100.0) | (high == N_MELS - 1))
+    # Low bins are a few Hz apart, so Hz-wide bands hold many more rows there than at the top.
+    assert width[centres[low] < 500].mean() > 3 * width[centres[low] > 4000].mean()
+
+
+def test_perlin_share_mixes_in_perlin_masks():
+    s = AudioSpecificStrategy(SPEC, perlin_prob=0.5, seed=5)
+    masks = s.full_size(400)
+    # A band mask is an outer product: each masked row has the same frames. Perlin masks are not.
+    outer = np.array([np.all(m[m.any(1)] == m[m.any(1)][0]) if m.any() else True for m in masks])
+    assert 0.35 < 1 - outer.mean() < 0.65
+    assert s(3).shape == (3, 1, 128, 320)
+
+
+STRATEGY_MODULE = '''
+import torch
+
+class MixtureStrategy:
+    """A user's strategy: a full-clip band with probability p, else two short segments."""
+
+    def __init__(self, spectrogram_shape, q_shape, n_mels, T, full_prob=0.5, rows=4):
+        self.n_mels, self.T, self.full_prob, self.rows = n_mels, T, full_prob, rows
+
+    def __call__(self, batch_size, device):
+        out = torch.zeros(batch_size, 1, self.n_mels, self.T)
+        for b in range(batch_size):
+            low = int(torch.randint(0, self.n_mels - self.rows + 1, (1,)))
+            if torch.rand(1).item() < self.full_prob:
+                out[b, 0, low : low + self.rows, :] = 1
+            else:
+                out[b, 0, low : low + self.rows, 10:30] = 1
+                out[b, 0, low : low + self.rows, 200:230] = 1
+        return out.to(device)
+
+
+def make_constant(spectrogram_shape, q_shape, n_mels, T, value=1.0, shape=None):
+    def draw(batch_size, device):
+        out = torch.zeros(batch_size, 1, n_mels, T) if shape is None else torch.zeros(shape)
+        out[..., :3, :] = value
+        return out
+    return draw
+
+
+class Exploding:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, batch_size, device):
+        raise RuntimeError("boom")
+'''
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    folder = tmp_path / "their_training_repo"
+    folder.mkdir()
+    (folder / "their_masks.py").write_text(textwrap.dedent(STRATEGY_MODULE))
+    return folder
+
+
+def test_imported_class_and_function_are_measured_as_black_boxes(user_folder):
+    preset = {
+        "kind": "python",
+        "target": "their_masks:MixtureStrategy",
+        "kwargs": {"full_prob": 0.7},
+        "path": str(user_folder),
+    }
+    a = build_strategy(preset, SPEC, seed=1, name="mine").full_size(600)
+    b = build_strategy(preset, SPEC, seed=1, name="mine").full_size(600)
+    assert np.array_equal(a, b)  # global RNGs are seeded per preset
+    f = region_features(a)
+    assert abs(np.mean(f["time_coverage"] == 1.0) - 0.7) < 0.07
+    assert set(np.unique(f["n_segments"])) == {1.0, 2.0}
+    fn = {"kind": "python", "target": "their_masks:make_constant", "path": str(user_folder)}
+    masks = build_strategy(fn, SPEC, q_shape=(32, 80), seed=0)(2)
+    assert masks.shape == (2, 1, 32, 80) and masks[:, 0, 0].all() and not masks[:, 0, 1:].any()
+
+
+@pytest.mark.parametrize(
+    "target, kwargs, message",
+    [
+        ("no_such_module:X", {}, "cannot import 'no_such_module'"),
+        ("their_masks:Missing", {}, "has no attribute 'Missing'"),
+        ("their_masks:make_constant", {"shape": (2, 128, 320)}, r"returned shape \(2, 128, 320\)"),
+        ("their_masks:make_constant", {"value": 0.5}, "values other than 0 and 1"),
+        ("their_masks:Exploding", {}, "raised RuntimeError: boom"),
+        (
+            "their_masks:MixtureStrategy",
+            {"bad_kw": 1},
+            "building their_masks:MixtureStrategy failed",
+        ),
+    ],
+)
+def test_imported_strategy_errors_name_the_preset(user_folder, target, kwargs, message):
+    preset = {"kind": "python", "target": target, "kwargs": kwargs, "path": str(user_folder)}
+    with pytest.raises(StrategyError, match=message) as info:
+        build_strategy(preset, SPEC, seed=0, name="theirs").full_size(2)
+    if "import" not in message and "attribute" not in message:
+        assert "preset 'theirs'" in str(info.value)
+
+
+def test_masks_stage_measures_an_imported_preset(params, tmp_path, user_folder):
+    from analysis.io import read_csv
+    from analysis.masks import masks_stage
+
+    params["masks"].update(n_masks=40, n_samples=2)
+    params["masks"]["presets"] = {
+        "theirs": {
+            "kind": "python",
+            "target": "their_masks:MixtureStrategy",
+            "kwargs": {"full_prob": 1.0},
+            "path": str(user_folder),
+        },
+        "broken": {"kind": "python", "target": "their_masks:Exploding", "path": str(user_folder)},
+    }
+    with pytest.raises(StrategyError, match="masks.presets.broken: preset 'broken'"):
+        masks_stage(params, tmp_path / "masks")
+    del params["masks"]["presets"]["broken"]
+    out = masks_stage(params, tmp_path / "masks")
+    rows = read_csv(out / "features.csv")
+    assert len(rows) == 40 and all(float(r["time_coverage"]) == 1.0 for r in rows)
+    assert all(float(r["band_fraction"]) == 4 / 128 for r in rows)
+
+
+def test_machine_specific_strategy_uses_each_types_fit(tmp_path):
+    fitted = {
+        "min_band_fraction": 0.05,
+        "max_band_fraction": 0.05,
+        "min_bands": 1,
+        "max_bands": 1,
+        "full_time_prob": 1.0,
+        "min_segments": 1,
+        "max_segments": 1,
+        "min_seg_len": 10,
+        "max_seg_len": 10,
+        "min_band_position": 0.0,
+        "max_band_position": 0.25,
+    }
+    recs = {
+        "rows": [
+            {"machine_type": "fan", "machine_id": "all", "status": "ok", "fitted": fitted},
+            {"machine_type": "fan", "machine_id": "id_00", "status": "ok", "fitted": {}},
+            {"machine_type": "valve", "machine_id": "all", "status": "not enough evidence"},
+        ]
+    }
+    path = tmp_path / "recommendations.json"
+    path.write_text(json.dumps(recs))
+    fan = MachineSpecificStrategy(SPEC, None, machine_type="fan", recommendations=path, seed=0)
+    masks = torch.cat([fan(1, "cpu") for _ in range(200)])[:, 0].numpy().astype(bool)
+    f = region_features(masks)
+    assert np.all(f["time_coverage"] >= 0.85) and np.all(f["band_fraction"] == 6 / 128)
+    assert np.nanmax(f["band_centre_bin"]) < 32
+    assert fan.fallback_types == ["valve"]
+    valve = fan(4, "cpu", machine_type="valve")  # falls back to today's training strategy
+    assert valve.shape == (4, 1, 128, 320)
+    with pytest.raises(ValueError, match="pump"):
+        MachineSpecificStrategy(SPEC, machine_type="pump", recommendations=path)
