@@ -27,6 +27,7 @@ from analysis.workers import process_pool, resolve_n_jobs  # noqa: E402
 
 FEATURE_LABELS = {
     "band_fraction": "band fraction (of n_mels)",
+    "n_bands": "bands, log(1+n)/log(1+n_mels/2)",
     "band_centre_fraction": "band centre (fraction of n_mels)",
     "n_segments": "segments, log(1+n)/log(1+T/2)",
     "mean_seg_len_frames": "mean segment length / T",

@@ -146,8 +146,7 @@ SPEC: dict[str, Any] = {
         "train_clips_per_id": _positive_int(),
         "test_normal_clips_per_id": _positive_int(),
         "test_anomaly_clips_per_id": _positive_int(),
-        "min_anomaly_gain_db": Num(float, 0.0, 60.0, lo_open=True),
-        "max_anomaly_gain_db": Num(float, 0.0, 60.0, lo_open=True),
+        "strength": Num(float, 0.0, 10.0, lo_open=True),
         "n_jobs": N_JOBS,
     },
     "features": {
@@ -288,7 +287,6 @@ def _cross_checks(p: dict) -> None:
     )
     _require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")
     _require(f["hop_length"] <= f["n_fft"], "features.hop_length", "must not exceed n_fft")
-    _check_min_max(p, "synthetic", "min_anomaly_gain_db", "max_anomaly_gain_db")
     n_mels, T = f["n_mels"], f["target_T"]
     for grid, factor in p["masks"]["q_grids"].items():
         _require(

@@ -32,8 +32,8 @@ def test_project_params_are_valid():
         (lambda p: p["features"].update(n_mels="many"), "features.n_mels"),  # wrong type
         (lambda p: p["features"].update(fmax=9000.0), "features.fmax"),  # above sr/2
         (
-            lambda p: p["synthetic"].update(min_anomaly_gain_db=20.0),
-            "synthetic.min_anomaly_gain_db",
+            lambda p: p["synthetic"].update(strength=0.0),
+            "synthetic.strength",
         ),  # min > max
         (
             lambda p: p["masks"]["presets"]["current"].update(min_segments=200),

@@ -185,6 +185,7 @@ def test_noop_repro_runs_nothing(cold):
             "features.fmin",
             20.0,
             {
+                "masks",  # band widths in Hz depend on the mel scale
                 "extract@fan",
                 "extract@valve",
                 "localize@fan",
@@ -208,6 +209,48 @@ def test_template_change_reruns_only_the_report(cold):
     template = project / "report/report.qmd.j2"
     template.write_text(template.read_text() + "\nAn added closing line.\n")
     assert repro(project) == {"report"}
+
+
+def test_a_users_strategy_from_another_folder_is_scored_by_dvc_repro(cold, tmp_path):
+    """What a user does: point a preset at their training repo's class, run dvc repro."""
+    project, _, _ = cold
+    repo = tmp_path / "their-training-repo"
+    (repo / "dsr").mkdir(parents=True)
+    (repo / "dsr" / "__init__.py").write_text("")
+    (repo / "dsr" / "masking.py").write_text(
+        "import torch\n\n"
+        "class StripeStrategy:\n"
+        "    def __init__(self, spectrogram_shape, q_shape, n_mels, T, rows=5):\n"
+        "        self.n_mels, self.T, self.rows = n_mels, T, rows\n\n"
+        "    def __call__(self, batch_size, device):\n"
+        "        out = torch.zeros(batch_size, 1, self.n_mels, self.T)\n"
+        "        for b in range(batch_size):\n"
+        "            low = int(torch.randint(0, self.n_mels - self.rows + 1, (1,)))\n"
+        "            out[b, 0, low : low + self.rows, :] = 1.0\n"
+        "        return out.to(device)\n"
+    )
+    set_param(
+        project,
+        "masks.presets.their_stripes",
+        {
+            "kind": "python",
+            "target": "dsr.masking:StripeStrategy",
+            "path": str(repo),
+            "kwargs": {"rows": 5},
+        },
+    )
+    assert repro(project) == {"masks", "recommend", "figures", "report"}
+    rows = [
+        line.split(",")
+        for line in (project / "build/masks/features.csv").read_text().splitlines()[1:]
+    ]
+    theirs = [r for r in rows if r[0] == "their_stripes"]
+    assert len(theirs) == 100  # masks.n_masks of the tiny project
+    recs = yaml.safe_load((project / "build/recommendations.json").read_text())
+    ok = [r for r in recs["rows"] if r.get("status") == "ok"]
+    assert ok and all(r["score_their_stripes"] >= 0 for r in ok)
+    html = (project / "report/_output/report.html").read_text()
+    assert "their_stripes" in html and "dsr.masking:StripeStrategy" in html
 
 
 def test_special_characters_in_file_names_survive_both_outputs(cold):
@@ -246,6 +289,7 @@ def test_clean_rerun_gives_identical_hashes(cold):
         params[group][key] = {"dpi": 60, "n_bootstrap": 20, "n_masks": 100}.get(
             key, original[group][key]
         )
+    params["masks"]["presets"] = original["masks"]["presets"]  # drop a user's preset
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repro(project, "--force")
     assert lock_hashes(project) == reference

@@ -13,10 +13,11 @@ from analysis.synthesize import GROUND_TRUTH_COLUMNS, synthesize
 # of noise varies by several dB from clip to clip, which says nothing about where the anomaly
 # is and would swamp "outside"; 3 frames still keep a 0.1 s click whole.
 # Why 2.5x: outside the regions what remains is normal clip-to-clip variability; inside, the
-# injected 6-18 dB change adds to it. Measured on this small set the ratio is 2.9-4.3 per
-# machine type; valve is lowest because its normal sound is itself clicks at random times and
-# its anomalies are weak short clicks. 2.5x leaves room for that and still fails when an
-# anomaly lands outside its recorded region (the ratio then drops to about 1).
+# injected change adds to it. At the realistic default strength anomalies sit below one clip's
+# noise (that is the point, see test_realism_matches_published_figures), so this check runs on a
+# demonstration set (synthetic.strength 10: ToyCar 3.5-10.5 dB, most others at the 24 dB cap), where it fails when an anomaly lands
+# outside its recorded region (the ratio then drops to about 1). Valve is lowest because its
+# normal sound is itself clicks at random times.
 MIN_INSIDE_OUTSIDE_RATIO = 2.5
 SMOOTH_FRAMES = 3
 
@@ -31,6 +32,7 @@ def synthetic(tmp_path_factory, default_params):
         train_clips_per_id=1,
         test_normal_clips_per_id=4,
         test_anomaly_clips_per_id=4,
+        strength=10.0,
         n_jobs=2,
     )
     out = tmp_path_factory.mktemp("syn") / "synthetic"
@@ -126,3 +128,48 @@ def test_two_runs_give_identical_files(synthetic, tmp_path):
     for path in sorted(root.rglob("*")):
         if path.is_file():
             assert path.read_bytes() == (again / path.relative_to(root)).read_bytes(), path
+
+
+def realism_measure(root, machine_type) -> float:
+    """The published DCASE figure's measure, computed here with plain librosa from the WAVs:
+    per clip, log-mel (HTK, no filter normalization, power 2, dB floored 80 dB below the max),
+    cropped to 313 frames and standardized by the clip's own mean and std; per ID, the peak over
+    mel bins of |time-averaged mean anomalous - mean normal|; the median over IDs."""
+    import librosa
+
+    def profile(path):
+        y, sr = librosa.load(path, sr=16000)
+        mel = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=1024, hop_length=512, n_mels=128, htk=True, norm=None, power=2.0
+        )
+        db = librosa.power_to_db(mel, ref=1.0, top_db=80.0)[:, :313]
+        return ((db - db.mean()) / db.std()).mean(axis=1)
+
+    peaks = []
+    for machine_id in MACHINE_IDS[machine_type]:
+        test = root / machine_type / "test"
+        normal = [profile(p) for p in sorted(test.glob(f"normal_{machine_id}_*.wav"))]
+        anomalous = [profile(p) for p in sorted(test.glob(f"anomaly_{machine_id}_*.wav"))]
+        if normal and anomalous:
+            peaks.append(np.abs(np.mean(anomalous, axis=0) - np.mean(normal, axis=0)).max())
+    return float(np.median(peaks))
+
+
+@pytest.mark.slow
+def test_realism_matches_published_figures(tmp_path, default_params):
+    """At the default strength the anomalies are as weak as real ones: the measure lands within
+    0.5x-2x of the published per-type figure (those are read off maps, about +-40 %)."""
+    import copy
+
+    from analysis.synthesize import PUBLISHED_REALISM
+
+    params = copy.deepcopy(default_params)
+    assert params["synthetic"]["strength"] == 1.0
+    params["synthetic"].update(
+        train_clips_per_id=1, test_normal_clips_per_id=20, test_anomaly_clips_per_id=20, n_jobs=2
+    )
+    root = synthesize(params, tmp_path / "synthetic")
+    measured = {t: realism_measure(root, t) for t in MACHINE_TYPES}
+    for machine_type, value in measured.items():
+        published = PUBLISHED_REALISM[machine_type]
+        assert 0.5 * published <= value <= 2 * published, measured
