@@ -1,23 +1,36 @@
-"""Stage ``localize@TYPE``: where real anomalies sit in the log-mel spectrogram.
+"""Stage ``localize@TYPE``: where real anomalies sit in the log-mel spectrogram, with two
+levels of evidence, each calibrated on data it does not judge.
 
 Per machine ID, over the normalized test features:
 
 * the seed notebook's maps: mean normal, mean anomaly, their difference, and
-  ``dev`` = mean over anomaly clips of |anomaly - mean normal|;
-* ``excess`` = ``dev`` minus the same measure on normal clips, each normal
-  clip compared with the mean of the *other* normal clips (leave-one-out), so
-  that ordinary clip-to-clip variability does not count as anomaly; with its
-  frequency profile (mean over time) and time profile (mean over mel);
-* per anomaly clip, a region: a z-map against the ID's normal clips (per-bin
-  scale from leave-one-out normal residuals), smoothed, thresholded at the
-  level that only ``normal_pixel_pass_rate`` of normal pixels pass, with
-  small pieces removed; measured by :func:`analysis.regions.region_features`.
-  Where ground truth exists (the synthetic default), each region is scored
-  against it (IoU, band-centre error).
+  ``dev`` = mean over anomaly clips of |anomaly - mean normal|, and ``excess``
+  = ``dev`` minus the same measure on normal clips (leave-one-out), with its
+  frequency and time profiles;
+* **clip level**: per anomalous clip, a region of its z-map against the ID's
+  normal clips (per-cell scale pooled over a window of frames, so active
+  windows are not under-scaled), box-smoothed, above a threshold calibrated
+  on normal clips only: each normal clip's *critical level* (the highest
+  threshold at which it still has a region) is measured against a reference
+  that excludes its fold, and the threshold is the level that at most
+  ``clip_false_region_rate`` of them exceed (pooled over the type's IDs). The
+  false-region rate is then measured on normal clips that took no part in
+  calibrating the threshold they are judged by (cross-fitting over folds);
+* **ID level (pooled)**: regions of the anomalous clips' mean over the normal
+  clips' mean at several time scales, significant against a permutation null of
+  normal-vs-normal splits (see :func:`pooled_evidence`), with a p-value per ID.
+  This sees anomalies below one clip's noise. It is also computed on two
+  halves of the anomalous clips (alternate files), so a fit can be scored on
+  a half it was not fitted to, and on a negative control (half of the normal
+  clips posing as anomalous), which must find nothing.
+
+Region features come from :func:`analysis.regions.region_features`. Where
+ground truth exists (the synthetic default), regions are scored against it.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +47,7 @@ REGION_COLUMNS = (
     "found",
     *FEATURE_COLUMNS,
     "band_centre_hz",
+    "critical_level",
     "truth_kind",
     "iou",
     "centre_error_bins",
@@ -71,49 +85,289 @@ def localization_maps(normal: np.ndarray, anomaly: np.ndarray) -> dict[str, np.n
     }
 
 
-def z_maps(
-    normal: np.ndarray, clips: np.ndarray, smooth: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed |z| of ``clips`` and of the normal clips (leave-one-out) against the normals.
+# ----------------------------------------------------------------------------- clip level
 
-    The scale is per mel bin: the RMS of leave-one-out normal residuals over
-    clips and frames (per-pixel scales are too noisy with ~100 normal clips).
-    Smoothing is a box mean of the signed z, so consistent shifts (a tone that
-    is lost, a band that rises) survive and isolated noisy pixels do not.
+
+def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean normal map and a per-cell scale from reference normal clips.
+
+    The scale is the RMS of the normal clips' residuals per mel bin, pooled over
+    clips and over a window of ``window_frames`` frames around each frame, so an
+    active window (toy machines, valve clicks) gets its own, larger scale instead
+    of the clip-wide one that under-scales it.
     """
-    normal_residual = normal - loo_means(normal)
-    scale = np.sqrt(np.mean(normal_residual**2, axis=(0, 2)))[None, :, None] + 1e-6
-    size = (1, *smooth)
-    z_clips = np.abs(
-        ndimage.uniform_filter((clips - normal.mean(axis=0)) / scale, size=size, mode="nearest")
+    n = normal.shape[0]
+    mean = normal.mean(axis=0)
+    var = ((normal - mean) ** 2).mean(axis=0) * (n / max(n - 1, 1))
+    var = ndimage.uniform_filter1d(
+        var, size=min(window_frames, var.shape[1]), axis=1, mode="nearest"
     )
-    z_normal = np.abs(ndimage.uniform_filter(normal_residual / scale, size=size, mode="nearest"))
-    return z_clips, z_normal
+    return mean, np.sqrt(var) + 1e-6
 
 
-def clean_region(mask: np.ndarray, min_cells: int) -> np.ndarray:
-    """Drop connected pieces (8-connectivity) smaller than ``min_cells``."""
+def z_maps(
+    clips: np.ndarray, mean: np.ndarray, scale: np.ndarray, smooth: tuple[int, int]
+) -> np.ndarray:
+    """|box-smoothed signed z| of ``clips`` against a reference (mean, scale).
+
+    Smoothing the signed z keeps consistent shifts (a tone that is lost, a band
+    that rises) and averages isolated noisy cells away.
+    """
+    z = (clips - mean) / scale
+    return np.abs(ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest"))
+
+
+def clean_region(mask: np.ndarray, min_cells: int, merge_gap_frames: int = 0) -> np.ndarray:
+    """Drop connected pieces (8-connectivity) smaller than ``min_cells``, then close time gaps
+    shorter than ``merge_gap_frames`` between what is left, so fragments of one band become
+    one segment. Small pieces go first: closing a noisy mask would join its noise."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count == 0:
         return mask
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_cells
     keep[0] = False
-    return keep[labels]
+    mask = keep[labels]
+    if merge_gap_frames > 1 and mask.any():
+        padded = np.pad(mask, ((0, 0), (merge_gap_frames, merge_gap_frames)))
+        closed = ndimage.binary_closing(padded, structure=np.ones((1, merge_gap_frames), bool))
+        mask = closed[:, merge_gap_frames:-merge_gap_frames]
+    return mask
+
+
+def has_region(z: np.ndarray, threshold: float, min_cells: int) -> bool:
+    """Whether ``z > threshold`` holds a connected piece of at least ``min_cells`` cells."""
+    mask = z > threshold
+    if np.count_nonzero(mask) < min_cells:
+        return False
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    return bool(count) and int(np.bincount(labels.ravel())[1:].max()) >= min_cells
+
+
+def critical_level(z: np.ndarray, min_cells: int, tol: float = 1e-3) -> float:
+    """The highest threshold at which ``z`` still holds a region of ``min_cells`` cells.
+
+    A clip has a region at threshold t exactly when its critical level exceeds t,
+    so calibrating a threshold is taking a quantile of normal clips' critical
+    levels. Found by bisection (the region only shrinks as t grows).
+    """
+    lo, hi = 0.0, float(z.max())
+    if not has_region(z, lo, min_cells):
+        return 0.0
+    while hi - lo > tol * max(hi, 1.0):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if has_region(z, mid, min_cells) else (lo, mid)
+    return lo
+
+
+def fold_of(n: int, n_folds: int) -> np.ndarray:
+    """Fold index of each of ``n`` clips (in file order), round robin."""
+    return np.arange(n) % max(1, min(n_folds, n))
+
+
+CELL_SAMPLE = 4096  # out-of-fold |z| cells kept per normal clip for the delineation level
+
+
+def out_of_fold_levels(
+    normal: np.ndarray, loc: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Critical levels of every normal clip against a reference that excludes its fold.
+
+    Returns the levels, the fold of each clip, and an evenly spaced sample of
+    every clip's out-of-fold |z| cells (for :func:`delineation_level`). No clip
+    is ever part of the reference it is measured against.
+    """
+    smooth = (loc["smooth_bins"], loc["smooth_frames"])
+    folds = fold_of(normal.shape[0], loc["n_folds"])
+    levels = np.zeros(normal.shape[0])
+    cells = []
+    for k in np.unique(folds):
+        mean, scale = reference_stats(normal[folds != k], loc["window_frames"])
+        for i in np.flatnonzero(folds == k):
+            z = z_maps(normal[i : i + 1], mean, scale, smooth)[0]
+            levels[i] = critical_level(z, loc["min_region_cells"])
+            cells.append(z.ravel()[:: max(1, z.size // CELL_SAMPLE)])
+    return levels, folds, np.concatenate(cells) if cells else np.zeros(0)
+
+
+def delineation_level(cells: np.ndarray, loc: dict[str, Any]) -> float:
+    """The |z| that only ``region_cell_rate`` of normal cells (out of fold) pass.
+
+    A detected clip's region is drawn at the higher of this and the detection
+    threshold, so noise next to a weak anomaly does not join its region.
+    """
+    return float(np.quantile(cells, 1.0 - loc["region_cell_rate"])) if cells.size else 0.0
+
+
+def calibrated_threshold(levels: np.ndarray, rate: float) -> float:
+    """The threshold that at most ``rate`` of these normal critical levels exceed.
+
+    The "higher" quantile, so with few clips the threshold errs on the side of
+    fewer false regions.
+    """
+    return float(np.quantile(levels, 1.0 - rate, method="higher"))
+
+
+def out_of_sample_false_rate(levels: np.ndarray, folds: np.ndarray, rate: float) -> np.ndarray:
+    """Per normal clip: whether it has a region at a threshold calibrated without its fold."""
+    flagged = np.zeros(levels.size, dtype=bool)
+    for k in np.unique(folds):
+        others = levels[folds != k]
+        if others.size:
+            flagged[folds == k] = levels[folds == k] > calibrated_threshold(others, rate)
+    return flagged
+
+
+# ----------------------------------------------------------------------------- ID level
+
+
+def time_scales(loc: dict[str, Any], T: int) -> list[int]:
+    """The time scales (frames) of the pooled test: short, one window, the whole clip."""
+    return sorted({min(loc["smooth_frames"], T), min(loc["window_frames"], T), T})
+
+
+def scale_maps(clips: np.ndarray, smooth_bins: int, length: int) -> np.ndarray:
+    """Per-clip maps box-averaged over ``smooth_bins`` bins and ``length`` frames, flattened
+    to (n, cells); the whole-clip scale keeps one column per mel bin."""
+    if length >= clips.shape[2]:
+        out = ndimage.uniform_filter1d(clips.mean(axis=2), size=smooth_bins, axis=1, mode="nearest")
+    else:
+        out = ndimage.uniform_filter(clips, size=(1, smooth_bins, length), mode="nearest")
+    return out.reshape(clips.shape[0], -1)
+
+
+def welch_t(sum_a, sq_a, n_a, sum_b, sq_b, n_b) -> np.ndarray:
+    """Welch's t of group a minus group b from sums and sums of squares (broadcasting)."""
+    mean_a, mean_b = sum_a / n_a, sum_b / n_b
+    var_a = np.maximum(sq_a - sum_a * mean_a, 0) / max(n_a - 1, 1)
+    var_b = np.maximum(sq_b - sum_b * mean_b, 0) / max(n_b - 1, 1)
+    return (mean_a - mean_b) / np.sqrt(var_a / n_a + var_b / n_b + 1e-12)
+
+
+# Rows significant over the whole clip extend over the frames where the window-scale t agrees in
+# sign and passes this pointwise level (two-sided p about 0.01 for the usual group sizes).
+EXTENT_T = 2.6
+
+
+def pooled_evidence(
+    normal: np.ndarray, anomaly: np.ndarray, loc: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """ID-level regions: where the anomalous clips' mean differs from the normal clips' mean
+    by more than normal-vs-normal splits of the same ID ever show.
+
+    At each time scale (:func:`time_scales`), Welch's t per cell between the
+    anomalous and the normal clips is compared with the maximum |t| of
+    ``n_permutations`` random splits of the normal clips alone (a group the size
+    of the anomalous group, or half the normals, against the rest). A cell is
+    significant when its |t| passes the ``1 - alpha / n_scales`` quantile of its
+    scale's null maxima (family-wise error over cells and scales at level
+    ``id_level_alpha``). This sees anomalies far below one clip's noise, which
+    no single clip's z-map shows. Rows significant over the whole clip extend
+    over the frames where the window-scale t has the same sign and |t| >= ``EXTENT_T``.
+
+    Returns
+    -------
+    dict
+        ``region`` (n_mels, T) bool, ``p_value`` (Bonferroni over scales),
+        ``thresholds`` and observed ``max_t`` per scale, ``n_permutations``.
+    """
+    scales = time_scales(loc, normal.shape[2])
+    return pooled_test(
+        {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales},
+        {L: scale_maps(anomaly, loc["smooth_bins"], L) for L in scales},
+        normal.shape[1:],
+        loc,
+        seed,
+    )
+
+
+def pooled_test(
+    normal_maps: dict[int, np.ndarray],
+    anomaly_maps: dict[int, np.ndarray],
+    shape: tuple[int, int],
+    loc: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """:func:`pooled_evidence` on per-clip maps already averaged at each time scale
+    (:func:`scale_maps`), so one ID's maps serve all its tests (all clips, halves, control)."""
+    n_mels, T = shape
+    scales = sorted(normal_maps)
+    n_norm = normal_maps[scales[0]].shape[0]
+    n_anom = anomaly_maps[scales[0]].shape[0]
+    alpha, n_perm = loc["id_level_alpha"], loc["n_permutations"]
+    m = max(1, min(n_anom, n_norm // 2))
+    rng = np.random.default_rng(seed)
+    picks = np.zeros((n_perm, n_norm))
+    for r in range(n_perm):
+        picks[r, rng.choice(n_norm, m, replace=False)] = 1.0
+    region = np.zeros((n_mels, T), dtype=bool)
+    thresholds, max_t, p_values = {}, {}, []
+    t_by_scale = {}
+    for length in scales:
+        x, y = normal_maps[length], anomaly_maps[length]
+        x_sq = x**2
+        total, total_sq = x.sum(axis=0), x_sq.sum(axis=0)
+        sum_a, sq_a = picks @ x, picks @ x_sq
+        null = np.abs(welch_t(sum_a, sq_a, m, total - sum_a, total_sq - sq_a, n_norm - m)).max(
+            axis=1
+        )
+        observed = welch_t(y.sum(0), (y**2).sum(0), n_anom, total, total_sq, n_norm)
+        threshold = float(np.quantile(null, 1 - alpha / len(scales), method="higher"))
+        peak = float(np.abs(observed).max())
+        thresholds[str(length)], max_t[str(length)] = threshold, peak
+        p_values.append((1 + np.count_nonzero(null >= peak)) / (1 + n_perm))
+        t_by_scale[length] = observed.reshape(n_mels, -1)
+        if length < T:
+            region |= np.abs(t_by_scale[length]) > threshold
+    whole = t_by_scale[T][:, 0]
+    window = (
+        t_by_scale[max(s for s in scales if s < T)]
+        if len(scales) > 1
+        else np.sign(whole)[:, None] * np.ones((1, T))
+    )
+    for b in np.flatnonzero(np.abs(whole) > thresholds[str(T)]):
+        region[b] |= np.sign(window[b]) * np.sign(whole[b]) * np.abs(window[b]) >= EXTENT_T
+    region = clean_region(region, loc["min_region_cells"], loc["merge_gap_frames"])
+    return {
+        "region": region,
+        "p_value": float(min(1.0, len(scales) * min(p_values))),
+        "thresholds": thresholds,
+        "max_t": max_t,
+        "n_permutations": n_perm,
+        "group_size_null": m,
+    }
 
 
 def detect_regions(
     normal: np.ndarray,
     anomaly: np.ndarray,
-    pass_rate: float,
-    smooth: tuple[int, int],
-    min_cells: int,
-) -> tuple[np.ndarray, float]:
-    """Per-clip anomaly regions, (n_anomaly, n_mels, T) bool, and the threshold used."""
-    z_anom, z_normal = z_maps(normal, anomaly, smooth)
-    threshold = float(np.quantile(z_normal, 1.0 - pass_rate))
-    regions = np.stack([clean_region(z > threshold, min_cells) for z in z_anom])
-    return regions, threshold
+    threshold: float,
+    loc: dict[str, Any],
+    cell_level: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip-level regions of anomalous clips against all normal clips of their ID.
+
+    A clip is detected when its critical level passes ``threshold``; its region
+    is drawn at ``max(threshold, cell_level)``. Returns the (n_anomaly, n_mels,
+    T) bool regions and each clip's critical level.
+    """
+    smooth = (loc["smooth_bins"], loc["smooth_frames"])
+    mean, scale = reference_stats(normal, loc["window_frames"])
+    z = z_maps(anomaly, mean, scale, smooth)
+    levels = np.array([critical_level(zi, loc["min_region_cells"]) for zi in z])
+    # A clip has a region exactly when its critical level passes the threshold (as calibrated);
+    # gap closing then only reshapes the region it has.
+    regions = np.stack(
+        [
+            clean_region(
+                zi > max(threshold, cell_level), loc["min_region_cells"], loc["merge_gap_frames"]
+            )
+            if level > threshold
+            else np.zeros(zi.shape, dtype=bool)
+            for zi, level in zip(z, levels, strict=True)
+        ]
+    )
+    return regions, levels
 
 
 def truth_map(rows: list[dict[str, str]], geometry: MelGeometry) -> np.ndarray:
@@ -152,6 +406,62 @@ def classify_pattern(features: dict[str, np.ndarray], T: int) -> str:
     return f"{kind}, {width} band{lines}"
 
 
+def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the two halves of n anomalous clips in file order (alternate files)."""
+    idx = np.arange(n)
+    return idx[0::2], idx[1::2]
+
+
+def _features_row(region: np.ndarray) -> dict[str, float | None]:
+    feats = region_features(region)
+    return {c: (None if np.isnan(feats[c][0]) else float(feats[c][0])) for c in FEATURE_COLUMNS}
+
+
+def _id_level(normal, anomaly, loc, key: str, truth: np.ndarray | None) -> dict[str, Any]:
+    """Pooled evidence on all anomalous clips, on each half, and a normal-only negative control."""
+    seed = zlib.crc32(key.encode())
+    alpha = loc["id_level_alpha"]
+    out: dict[str, Any] = {}
+    regions = {}
+    first, second = _halves(anomaly.shape[0])
+    scales = time_scales(loc, normal.shape[2])
+    x = {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales}
+    y = {L: scale_maps(anomaly, loc["smooth_bins"], L) for L in scales}
+    shape = normal.shape[1:]
+    parts = {"all": slice(None), "fit": first, "holdout": second}
+    for part, pick in parts.items():
+        clips = {L: v[pick] for L, v in y.items()}
+        if clips[scales[0]].shape[0] == 0:
+            out[part] = {"found": False, "p_value": None, "features": None}
+            continue
+        result = pooled_test(x, clips, shape, loc, seed + len(part))
+        found = bool(result["p_value"] < alpha and result["region"].any())
+        regions[part] = result["region"] if found else np.zeros_like(result["region"])
+        out[part] = {
+            "found": found,
+            "p_value": result["p_value"],
+            "max_t": result["max_t"],
+            "thresholds": result["thresholds"],
+            "features": _features_row(regions[part]) if found else None,
+            "rows": np.flatnonzero(regions[part].any(axis=1)).tolist(),
+        }
+    # Negative control: half of the normal clips posing as anomalous against the other half.
+    n_norm = normal.shape[0]
+    if n_norm >= 4:
+        a, b = np.arange(0, n_norm, 2), np.arange(1, n_norm, 2)
+        control = pooled_test(
+            {L: v[b] for L, v in x.items()}, {L: v[a] for L, v in x.items()}, shape, loc, seed + 99
+        )
+        out["negative_control"] = {
+            "found": bool(control["p_value"] < alpha and control["region"].any()),
+            "p_value": control["p_value"],
+        }
+    if truth is not None and "all" in regions:
+        out["iou_with_truth_union"] = iou(regions["all"], truth) if out["all"]["found"] else 0.0
+    out["n_permutations"] = loc["n_permutations"]
+    return out, regions.get("all")
+
+
 def localize(
     params: dict[str, Any],
     machine_type: str,
@@ -173,46 +483,71 @@ def localize(
     truth_by_file: dict[str, list[dict[str, str]]] = {}
     for row in truth_rows:
         truth_by_file.setdefault(row["file"], []).append(row)
-    smooth = (loc["smooth_bins"], loc["smooth_frames"])
+    rate = loc["clip_false_region_rate"]
 
-    arrays: dict[str, np.ndarray] = {}
-    region_rows: list[dict[str, Any]] = []
-    all_regions: list[np.ndarray] = []
-    region_files: list[str] = []
+    # Pass 1: calibrate the clip-level threshold on normal clips (out of fold), pooled over IDs.
+    by_id: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
     per_id: dict[str, Any] = {}
+    levels, folds, owners, cells = [], [], [], []
     for machine_id in sorted(set(data["machine_id"].tolist())):
         pick = data["machine_id"] == machine_id
         normal = data["logmel"][pick & (data["label"] == 0)].astype(np.float64)
         anomaly = data["logmel"][pick & (data["label"] == 1)].astype(np.float64)
         files = data["file"][pick & (data["label"] == 1)].tolist()
-        summary: dict[str, Any] = {
-            "n_normal": int(normal.shape[0]),
-            "n_anomaly": int(anomaly.shape[0]),
-        }
-        per_id[machine_id] = summary
-        if normal.shape[0] < loc["min_normal_clips"] or anomaly.shape[0] == 0:
-            summary["status"] = (
-                f"not enough evidence: {normal.shape[0]} normal and {anomaly.shape[0]} anomalous test clips "
-                f"(needs at least {loc['min_normal_clips']} normal and 1 anomalous)"
+        per_id[machine_id] = {"n_normal": int(normal.shape[0]), "n_anomaly": int(anomaly.shape[0])}
+        if normal.shape[0] < loc["min_normal_clips"]:
+            per_id[machine_id]["status"] = (
+                f"not enough evidence: {normal.shape[0]} normal test clips "
+                f"(needs at least {loc['min_normal_clips']})"
             )
+            log(f"localize {machine_type}: {machine_id}: {per_id[machine_id]['status']}")
+            continue
+        by_id[machine_id] = (normal, anomaly, files)
+        id_levels, id_folds, id_cells = out_of_fold_levels(normal, loc)
+        levels.append(id_levels)
+        cells.append(id_cells)
+        folds.append(id_folds)
+        owners += [machine_id] * id_levels.size
+    threshold, cell_level = None, None
+    if levels:
+        cell_level = delineation_level(np.concatenate(cells), loc)
+        all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
+        threshold = calibrated_threshold(all_levels, rate)
+        flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
+        owners_arr = np.array(owners)
+        for machine_id in by_id:
+            mine = owners_arr == machine_id
+            per_id[machine_id]["clip_false_region_rate"] = float(flagged[mine].mean())
+            per_id[machine_id]["n_normal_false_regions"] = int(flagged[mine].sum())
+
+    # Pass 2: clip-level regions of anomalous clips, ID-level pooled evidence, maps.
+    arrays: dict[str, np.ndarray] = {}
+    region_rows: list[dict[str, Any]] = []
+    all_regions: list[np.ndarray] = []
+    region_files: list[str] = []
+    for machine_id, (normal, anomaly, files) in by_id.items():
+        summary = per_id[machine_id]
+        if anomaly.shape[0] == 0:
+            summary["status"] = "not enough evidence: no anomalous test clips"
             log(f"localize {machine_type}: {machine_id}: {summary['status']}")
             continue
         maps = localization_maps(normal, anomaly)
         arrays.update({f"{machine_id}__{k}": v.astype(np.float32) for k, v in maps.items()})
-        regions, threshold = detect_regions(
-            normal, anomaly, loc["normal_pixel_pass_rate"], smooth, loc["min_region_cells"]
-        )
+        regions, crit = detect_regions(normal, anomaly, threshold, loc, cell_level)
         feats = region_features(regions)
         found = ~np.isnan(feats["area_fraction"])
+        truth_union = np.zeros(geometry.spectrogram_shape, dtype=bool)
         ious, centre_errors = [], []
         for i, file in enumerate(files):
             row = {"file": file, "machine_id": machine_id, "found": int(found[i])}
             row.update({c: feats[c][i] for c in FEATURE_COLUMNS})
+            row["critical_level"] = float(crit[i])
             row["band_centre_hz"] = (
                 float(geometry.bin_to_hz(feats["band_centre_bin"][i])) if found[i] else None
             )
             if file in truth_by_file:
                 truth = truth_map(truth_by_file[file], geometry)
+                truth_union |= truth
                 row["truth_kind"] = truth_by_file[file][0]["kind"]
                 row["iou"] = iou(regions[i], truth) if found[i] else 0.0
                 ious.append(row["iou"])
@@ -223,9 +558,19 @@ def localize(
             region_rows.append(row)
         all_regions.append(regions)
         region_files.extend(files)
+        id_level, pooled_region = _id_level(
+            normal,
+            anomaly,
+            loc,
+            f"{machine_type}/{machine_id}",
+            truth_union if truth_union.any() else None,
+        )
+        if pooled_region is not None:
+            arrays[f"{machine_id}__pooled_region"] = pooled_region
         dev, excess = maps["dev"], maps["excess"]
         dev_peak = np.unravel_index(np.argmax(dev), dev.shape)
         excess_peak = np.unravel_index(np.argmax(excess), excess.shape)
+        found_feats = {k: v[found] for k, v in feats.items()}
         summary.update(
             {
                 "status": "ok",
@@ -238,12 +583,19 @@ def localize(
                 "excess_max": float(excess.max()),
                 "diff_min": float(maps["diff"].min()),
                 "diff_max": float(maps["diff"].max()),
-                "threshold_abs_z": threshold,
                 "n_regions_found": int(found.sum()),
                 "no_region_share": float(1 - found.mean()),
-                "pattern": classify_pattern(
-                    {k: v[found] for k, v in feats.items()}, geometry.target_T
-                ),
+                "pattern": classify_pattern(found_feats, geometry.target_T),
+                "id_level": id_level,
+                "id_level_pattern": classify_pattern(
+                    {
+                        k: np.array([v if v is not None else np.nan])
+                        for k, v in id_level["all"]["features"].items()
+                    },
+                    geometry.target_T,
+                )
+                if id_level["all"]["found"]
+                else "none found",
                 "mean_iou": float(np.mean(ious)) if ious else None,
                 "median_centre_error_bins": float(np.median(centre_errors))
                 if centre_errors
@@ -253,6 +605,8 @@ def localize(
     found_rows = [r for r in region_rows if r["found"]]
     type_feats = {c: np.array([r[c] for r in found_rows], dtype=float) for c in FEATURE_COLUMNS}
     ious = [r["iou"] for r in region_rows if r.get("iou") is not None]
+    calibrated = [s for s in per_id.values() if "clip_false_region_rate" in s]
+    n_normal_cal = sum(s["n_normal"] for s in calibrated)
     type_summary = {
         "machine_type": machine_type,
         "n_anomaly": len(region_rows),
@@ -261,6 +615,16 @@ def localize(
         "pattern": classify_pattern(type_feats, geometry.target_T),
         "has_ground_truth": bool(truth_rows),
         "mean_iou": float(np.mean(ious)) if ious else None,
+        "clip_threshold_abs_z": threshold,
+        "clip_region_level_abs_z": cell_level,
+        "clip_false_region_rate_target": rate,
+        "clip_false_region_rate": (
+            sum(s["n_normal_false_regions"] for s in calibrated) / n_normal_cal
+            if n_normal_cal
+            else None
+        ),
+        "n_normal_calibration": n_normal_cal,
+        "id_level_alpha": loc["id_level_alpha"],
         "ids": per_id,
     }
     out_dir = Path(out_dir)
@@ -277,8 +641,16 @@ def localize(
     )
     write_csv(out_dir / f"{machine_type}.regions.csv", region_rows, REGION_COLUMNS)
     write_json(out_dir / f"{machine_type}.json", type_summary)
+    n_pooled = sum(1 for s in per_id.values() if s.get("id_level", {}).get("all", {}).get("found"))
     log(
-        f"localize {machine_type}: regions in {len(found_rows)}/{len(region_rows)} anomaly clips"
-        + (f", mean IoU with ground truth {type_summary['mean_iou']:.2f}" if ious else "")
+        f"localize {machine_type}: clip-level regions in {len(found_rows)}/{len(region_rows)} "
+        f"anomalous clips (false-region rate on held-out normals "
+        f"{fmt_rate(type_summary['clip_false_region_rate'])}); ID-level regions in "
+        f"{n_pooled}/{len(by_id)} IDs"
+        + (f"; mean IoU with ground truth {type_summary['mean_iou']:.2f}" if ious else "")
     )
     return out_dir
+
+
+def fmt_rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

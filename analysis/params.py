@@ -164,11 +164,17 @@ SPEC: dict[str, Any] = {
         "n_jobs": N_JOBS,
     },
     "localization": {
-        "normal_pixel_pass_rate": Num(float, 0.0, 0.5, lo_open=True),
+        "clip_false_region_rate": Num(float, 0.0, 0.5, lo_open=True),
+        "region_cell_rate": Num(float, 0.0, 0.5, lo_open=True),
+        "id_level_alpha": Num(float, 0.0, 0.5, lo_open=True),
+        "n_permutations": Num(int, 19, 100000),
+        "n_folds": Num(int, 2, 100),
         "smooth_bins": _positive_int(64),
         "smooth_frames": _positive_int(256),
+        "window_frames": _positive_int(100000),
+        "merge_gap_frames": Num(int, 0, 100000),
         "min_region_cells": _positive_int(),
-        "min_normal_clips": Num(int, 2),
+        "min_normal_clips": Num(int, 4),
     },
     "masks": {
         "seed": Num(int, 0),
@@ -287,6 +293,14 @@ def _cross_checks(p: dict) -> None:
     )
     _require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")
     _require(f["hop_length"] <= f["n_fft"], "features.hop_length", "must not exceed n_fft")
+    loc = p["localization"]
+    # Three time scales, Bonferroni: the smallest p-value is 3 / (n_permutations + 1).
+    _require(
+        3 / (loc["n_permutations"] + 1) < loc["id_level_alpha"],
+        "localization.n_permutations",
+        f"{loc['n_permutations']} permutations cannot reach p < id_level_alpha = "
+        f"{loc['id_level_alpha']} (need more than {3 / loc['id_level_alpha'] - 1:.0f})",
+    )
     n_mels, T = f["n_mels"], f["target_T"]
     for grid, factor in p["masks"]["q_grids"].items():
         _require(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from analysis.io import Progress, read_csv, write_csv, write_json
+from analysis.io import Progress, read_csv, read_json, write_csv, write_json
 from analysis.masks import AudioSpecificStrategy, read_masks_meta
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, SCORE_FEATURES, profile_features, score_transform
@@ -301,37 +301,155 @@ def _features_of(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
     return {c: np.array([float(r[c]) if r[c] else np.nan for r in rows]) for c in FEATURE_COLUMNS}
 
 
+AGREEMENT_BINS = 3  # a clip-level region agrees with the pooled map within this many mel bins
+
+
+def id_evidence(
+    rows: list[dict[str, str]], id_summary: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Which evidence one machine ID supports, and why.
+
+    Clip-level regions are used where the ID has at least ``min_anomaly_clips``
+    of them, in at least ``min_region_share`` of its anomalous clips, and (when
+    the pooled test found a region) at least half of them have their band
+    centre within ``AGREEMENT_BINS`` bins of a pooled-region row. Otherwise the
+    ID-level (pooled) regions are used when the pooled test found a region in
+    both halves of the anomalous clips (one to fit, one to score). Otherwise
+    there is not enough evidence.
+    """
+    found = [r for r in rows if r["found"] == "1"]
+    share = len(found) / len(rows) if rows else 0.0
+    pooled = (id_summary or {}).get("id_level", {})
+    pooled_rows = np.array(pooled.get("all", {}).get("rows") or [], dtype=float)
+    agreement = None
+    if pooled.get("all", {}).get("found") and found:
+        centres = np.array([float(r["band_centre_bin"]) for r in found])
+        distance = np.abs(centres[:, None] - pooled_rows[None, :]).min(axis=1)
+        agreement = float(np.mean(distance <= AGREEMENT_BINS))
+    enough = len(found) >= settings["min_anomaly_clips"] and share >= settings["min_region_share"]
+    out = {"n_clip_regions": len(found), "clip_region_share": share, "agreement": agreement}
+    if enough and (agreement is None or agreement >= 0.5):
+        return {**out, "evidence": "clip-level", "found": found}
+    halves = pooled.get("fit", {}).get("found") and pooled.get("holdout", {}).get("found")
+    if halves:
+        return {**out, "evidence": "ID-level", "pooled": pooled}
+    reasons = []
+    if not enough:
+        reasons.append(
+            f"clip-level regions in {len(found)} of {len(rows)} anomalous clips (needs "
+            f"{settings['min_anomaly_clips']} and a share of {settings['min_region_share']:.0%})"
+        )
+    elif agreement is not None:
+        reasons.append(f"clip-level regions disagree with the pooled map ({agreement:.0%} agree)")
+    if pooled.get("all", {}).get("found"):
+        reasons.append("a pooled region, but not in both halves of the anomalous clips")
+    else:
+        p_value = pooled.get("all", {}).get("p_value")
+        reasons.append(
+            "no pooled region" + (f" (p = {p_value:.3g})" if p_value is not None else "")
+        )
+    return {**out, "evidence": None, "reason": "; ".join(reasons)}
+
+
+def _repeat_features(features: dict[str, float | None], count: int) -> dict[str, np.ndarray]:
+    return {
+        c: np.full(count, np.nan if features[c] is None else features[c]) for c in FEATURE_COLUMNS
+    }
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {c: np.concatenate([p[c] for p in parts]) for c in FEATURE_COLUMNS}
+
+
+def evidence_halves(
+    machine_type: str,
+    machine_id: str,
+    evidence: dict[str, dict[str, Any]],
+    fit_fraction: float,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """Fit and held-out region features of a group from each ID's evidence.
+
+    Clip-level IDs contribute their clips' regions, split by :func:`split_halves`.
+    ID-level IDs contribute the pooled region of one half of their anomalous
+    clips to the fit side and that of the other half to the held-out side, each
+    counted once per clip of its half (every anomalous clip of the ID is taken
+    to look like its ID's pooled region).
+    """
+    fit_parts, held_parts, used = [], [], {}
+    found = [r for e in evidence.values() if e["evidence"] == "clip-level" for r in e["found"]]
+    if found:
+        in_fit = split_halves(
+            [r["file"] for r in found], [r["machine_id"] for r in found], fit_fraction, seed
+        )
+        real = _features_of(found)
+        fit_parts.append({k: v[in_fit] for k, v in real.items()})
+        held_parts.append({k: v[~in_fit] for k, v in real.items()})
+    for mid, e in evidence.items():
+        used[mid] = e["evidence"] or "none"
+        if e["evidence"] == "ID-level":
+            n = e["n_anomaly"]
+            fit_parts.append(_repeat_features(e["pooled"]["fit"]["features"], (n + 1) // 2))
+            held_parts.append(_repeat_features(e["pooled"]["holdout"]["features"], n // 2))
+    if not fit_parts:
+        empty = {c: np.zeros(0) for c in FEATURE_COLUMNS}
+        return empty, empty, used
+    return _concat(fit_parts), _concat(held_parts), used
+
+
+def evidence_label(used: dict[str, str]) -> str:
+    kinds = {k for k in used.values() if k != "none"}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "mixed: " + "; ".join(f"{mid} {kind}" for mid, kind in sorted(used.items()))
+
+
 def recommend_group(
     machine_type: str,
     machine_id: str,
     rows: list[dict[str, str]],
+    id_summaries: dict[str, Any],
     preset_features: dict[str, dict[str, np.ndarray]],
     geometry: MelGeometry,
     settings: dict[str, Any],
 ) -> dict[str, Any]:
-    """One recommendations row: fitted ranges and every preset's held-out score with CIs."""
+    """One recommendations row: fitted ranges and every preset's held-out score with CIs.
+
+    ``rows`` are the clip-level region rows of the group's anomalous clips and
+    ``id_summaries`` the localization summaries of its IDs; :func:`id_evidence`
+    decides per ID which evidence the row uses, and the row says so.
+    """
     n_mels, T = geometry.spectrogram_shape
-    found = [r for r in rows if r["found"] == "1"]
+    ids = sorted({r["machine_id"] for r in rows})
+    evidence = {}
+    for mid in ids:
+        id_rows = [r for r in rows if r["machine_id"] == mid]
+        evidence[mid] = {
+            **id_evidence(id_rows, id_summaries.get(mid, {}), settings),
+            "n_anomaly": len(id_rows),
+        }
     out: dict[str, Any] = {
         "machine_type": machine_type,
         "machine_id": machine_id,
         "n_anomaly": len(rows),
-        "n_regions": len(found),
+        "n_regions": sum(e["n_clip_regions"] for e in evidence.values()),
     }
-    share = len(found) / len(rows) if rows else 0.0
-    if len(found) < settings["min_anomaly_clips"] or share < settings["min_region_share"]:
-        out["status"] = (
-            f"not enough evidence: regions in {len(found)} of {len(rows)} anomaly clips "
-            f"(needs {settings['min_anomaly_clips']} and a share of {settings['min_region_share']:.0%})"
+    seed = settings["seed"] * 7919 + zlib.crc32(f"{machine_type}/{machine_id}".encode())
+    fit_real, held_out, used = evidence_halves(
+        machine_type, machine_id, evidence, settings["fit_fraction"], seed
+    )
+    out["evidence"] = evidence_label(used) if any(v != "none" for v in used.values()) else "none"
+    n_fit, n_held = fit_real[FEATURE_COLUMNS[0]].size, held_out[FEATURE_COLUMNS[0]].size
+    if n_fit == 0 or n_held == 0:
+        reasons = [
+            e["reason"] if len(ids) == 1 else f"{mid}: {e['reason']}"
+            for mid, e in evidence.items()
+            if e.get("reason")
+        ]
+        out["status"] = "not enough evidence: " + (
+            "; ".join(reasons) or f"{n_fit} clips to fit and {n_held} held out"
         )
         return out
-    seed = settings["seed"] * 7919 + zlib.crc32(f"{machine_type}/{machine_id}".encode())
-    in_fit = split_halves(
-        [r["file"] for r in found], [r["machine_id"] for r in found], settings["fit_fraction"], seed
-    )
-    real = _features_of(found)
-    fit_real = {k: v[in_fit] for k, v in real.items()}
-    held_out = {k: v[~in_fit] for k, v in real.items()}
     fitted, fit_score = fit_preset(fit_real, geometry, settings, seed)
     candidates = dict(preset_features)
     candidates["recommended"] = strategy_features(
@@ -341,13 +459,7 @@ def recommend_group(
         candidates, held_out, n_mels, T, settings["n_bootstrap"], settings["ci_level"], seed + 2
     )
     out.update(
-        {
-            "status": "ok",
-            "n_fit": int(in_fit.sum()),
-            "n_holdout": int((~in_fit).sum()),
-            **fitted,
-            "fitted": fitted,
-        }
+        {"status": "ok", "n_fit": int(n_fit), "n_holdout": int(n_held), **fitted, "fitted": fitted}
     )
     out["fit_score"] = fit_score
     for name, (point, lo, hi) in scores.items():
@@ -358,6 +470,7 @@ def recommend_group(
         )
     presets_only = {k: v[0] for k, v in scores.items() if k != "recommended"}
     out["best_preset"] = min(presets_only, key=presets_only.get)
+    real = _concat([fit_real, held_out])
     out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
     out["full_clip_share"] = float(np.mean(real["time_coverage"] >= 0.95))
     return out
@@ -372,6 +485,7 @@ def recommendation_columns(preset_names: list[str]) -> list[str]:
         "machine_type",
         "machine_id",
         "status",
+        "evidence",
         "n_anomaly",
         "n_regions",
         "n_fit",
@@ -407,10 +521,16 @@ def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     groups = []
     for machine_type in params["data"]["machine_types"]:
         rows = read_csv(build_dir / "localization" / f"{machine_type}.regions.csv")
-        groups.append((machine_type, "all", rows))
+        id_summaries = read_json(build_dir / "localization" / f"{machine_type}.json")["ids"]
+        groups.append((machine_type, "all", rows, id_summaries))
         for machine_id in sorted({r["machine_id"] for r in rows}):
             groups.append(
-                (machine_type, machine_id, [r for r in rows if r["machine_id"] == machine_id])
+                (
+                    machine_type,
+                    machine_id,
+                    [r for r in rows if r["machine_id"] == machine_id],
+                    id_summaries,
+                )
             )
     progress = Progress("recommend: groups", len(groups))
     tasks = [(*group, preset_features, geometry, settings) for group in groups]

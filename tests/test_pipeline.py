@@ -177,8 +177,8 @@ def test_noop_repro_runs_nothing(cold):
         ("recommend.n_bootstrap", 21, {"recommend", "figures", "report"}),
         ("masks.n_masks", 101, {"masks", "recommend", "figures", "report"}),
         (
-            "localization.normal_pixel_pass_rate",
-            0.004,
+            "localization.clip_false_region_rate",
+            0.04,
             {"localize@fan", "localize@valve", "recommend", "figures", "report"},
         ),
         (
@@ -282,7 +282,7 @@ def test_clean_rerun_gives_identical_hashes(cold):
         ("figures", "dpi"),
         ("recommend", "n_bootstrap"),
         ("masks", "n_masks"),
-        ("localization", "normal_pixel_pass_rate"),
+        ("localization", "clip_false_region_rate"),
         ("features", "fmin"),
         ("synthetic", "seed"),
     ]:
