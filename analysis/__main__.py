@@ -34,6 +34,12 @@ def _localize(params: dict[str, Any], args: argparse.Namespace) -> None:
     localize(params, args.machine_type)
 
 
+def _power(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.power import power_stage
+
+    power_stage(params)
+
+
 def _masks(params: dict[str, Any], args: argparse.Namespace) -> None:
     from analysis.masks import masks_stage
 
@@ -72,6 +78,10 @@ STAGES: dict[str, tuple[Callable, str]] = {
     "synthesize": (_synthesize, "write the synthetic DCASE-like data set (data/synthetic/)"),
     "extract": (_extract, "log-mel features of one machine type (build/features/TYPE/)"),
     "localize": (_localize, "where real anomalies sit, per machine ID (build/localization/)"),
+    "power": (
+        _power,
+        "what the localization can detect: spike-ins on normal clips (build/power.*)",
+    ),
     "masks": (_masks, "draw masks for every preset, statistics and resize fidelity (build/masks/)"),
     "recommend": (_recommend, "score presets and fit parameter ranges (build/recommendations.*)"),
     "figures": (_figures, "draw the report's figures (report/figures/)"),

@@ -281,41 +281,64 @@ def pooled_evidence(
     )
 
 
+def null_group_size(n_normal: int, n_anomalous: int) -> int:
+    """Size of the pseudo-anomalous group in the normal-vs-normal splits."""
+    return max(1, min(n_anomalous, n_normal // 2))
+
+
+def permutation_null(
+    normal_maps: dict[int, np.ndarray], m: int, n_perm: int, seed: int
+) -> dict[int, np.ndarray]:
+    """Per time scale, the maximum |Welch t| over cells of ``n_perm`` random splits of the
+    normal clips into ``m`` against the rest. Depends on the normal clips only."""
+    n_norm = next(iter(normal_maps.values())).shape[0]
+    rng = np.random.default_rng(seed)
+    picks = np.zeros((n_perm, n_norm))
+    for r in range(n_perm):
+        picks[r, rng.choice(n_norm, m, replace=False)] = 1.0
+    null = {}
+    for length, x in normal_maps.items():
+        x_sq = x**2
+        total, total_sq = x.sum(axis=0), x_sq.sum(axis=0)
+        sum_a, sq_a = picks @ x, picks @ x_sq
+        t = welch_t(sum_a, sq_a, m, total - sum_a, total_sq - sq_a, n_norm - m)
+        null[length] = np.abs(t).max(axis=1)
+    return null
+
+
 def pooled_test(
     normal_maps: dict[int, np.ndarray],
     anomaly_maps: dict[int, np.ndarray],
     shape: tuple[int, int],
     loc: dict[str, Any],
     seed: int,
+    null: dict[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """:func:`pooled_evidence` on per-clip maps already averaged at each time scale
-    (:func:`scale_maps`), so one ID's maps serve all its tests (all clips, halves, control)."""
+    (:func:`scale_maps`), so one ID's maps serve all its tests (all clips, halves, control).
+
+    ``null`` (from :func:`permutation_null` with the same normal clips and
+    :func:`null_group_size`) may be passed in to share it between tests.
+    """
     n_mels, T = shape
     scales = sorted(normal_maps)
     n_norm = normal_maps[scales[0]].shape[0]
     n_anom = anomaly_maps[scales[0]].shape[0]
     alpha, n_perm = loc["id_level_alpha"], loc["n_permutations"]
-    m = max(1, min(n_anom, n_norm // 2))
-    rng = np.random.default_rng(seed)
-    picks = np.zeros((n_perm, n_norm))
-    for r in range(n_perm):
-        picks[r, rng.choice(n_norm, m, replace=False)] = 1.0
+    m = null_group_size(n_norm, n_anom)
+    if null is None:
+        null = permutation_null(normal_maps, m, n_perm, seed)
     region = np.zeros((n_mels, T), dtype=bool)
     thresholds, max_t, p_values = {}, {}, []
     t_by_scale = {}
     for length in scales:
         x, y = normal_maps[length], anomaly_maps[length]
-        x_sq = x**2
-        total, total_sq = x.sum(axis=0), x_sq.sum(axis=0)
-        sum_a, sq_a = picks @ x, picks @ x_sq
-        null = np.abs(welch_t(sum_a, sq_a, m, total - sum_a, total_sq - sq_a, n_norm - m)).max(
-            axis=1
-        )
+        total, total_sq = x.sum(axis=0), (x**2).sum(axis=0)
         observed = welch_t(y.sum(0), (y**2).sum(0), n_anom, total, total_sq, n_norm)
-        threshold = float(np.quantile(null, 1 - alpha / len(scales), method="higher"))
+        threshold = float(np.quantile(null[length], 1 - alpha / len(scales), method="higher"))
         peak = float(np.abs(observed).max())
         thresholds[str(length)], max_t[str(length)] = threshold, peak
-        p_values.append((1 + np.count_nonzero(null >= peak)) / (1 + n_perm))
+        p_values.append((1 + np.count_nonzero(null[length] >= peak)) / (1 + n_perm))
         t_by_scale[length] = observed.reshape(n_mels, -1)
         if length < T:
             region |= np.abs(t_by_scale[length]) > threshold
@@ -406,7 +429,7 @@ def classify_pattern(features: dict[str, np.ndarray], T: int) -> str:
     return f"{kind}, {width} band{lines}"
 
 
-def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+def alternate_halves(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the two halves of n anomalous clips in file order (alternate files)."""
     idx = np.arange(n)
     return idx[0::2], idx[1::2]
@@ -423,18 +446,23 @@ def _id_level(normal, anomaly, loc, key: str, truth: np.ndarray | None) -> dict[
     alpha = loc["id_level_alpha"]
     out: dict[str, Any] = {}
     regions = {}
-    first, second = _halves(anomaly.shape[0])
+    first, second = alternate_halves(anomaly.shape[0])
     scales = time_scales(loc, normal.shape[2])
     x = {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales}
     y = {L: scale_maps(anomaly, loc["smooth_bins"], L) for L in scales}
     shape = normal.shape[1:]
     parts = {"all": slice(None), "fit": first, "holdout": second}
+    nulls: dict[int, dict[int, np.ndarray]] = {}  # one null per group size, shared by the parts
     for part, pick in parts.items():
         clips = {L: v[pick] for L, v in y.items()}
-        if clips[scales[0]].shape[0] == 0:
+        n_part = clips[scales[0]].shape[0]
+        if n_part == 0:
             out[part] = {"found": False, "p_value": None, "features": None}
             continue
-        result = pooled_test(x, clips, shape, loc, seed + len(part))
+        m = null_group_size(normal.shape[0], n_part)
+        if m not in nulls:
+            nulls[m] = permutation_null(x, m, loc["n_permutations"], seed + m)
+        result = pooled_test(x, clips, shape, loc, seed, nulls[m])
         found = bool(result["p_value"] < alpha and result["region"].any())
         regions[part] = result["region"] if found else np.zeros_like(result["region"])
         out[part] = {

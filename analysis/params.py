@@ -176,6 +176,10 @@ SPEC: dict[str, Any] = {
         "min_region_cells": _positive_int(),
         "min_normal_clips": Num(int, 4),
     },
+    "power": {
+        "seed": Num(int, 0),
+        "deltas": ListOf(Num(float, 0.0, 100.0, lo_open=True)),
+    },
     "masks": {
         "seed": Num(int, 0),
         "n_masks": Num(int, 10),

@@ -171,11 +171,23 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
     )
 
 
+def type_pattern(loc: dict[str, Any]) -> str:
+    """A machine type's pattern from the evidence it has: its clip-level regions where they
+    stand out in at least half of the anomalous clips, else its IDs' pooled regions."""
+    if loc["n_anomaly"] and loc["n_regions_found"] >= 0.5 * loc["n_anomaly"]:
+        return loc["pattern"]
+    pooled = [s["id_level_pattern"] for s in loc["ids"].values() if s.get("id_level_pattern")]
+    pooled = [p for p in pooled if p != "none found"]
+    if not pooled:
+        return "none found"
+    return max(sorted(set(pooled)), key=pooled.count) + " (pooled over clips)"
+
+
 def findings(context: dict[str, Any]) -> list[str]:
     """The first page's summary, written from the numbers."""
     out = []
     types = context["machine_types"]
-    patterns = {t: context["localization"][t]["pattern"] for t in types}
+    patterns = {t: type_pattern(context["localization"][t]) for t in types}
     groups: dict[str, list[str]] = {}
     for t, p in patterns.items():
         groups.setdefault(p.split(",")[0], []).append(t)
@@ -238,6 +250,7 @@ def build_context(
         figures_by_section.setdefault(entry["section"], []).append(entry)
     rows = recs["rows"]
     context = {
+        "power": read_json(build_dir / "power.json"),
         "title": params["report"]["title"],
         "author": params["report"]["author"],
         "date": _dt.date.today().isoformat(),

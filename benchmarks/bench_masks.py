@@ -93,7 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    print(f"batch 1 at spectrogram size ({N_MELS}x{T}), {args.items} calls, as the dataset calls it:")
+    print(
+        f"batch 1 at spectrogram size ({N_MELS}x{T}), {args.items} calls, as the dataset calls it:"
+    )
     py_rng = random.Random(0)
     loop_rate = rate(lambda: training_item(py_rng), args.items)
     ours = TrainingAudioStrategy((N_MELS, T), None, N_MELS, T, seed=0)
@@ -107,7 +109,7 @@ def main() -> None:
     print(f"batch {args.batch} on the q_bot grid {Q}, 'current' preset, 1 thread:")
     for method in ("any_cell", "nearest"):
         rng = np.random.default_rng(0)
-        seed_rate = rate(lambda m=method: project(seed_mask(rng), m), n_seed)
+        seed_rate = rate(lambda m=method, g=rng: project(seed_mask(g), m), n_seed)
         strategy = AudioSpecificStrategy((N_MELS, T), Q, N_MELS, T, projection=method, seed=0)
         batch_rate = args.batch * rate(lambda s=strategy: s(args.batch, "cpu"), n_batches)
         print(f"  seed per-mask loop + {method:8s}:      {seed_rate:10.0f} masks/s")
