@@ -487,7 +487,7 @@ def _id_level(normal, anomaly, loc, key: str, truth: np.ndarray | None) -> dict[
     if truth is not None and "all" in regions:
         out["iou_with_truth_union"] = iou(regions["all"], truth) if out["all"]["found"] else 0.0
     out["n_permutations"] = loc["n_permutations"]
-    return out, regions.get("all")
+    return out, regions
 
 
 def localize(
@@ -593,8 +593,9 @@ def localize(
             f"{machine_type}/{machine_id}",
             truth_union if truth_union.any() else None,
         )
-        if pooled_region is not None:
-            arrays[f"{machine_id}__pooled_region"] = pooled_region
+        for part, region in pooled_region.items():
+            suffix = "" if part == "all" else f"_{part}"
+            arrays[f"{machine_id}__pooled_region{suffix}"] = region
         dev, excess = maps["dev"], maps["excess"]
         dev_peak = np.unravel_index(np.argmax(dev), dev.shape)
         excess_peak = np.unravel_index(np.argmax(excess), excess.shape)

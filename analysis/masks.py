@@ -31,6 +31,9 @@ from analysis.strategies import (  # noqa: F401 - re-exported for earlier caller
 )
 from analysis.strategies import build_strategy as _build_strategy
 
+# How masks and real regions are projected for the latent-grid scores: what training does.
+LATENT_PROJECTION = "any_cell"
+
 
 def build_strategy(
     preset: dict[str, Any],
@@ -110,11 +113,18 @@ def measure_preset(
         ``{(grid, method): resize_fidelity(...)}`` over all masks.
     samples
         The first ``n_samples`` masks: ``full`` and ``GRID__METHOD`` uint8 arrays.
+    grid_features
+        ``{grid: region_features}`` of the masks projected onto each grid with
+        ``LATENT_PROJECTION`` (what training does), for the latent-grid scores.
     """
-    feature_parts, fidelity_parts, samples = [], {}, {}
+    feature_parts, fidelity_parts, samples, grid_parts = [], {}, {}, {}
     for start in range(0, n_masks, batch):
         full = full_size_masks(strategy, min(batch, n_masks - start))
         feature_parts.append(region_features(full))
+        for grid, q_shape in grids.items():
+            grid_parts.setdefault(grid, []).append(
+                region_features(project_maps(full, q_shape, LATENT_PROJECTION))
+            )
         if start == 0:
             samples["full"] = full[:n_samples].astype(np.uint8)
         for grid, q_shape in grids.items():
@@ -131,7 +141,11 @@ def measure_preset(
         key: {metric: np.concatenate([p[metric] for p in parts]) for metric in parts[0]}
         for key, parts in fidelity_parts.items()
     }
-    return features, fidelity, samples
+    grid_features = {
+        grid: {c: np.concatenate([p[c] for p in parts]) for c in FEATURE_COLUMNS}
+        for grid, parts in grid_parts.items()
+    }
+    return features, fidelity, samples, grid_features
 
 
 FIDELITY_COLUMNS = (
@@ -158,6 +172,7 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
     geometry = MelGeometry.from_params(params)
     grids = {name: geometry.q_shape(f) for name, f in m["q_grids"].items()}
     feature_rows: list[dict[str, Any]] = []
+    grid_rows: dict[str, list[dict[str, Any]]] = {}
     fidelity_rows: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     per_mask: dict[str, np.ndarray] = {}
@@ -168,7 +183,7 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
                 strategy = build_strategy(
                     preset, geometry, seed=preset_seed(m["seed"], name), name=name
                 )
-                feats, fidelity, preset_samples = measure_preset(
+                feats, fidelity, preset_samples, grid_feats = measure_preset(
                     strategy, m["n_masks"], m["n_samples"], grids, m["resize_methods"]
                 )
             except (StrategyError, TypeError, ValueError) as err:
@@ -181,6 +196,10 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
                 feature_rows.append(
                     {"preset": name, "mask": i, **{c: feats[c][i] for c in FEATURE_COLUMNS}}
                 )
+                for grid, gf in grid_feats.items():
+                    grid_rows.setdefault(grid, []).append(
+                        {"preset": name, "mask": i, **{c: gf[c][i] for c in FEATURE_COLUMNS}}
+                    )
             summary[name] = {
                 "kind": preset["kind"],
                 "empty_share": float(np.mean(np.isnan(feats["area_fraction"]))),
@@ -205,6 +224,8 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
                 summary[name]["grids"].setdefault(grid, {})[method] = row
             log(f"masks: {name}: {m['n_masks']} masks")
         write_csv(tmp / "features.csv", feature_rows, ("preset", "mask", *FEATURE_COLUMNS))
+        for grid, rows in grid_rows.items():
+            write_csv(tmp / f"features_{grid}.csv", rows, ("preset", "mask", *FEATURE_COLUMNS))
         write_csv(tmp / "fidelity.csv", fidelity_rows, FIDELITY_COLUMNS)
         save_npz(tmp / "samples.npz", **samples)
         save_npz(tmp / "fidelity_per_mask.npz", **per_mask)

@@ -26,7 +26,7 @@ import yaml
 from analysis.io import atomic_path, log, read_csv, read_json, write_text
 from analysis.masks import read_masks_meta
 from analysis.mel import MelGeometry
-from analysis.recommend import FIT_KEYS, PARSIMONY
+from analysis.recommend import FIT_KEYS, MIN_HOLDOUT_FOR_CI, PARSIMONY
 
 REPORT_DIR = Path("report")
 TEMPLATE = "report.qmd.j2"
@@ -183,6 +183,29 @@ def type_pattern(loc: dict[str, Any]) -> str:
     return max(sorted(set(pooled)), key=pooled.count) + " (pooled over clips)"
 
 
+def comparison_sentence(row: dict[str, Any]) -> str:
+    """What one row's paired interval supports, in words (evidence and held-out count included)."""
+    t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
+    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): "
+    if not row.get("intervals"):
+        return (
+            head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
+            f"setting and '{best}' are not distinguishable."
+        )
+    diff = (
+        f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
+        f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
+    )
+    verdict = row["diff_fitted_vs_best_verdict"]
+    if verdict == "closer":
+        claim = f"the fitted setting ({describe_fit(row, 320)}) is closer than '{best}', the closest preset"
+    elif verdict == "farther":
+        claim = f"'{best}', the closest preset, is closer than the fitted setting"
+    else:
+        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
+    return head + f"{claim} (score difference fitted − {best} {diff})."
+
+
 def findings(context: dict[str, Any]) -> list[str]:
     """The first page's summary, written from the numbers."""
     out = []
@@ -201,24 +224,16 @@ def findings(context: dict[str, Any]) -> list[str]:
         out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
     if ok:
-        presets = [p for p in context["preset_names"]]
-        means = {p: float(np.mean([r[f"score_{p}"] for r in ok])) for p in presets}
-        best = min(means, key=means.get)
+        closer = [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == "closer"]
         out.append(
-            f"Closest preset on average over machine types: '{best}' (mean held-out score {means[best]:.3f}; "
-            + ", ".join(f"{p} {v:.3f}" for p, v in means.items() if p != best)
-            + ")."
-        )
-        better = sum(
-            1 for r in ok if r["score_recommended"] < min(r[f"score_{p}"] for p in presets)
-        )
-        out.append(
-            f"The fitted setting beats every preset on held-out clips for {better} of {len(ok)} machine types."
+            f"The fitted setting is closer to the real regions than the closest preset (chosen on "
+            f"the fit half), with a {context['ci_level']:.0%} paired interval of the held-out score "
+            f"difference excluding 0, for {len(closer)} of {len(ok)} machine types"
+            + (f" ({', '.join(closer)})" if closer else "")
+            + "; for the others the two are not distinguishable with their held-out clips."
         )
         for r in ok:
-            out.append(
-                f"{r['machine_type']}: fitted {describe_fit(r, context['T'])}; score {r['score_recommended']:.3f} vs current {fmt(r.get('score_current'))}."
-            )
+            out.append(comparison_sentence(r))
     lacking = [r for r in context["type_rows"] if r.get("status") != "ok"]
     for r in lacking:
         out.append(f"{r['machine_type']}: {r['status']}.")
@@ -287,6 +302,8 @@ def build_context(
             if r["machine_id"] == "all" and r.get("status") == "ok"
         },
         "fit_keys": FIT_KEYS,
+        "ci_level": params["recommend"]["ci_level"],
+        "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
         "parsimony": PARSIMONY,
     }
     context["findings"] = findings(context)
