@@ -371,6 +371,10 @@ def power_figure(figs, power: dict) -> None:
         facet_kws={"margin_titles": True},
     )
     grid.set(xscale="log", ylim=(-0.03, 1.03))
+    deltas = sorted({r["delta"] for r in rows})
+    for ax in grid.axes.flat:
+        ax.set_xticks(deltas, [f"{d:g}" for d in deltas])
+        ax.minorticks_off()
     grid.set_axis_labels("spike-in strength (within-ID cell SD)", "detected")
     grid.set_titles(row_template="{row_name}", col_template="{col_name}", size=8)
     figs.save(
