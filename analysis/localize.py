@@ -440,8 +440,14 @@ def _features_row(region: np.ndarray) -> dict[str, float | None]:
     return {c: (None if np.isnan(feats[c][0]) else float(feats[c][0])) for c in FEATURE_COLUMNS}
 
 
-def _id_level(normal, anomaly, loc, key: str, truth: np.ndarray | None) -> dict[str, Any]:
-    """Pooled evidence on all anomalous clips, on each half, and a normal-only negative control."""
+def _id_level(
+    normal, anomaly, loc, key: str, truth: np.ndarray | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Pooled evidence on all anomalous clips, on each half, and a normal-only negative control.
+
+    Returns the summary and the region of each part (``all``, ``fit``, ``holdout``; empty
+    where the test found none).
+    """
     seed = zlib.crc32(key.encode())
     alpha = loc["id_level_alpha"]
     out: dict[str, Any] = {}

@@ -306,6 +306,9 @@ def build_context(
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
         "parsimony": PARSIMONY,
     }
+    for r in context["type_rows"]:
+        if r.get("status") == "ok":
+            r["summary_words"] = describe_fit(r, geometry.target_T)
     context["findings"] = findings(context)
     return context
 
@@ -341,6 +344,7 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
         pandoc,
         qmd.name,
         "--from=markdown",
+        f"--lua-filter={(qmd.parent / 'tabsets.lua').resolve()}",
         f"--lua-filter={lua}",
         "--number-sections",
         "--toc",
@@ -356,6 +360,7 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
                 "--embed-resources",
                 "--mathml",
                 f"--css={(qmd.parent / 'style.css').resolve()}",
+                f"--include-after-body={(qmd.parent / 'report-js.html').resolve()}",
                 f"--output={tmp.resolve()}",
             ]
             subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)

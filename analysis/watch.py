@@ -22,6 +22,8 @@ WATCHED = (
     "params.yaml",
     "report/report.qmd.j2",
     "report/crossref.lua",
+    "report/tabsets.lua",
+    "report/report-js.html",
     "report/style.css",
     "report/typst-metadata.yaml",
 )

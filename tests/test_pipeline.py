@@ -24,6 +24,7 @@ ALL_STAGES = {
     "extract@valve",
     "localize@fan",
     "localize@valve",
+    "power",
     "masks",
     "recommend",
     "figures",
@@ -36,6 +37,8 @@ PROJECT_FILES = [
     ".gitignore",
     "report/report.qmd.j2",
     "report/crossref.lua",
+    "report/tabsets.lua",
+    "report/report-js.html",
     "report/style.css",
     "report/typst-metadata.yaml",
 ]
@@ -100,6 +103,9 @@ def project(tmp_path_factory) -> Path:
         "synthetic.train_clips_per_id": 3,
         "synthetic.test_normal_clips_per_id": 4,
         "synthetic.test_anomaly_clips_per_id": 6,
+        # Demonstration strength: with 6 anomalous clips per ID, realistic anomalies would leave
+        # every row "not enough evidence" and the fit, intervals and figures untested.
+        "synthetic.strength": 8.0,
         "masks.n_masks": 100,
         "masks.n_samples": 3,
         "recommend.n_masks_per_candidate": 64,
@@ -179,7 +185,7 @@ def test_noop_repro_runs_nothing(cold):
         (
             "localization.clip_false_region_rate",
             0.04,
-            {"localize@fan", "localize@valve", "recommend", "figures", "report"},
+            {"localize@fan", "localize@valve", "power", "recommend", "figures", "report"},
         ),
         (
             "features.fmin",
@@ -190,6 +196,7 @@ def test_noop_repro_runs_nothing(cold):
                 "extract@valve",
                 "localize@fan",
                 "localize@valve",
+                "power",
                 "recommend",
                 "figures",
                 "report",
@@ -245,7 +252,8 @@ def test_a_users_strategy_from_another_folder_is_scored_by_dvc_repro(cold, tmp_p
         for line in (project / "build/masks/features.csv").read_text().splitlines()[1:]
     ]
     theirs = [r for r in rows if r[0] == "their_stripes"]
-    assert len(theirs) == 100  # masks.n_masks of the tiny project
+    n_masks = yaml.safe_load((project / "params.yaml").read_text())["masks"]["n_masks"]
+    assert len(theirs) == n_masks
     recs = yaml.safe_load((project / "build/recommendations.json").read_text())
     ok = [r for r in recs["rows"] if r.get("status") == "ok"]
     assert ok and all(r["score_their_stripes"] >= 0 for r in ok)
@@ -403,6 +411,109 @@ def test_real_browser_decodes_every_image(cold, tmp_path):
         timeout=120,
     )
     assert shot.stat().st_size > 10000
+
+
+SELFTEST_HEAD = """<script>window.__errors = [];
+window.addEventListener('error', (e) => window.__errors.push(String(e.message)));
+const __consoleError = console.error;
+console.error = (...a) => { window.__errors.push(a.join(' ')); __consoleError(...a); };
+</script>"""
+SELFTEST_BODY = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const r = {width: innerWidth};
+  const toc = document.getElementById('TOC');
+  const list = toc.querySelector(':scope > ul');
+  const shown = (el) => el && getComputedStyle(el).display !== 'none' && el.getBoundingClientRect().width > 50;
+  r.toc_list_shown = shown(list);
+  window.scrollTo(0, document.body.scrollHeight / 2);
+  const box = list.getBoundingClientRect();
+  r.toc_in_view_after_scroll = shown(list) && box.top < innerHeight && box.bottom > 0;
+  r.toc_toggle_shown = shown(document.getElementById('toc-toggle'));
+  window.scrollTo(0, 0);
+  const tabset = document.querySelector('[data-tabset]');
+  const buttons = [...tabset.querySelectorAll(':scope > .tab-buttons > .tab-button')];
+  const panels = [...tabset.querySelectorAll(':scope > .tab-panel')];
+  const visible = (p) => [...p.querySelectorAll('figure img')].filter((i) => i.offsetParent !== null).length;
+  r.tabs = buttons.map((b) => b.textContent);
+  r.before = panels.map(visible);
+  buttons[1].click();
+  r.after = panels.map(visible);
+  const img = panels[1].querySelector('figure img');
+  img.click();
+  const overlay = document.getElementById('zoom-overlay');
+  const big = overlay.querySelector('img');
+  r.zoom_open = overlay.classList.contains('open') && getComputedStyle(overlay).display !== 'none';
+  r.zoom_same_image = big.src === img.src;
+  r.zoom_larger = big.getBoundingClientRect().width > img.getBoundingClientRect().width;
+  overlay.click();
+  r.zoom_closed = getComputedStyle(overlay).display === 'none';
+  const link = document.querySelector('.table-tools a[download]');
+  link.click();
+  r.csv = decodeURIComponent(link.href.replace(/^data:text[/]csv;charset=utf-8,/, '')).split('\\n')[0];
+  r.n_csv_links = document.querySelectorAll('.table-tools a[download]').length;
+  r.n_tables = document.querySelectorAll('table').length;
+  r.requests = performance.getEntriesByType('resource').map((e) => e.name).filter((n) => !n.startsWith('data:'));
+  r.errors = window.__errors;
+  const out = document.createElement('pre');
+  out.id = 'selftest';
+  out.textContent = 'SELFTEST' + JSON.stringify(r) + 'END';
+  document.body.appendChild(out);
+}, 300));</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1400, 420])
+def test_report_navigation_in_a_real_browser(cold, tmp_path, width):
+    """The HTML as a reader uses it, in headless Chromium after its scripts ran: the table of
+    contents beside the text on a wide screen (a toggle on a narrow one), machine-type tabs,
+    figures that open enlarged, tables exported as CSV, no request leaving the file, no error."""
+    import json
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    project, _, _ = cold
+    html = (project / "report/_output/report.html").read_text()
+    html = html.replace("<head>", "<head>" + SELFTEST_HEAD, 1).replace(
+        "</body>", SELFTEST_BODY + "</body>"
+    )
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={width},1000",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    found = re.search(r'<pre id="selftest">SELFTEST(.*?)END</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    r = json.loads(
+        found[1]
+        .replace("&quot;", '"')
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+    )
+    # Headless Chromium does not go below 500 px; 420 asks for its narrowest.
+    assert r["width"] == width if width >= 500 else r["width"] <= 500
+    if width >= 1200:
+        assert r["toc_list_shown"] and r["toc_in_view_after_scroll"] and not r["toc_toggle_shown"]
+    else:
+        assert r["toc_toggle_shown"] and not r["toc_list_shown"]
+    assert r["tabs"][:2] == ["fan", "valve"]
+    assert r["before"][0] > 0 and r["before"][1] == 0  # fan's figures shown, valve's hidden
+    assert r["after"][0] == 0 and r["after"][1] > 0  # after the click: the other way round
+    assert r["zoom_open"] and r["zoom_same_image"] and r["zoom_larger"] and r["zoom_closed"]
+    assert r["csv"].startswith("machine type,") and r["n_csv_links"] == r["n_tables"]
+    assert r["requests"] == [] and r["errors"] == []
 
 
 def test_quarto_engine_where_installed(cold):
