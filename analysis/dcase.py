@@ -24,6 +24,8 @@ CLIP_NAME = re.compile(
     r"^(?P<label>normal|anomaly)_(?P<machine_id>id_\d{2})_(?P<index>\d{8})\.wav$"
 )
 SPLITS = ("train", "test")
+# Columns of ground_truth.csv (the synthetic default writes it; real data has an empty one).
+GROUND_TRUTH_COLUMNS = ("file", "kind", "f_lo_hz", "f_hi_hz", "t_start_s", "t_end_s", "gain_db")
 
 
 class DataLayoutError(FileNotFoundError):

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 
-from analysis.dcase import Clip, DataLayoutError, discover_clips
+from analysis.dcase import GROUND_TRUTH_COLUMNS, Clip, DataLayoutError, discover_clips
 from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
 from analysis.workers import keep_freed_memory, process_pool, resolve_n_jobs
@@ -250,7 +250,9 @@ def extract(
             mean=mean.astype(np.float32),
             std=std.astype(np.float32),
             count=np.int64(count),
-            n_clips=np.int64(sum(1 for c in train) - sum(1 for f, _ in skipped if "/train/" in f)),
+            # Train clips used: those discovered as clips, less the ones skipped (junk files
+            # that are not clips at all were never counted).
+            n_clips=np.int64(len({c.file for c in train} - {f for f, _ in skipped})),
         )
         write_csv(
             tmp / "skipped.csv", [{"file": f, "reason": r} for f, r in skipped], SKIPPED_COLUMNS
@@ -259,8 +261,6 @@ def extract(
         if truth.is_file():
             shutil.copyfile(truth, tmp / "ground_truth.csv")
         else:
-            from analysis.synthesize import GROUND_TRUTH_COLUMNS
-
             write_csv(tmp / "ground_truth.csv", [], GROUND_TRUTH_COLUMNS)
         write_json(
             tmp / "source.json",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import shutil
@@ -82,7 +83,21 @@ def git_state(cwd: Path = Path(".")) -> dict[str, Any]:
 
     commit = run("rev-parse", "HEAD")
     dirty = bool(run("status", "--porcelain", "--untracked-files=no")) if commit else None
-    return {"commit": commit or "unknown (not a git checkout)", "dirty": dirty}
+    return {
+        "commit": commit or "unknown (not a git checkout)",
+        "dirty": dirty,
+        "commit_date": run("log", "-1", "--format=%cs") if commit else "",
+    }
+
+
+def report_date(git: dict[str, Any]) -> str:
+    """The date printed on the report: ``SOURCE_DATE_EPOCH`` when set, else the commit's date,
+    else today. Never the wall clock where a reproducible date exists, so the same inputs give
+    the same report."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.UTC).date().isoformat()
+    return git.get("commit_date") or _dt.date.today().isoformat()
 
 
 def package_versions() -> dict[str, str]:
@@ -258,6 +273,7 @@ def build_context(
         for row in read_csv(build_dir / "features" / t / "skipped.csv")
     ]
     recs = read_json(build_dir / "recommendations.json")
+    git = git_state()
     presets_meta = read_masks_meta(build_dir / "masks")
     manifest = read_json(figures_dir / "manifest.json")["figures"]
     figures_by_section: dict[str, list[dict]] = {}
@@ -268,7 +284,7 @@ def build_context(
         "power": read_json(build_dir / "power.json"),
         "title": params["report"]["title"],
         "author": params["report"]["author"],
-        "date": _dt.date.today().isoformat(),
+        "date": report_date(git),
         "machine_types": machine_types,
         "synthetic": all(s["synthetic"] for s in sources.values()),
         "any_synthetic": any(s["synthetic"] for s in sources.values()),
@@ -293,7 +309,7 @@ def build_context(
         "T": geometry.target_T,
         "params": params,
         "params_yaml": yaml.safe_dump(params, sort_keys=False),
-        "git": git_state(),
+        "git": git,
         "versions": package_versions(),
         "engine": engine_version(engine),
         "calls": {

@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 from scipy.fft import next_fast_len
 
-from analysis.dcase import MACHINE_IDS, clip_name
+from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
 from analysis.workers import process_pool, resolve_n_jobs
 
@@ -67,7 +67,6 @@ PUBLISHED_REALISM = {
     "ToyCar": 0.2,
     "ToyConveyor": 0.2,
 }
-GROUND_TRUTH_COLUMNS = ("file", "kind", "f_lo_hz", "f_hi_hz", "t_start_s", "t_end_s", "gain_db")
 
 
 def clip_duration_s(machine_type: str) -> float:
@@ -136,9 +135,11 @@ def clicks(
     for start_s in times_s:
         start = int(start_s * SR)
         burst = shaped_noise(rng, length, band(f_lo, f_hi)) * env
-        stop = min(n, start + length)
+        # A click jittered before the clip's start keeps only the part inside the clip.
+        skip = max(0, -start)
+        start, stop = max(0, start), min(n, start + length)
         if stop > start:
-            out[start:stop] += burst[: stop - start]
+            out[start:stop] += burst[skip : skip + stop - start]
     return out / (np.sqrt(np.mean(out**2)) + 1e-12) if np.any(out) else out
 
 

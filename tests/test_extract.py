@@ -164,3 +164,14 @@ def test_normalization_modes_against_an_independent_computation(params, tmp_path
         pad = 0.0
     assert np.allclose(got[:, :n], expected, atol=2e-3)
     assert np.allclose(got[:, n:], pad, atol=1e-4)
+
+
+def test_train_clip_count_ignores_files_that_are_not_clips(params, tmp_path):
+    root = write_tree(tmp_path / "data", n_train=4, n_normal=2, n_anomaly=1)
+    train = root / "fan" / "train"
+    (train / ".DS_Store").write_bytes(b"\0\1")
+    (train / "._normal_id_00_00000000.wav").write_bytes(b"macOS resource fork")
+    (train / "notes.txt").write_text("not a clip")
+    out = run(params, root, tmp_path / "out", n_jobs=1)
+    # 4 clips per ID, 2 IDs; the three junk files are listed as skipped but were never clips.
+    assert int(load_npz(out / "train_stats.npz")["n_clips"]) == 8

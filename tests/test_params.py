@@ -104,3 +104,12 @@ def test_invalid_yaml(tmp_path):
     bad.write_text("features: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_report_date_is_reproducible(monkeypatch):
+    from analysis.report import report_date
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 22:13:20 UTC
+    assert report_date({"commit_date": "2020-01-02"}) == "2023-11-14"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert report_date({"commit_date": "2020-01-02"}) == "2020-01-02"

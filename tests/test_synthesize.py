@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from analysis.dcase import MACHINE_IDS, parse_clip_name
+from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, parse_clip_name
 from analysis.io import read_csv
 from analysis.localize import truth_map
 from analysis.mel import MelGeometry
 from analysis.params import MACHINE_TYPES
-from analysis.synthesize import GROUND_TRUTH_COLUMNS, synthesize
+from analysis.synthesize import synthesize
 
 # The comparison averages each log-mel over 3 frames (about 0.1 s) first: a single STFT frame
 # of noise varies by several dB from clip to clip, which says nothing about where the anomaly
@@ -173,3 +173,13 @@ def test_realism_matches_published_figures(tmp_path, default_params):
     for machine_type, value in measured.items():
         published = PUBLISHED_REALISM[machine_type]
         assert 0.5 * published <= value <= 2 * published, measured
+
+
+def test_a_click_jittered_before_the_start_is_cut_not_a_crash():
+    # A valve's first click can be jittered to a negative time at larger sizes; it used to
+    # fail with "operands could not be broadcast together".
+    from analysis.synthesize import clicks
+
+    out = clicks(np.random.default_rng(0), 16000, np.array([-0.01, 0.5]), 300.0, 2500.0, 0.012)
+    assert out.shape == (16000,) and np.isfinite(out).all()
+    assert np.abs(out[:200]).max() > 0  # the cut click's tail is there
