@@ -31,6 +31,7 @@ ground truth exists (the synthetic default), regions are scored against it.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,44 @@ def out_of_sample_false_rate(levels: np.ndarray, folds: np.ndarray, rate: float)
         if others.size:
             flagged[folds == k] = levels[folds == k] > calibrated_threshold(others, rate)
     return flagged
+
+
+@dataclass(frozen=True)
+class ClipCalibration:
+    """The clip level's calibration for one machine type (see :func:`calibrate_clip_level`)."""
+
+    threshold: float  # a clip has a region when its critical level passes this
+    cell_level: float  # a detected clip's region is drawn at max(threshold, cell_level)
+    flagged: dict[str, np.ndarray]  # per ID: normal clips with a region at a threshold set
+    #                                  without their fold (the out-of-sample false regions)
+
+
+def calibrate_clip_level(
+    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any]
+) -> ClipCalibration:
+    """Calibrate the clip level on a machine type's normal clips, pooled over its IDs.
+
+    Each normal clip's critical level is measured against the other folds of its
+    ID (:func:`out_of_fold_levels`); the threshold is the level at most
+    ``clip_false_region_rate`` of them exceed, and each clip is judged for the
+    false-region rate by a threshold set without its fold.
+    """
+    rate = loc["clip_false_region_rate"]
+    levels, folds, owners, cells = [], [], [], []
+    for machine_id, normal in normal_by_id.items():
+        id_levels, id_folds, id_cells = out_of_fold_levels(normal, loc)
+        levels.append(id_levels)
+        folds.append(id_folds)
+        cells.append(id_cells)
+        owners += [machine_id] * id_levels.size
+    all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
+    flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
+    owners_arr = np.array(owners)
+    return ClipCalibration(
+        threshold=calibrated_threshold(all_levels, rate),
+        cell_level=delineation_level(np.concatenate(cells), loc),
+        flagged={m: flagged[owners_arr == m] for m in normal_by_id},
+    )
 
 
 # ----------------------------------------------------------------------------- ID level
@@ -522,7 +561,6 @@ def localize(
     # Pass 1: calibrate the clip-level threshold on normal clips (out of fold), pooled over IDs.
     by_id: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
     per_id: dict[str, Any] = {}
-    levels, folds, owners, cells = [], [], [], []
     for machine_id in sorted(set(data["machine_id"].tolist())):
         pick = data["machine_id"] == machine_id
         normal = data["logmel"][pick & (data["label"] == 0)].astype(np.float64)
@@ -537,22 +575,13 @@ def localize(
             log(f"localize {machine_type}: {machine_id}: {per_id[machine_id]['status']}")
             continue
         by_id[machine_id] = (normal, anomaly, files)
-        id_levels, id_folds, id_cells = out_of_fold_levels(normal, loc)
-        levels.append(id_levels)
-        cells.append(id_cells)
-        folds.append(id_folds)
-        owners += [machine_id] * id_levels.size
     threshold, cell_level = None, None
-    if levels:
-        cell_level = delineation_level(np.concatenate(cells), loc)
-        all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
-        threshold = calibrated_threshold(all_levels, rate)
-        flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
-        owners_arr = np.array(owners)
-        for machine_id in by_id:
-            mine = owners_arr == machine_id
-            per_id[machine_id]["clip_false_region_rate"] = float(flagged[mine].mean())
-            per_id[machine_id]["n_normal_false_regions"] = int(flagged[mine].sum())
+    if by_id:
+        calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc)
+        threshold, cell_level = calibration.threshold, calibration.cell_level
+        for machine_id, flagged in calibration.flagged.items():
+            per_id[machine_id]["clip_false_region_rate"] = float(flagged.mean())
+            per_id[machine_id]["n_normal_false_regions"] = int(flagged.sum())
 
     # Pass 2: clip-level regions of anomalous clips, ID-level pooled evidence, maps.
     arrays: dict[str, np.ndarray] = {}

@@ -32,13 +32,10 @@ import numpy as np
 from analysis.io import Progress, load_npz, log, write_csv, write_json
 from analysis.localize import (
     alternate_halves,
-    calibrated_threshold,
-    delineation_level,
+    calibrate_clip_level,
     detect_regions,
     iou,
     null_group_size,
-    out_of_fold_levels,
-    out_of_sample_false_rate,
     permutation_null,
     pooled_test,
     scale_maps,
@@ -85,20 +82,12 @@ def evaluate_type(
 ) -> list[dict[str, Any]]:
     """Power rows of one machine type from its IDs' normal clips (see the module docstring)."""
     halves = {mid: alternate_halves(x.shape[0]) for mid, x in normal_by_id.items()}
-    # Calibrate the clip level on the normal halves only, pooled over IDs, as localize does.
-    levels, folds, owners, cells = [], [], [], []
-    for mid, x in normal_by_id.items():
-        lv, fo, ce = out_of_fold_levels(x[halves[mid][0]], loc)
-        levels.append(lv)
-        folds.append(fo)
-        cells.append(ce)
-        owners += [mid] * lv.size
-    levels_all, folds_all = np.concatenate(levels), np.concatenate(folds)
-    threshold = calibrated_threshold(levels_all, loc["clip_false_region_rate"])
-    cell_level = delineation_level(np.concatenate(cells), loc)
-    false_rate = float(
-        out_of_sample_false_rate(levels_all, folds_all, loc["clip_false_region_rate"]).mean()
+    # Calibrate the clip level on the normal halves only, exactly as localize does.
+    calibration = calibrate_clip_level(
+        {mid: x[halves[mid][0]] for mid, x in normal_by_id.items()}, loc
     )
+    threshold, cell_level = calibration.threshold, calibration.cell_level
+    false_rate = float(np.concatenate(list(calibration.flagged.values())).mean())
     scales = time_scales(loc, next(iter(normal_by_id.values())).shape[2])
     normal_maps, nulls = {}, {}
     for mid, x in normal_by_id.items():

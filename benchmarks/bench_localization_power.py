@@ -31,12 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.dcase import MACHINE_IDS  # noqa: E402
 from analysis.extract import STD_FLOOR_DB, normalize_clip  # noqa: E402
 from analysis.localize import (  # noqa: E402
-    calibrated_threshold,
-    delineation_level,
+    calibrate_clip_level,
     detect_regions,
     iou,
-    out_of_fold_levels,
-    out_of_sample_false_rate,
     pooled_evidence,
     truth_map,
 )
@@ -107,18 +104,9 @@ def main() -> None:
                     ).astype(np.float64)
                     truth[mid, strength] = [truth_map(rows, geometry) for _, rows in out]
             for n in sizes:
-                levels, folds, cells = [], [], []
-                for mid in ids:
-                    lv, fo, ce = out_of_fold_levels(normal[mid][:n], loc)
-                    levels.append(lv)
-                    folds.append(fo)
-                    cells.append(ce)
-                all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
-                threshold = calibrated_threshold(all_levels, loc["clip_false_region_rate"])
-                cell_level = delineation_level(np.concatenate(cells), loc)
-                false_rate = out_of_sample_false_rate(
-                    all_levels, all_folds, loc["clip_false_region_rate"]
-                ).mean()
+                calibration = calibrate_clip_level({mid: normal[mid][:n] for mid in ids}, loc)
+                threshold, cell_level = calibration.threshold, calibration.cell_level
+                false_rate = np.concatenate(list(calibration.flagged.values())).mean()
                 for strength in strengths:
                     hits, ious, id_found, id_ious, controls = [], [], [], [], []
                     for mid in ids:
