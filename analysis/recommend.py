@@ -477,8 +477,6 @@ def evidence_halves(
             labels["fit_files"] += [pooled_label(mid, "fit")] * n_fit
             labels["holdout_files"] += [pooled_label(mid, "holdout")] * n_held
             labels["holdout_groups"] += [mid] * n_held
-    # A pooled region stands for all its half's clips but is one observation.
-    labels["n_independent_holdout"] = len(set(labels["holdout_files"]))
     if not fit_parts:
         empty = {c: np.zeros(0) for c in FEATURE_COLUMNS}
         return empty, empty, labels, used
@@ -563,7 +561,8 @@ def recommend_group(
             geometry,
             settings,
             seed + 2,
-            labels["n_independent_holdout"],
+            # A pooled region stands for all its half's clips but is one observation.
+            len(set(labels["holdout_files"])),
         )
     )
     out["holdout_files"] = labels["holdout_files"]
