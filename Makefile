@@ -33,4 +33,4 @@ bench: setup
 	$(RUN) $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf build report/_output report/figures report/report.qmd report/report.typ data/synthetic
+	rm -rf build report/_output report/figures report/report.qmd report/report.typ data/synthetic .tmp data/.*.tmp

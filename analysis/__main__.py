@@ -7,12 +7,14 @@ stops the run before any work, with a message naming the key.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from analysis.dcase import DataLayoutError
+from analysis.io import clean_own_scratch, clean_stale_scratch, write_text
 from analysis.params import ParamsError, load_params
 
 
@@ -65,7 +67,17 @@ def _report(params: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _check_params(params: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"{args.params}: ok")
+    from analysis.checks import check_all
+
+    check_all(params)
+    if args.mel_table:
+        from analysis.mel import MelGeometry
+
+        MelGeometry.from_params(params).write_mel_table(args.mel_table)
+    if args.stamp:
+        # Constant content: a params change that passes reruns this stage and nothing more.
+        write_text(args.stamp, "params checked: ok\n")
+    print(f"{args.params}: ok", file=sys.stderr if args.stamp else sys.stdout)
 
 
 def _watch(params: dict[str, Any], args: argparse.Namespace) -> None:
@@ -86,9 +98,16 @@ STAGES: dict[str, tuple[Callable, str]] = {
     "recommend": (_recommend, "score presets and fit parameter ranges (build/recommendations.*)"),
     "figures": (_figures, "draw the report's figures (report/figures/)"),
     "report": (_report, "render the report to HTML and PDF (report/_output/)"),
-    "check-params": (_check_params, "validate params.yaml and exit"),
+    "check-params": (
+        _check_params,
+        "validate params.yaml, the mel filters, colormaps and data folders, and exit",
+    ),
     "watch": (_watch, "rerun `dvc repro` whenever params.yaml or the report template is saved"),
 }
+
+
+# Disk full, quota, file too large, read-only or not permitted: the user's machine, not a bug.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", default=None, help="output folder (default build/features/TYPE)"
             )
+        if name == "check-params":
+            p.add_argument(
+                "--stamp", default=None, help="write this file when all is well (DVC's first stage)"
+            )
+            p.add_argument(
+                "--mel-table",
+                default=None,
+                help="also write librosa's mel filter bank here, for the stages to read",
+            )
         if name == "watch":
             p.add_argument(
                 "--debounce", type=float, default=1.0, help="seconds of quiet before a run"
@@ -129,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"data.machine_types: {machine_type!r} is not listed "
                 f"({', '.join(params['data']['machine_types'])})"
             )
+        if args.stage != "check-params":
+            clean_stale_scratch()
         STAGES[args.stage][0](params, args)
     except ParamsError as err:
         print(f"error: {Path(args.params).name}: {err}", file=sys.stderr)
@@ -139,9 +169,22 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"error: {args.stage}: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"error: {args.stage}: cannot write{where}: {err.strerror or err}. Outputs are written "
+            "whole or not at all, so earlier results are unchanged; free space or fix the "
+            "permissions, then run again.",
+            file=sys.stderr,
+        )
+        return 4
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        clean_own_scratch()
     return 0
 
 

@@ -20,8 +20,15 @@ MACHINE_IDS: dict[str, tuple[str, ...]] = {
     "ToyConveyor": ("id_01", "id_02", "id_03"),
 }
 
+# ASCII digits only: Python's \d also matches Arabic-Indic and other Unicode digits.
 CLIP_NAME = re.compile(
-    r"^(?P<label>normal|anomaly)_(?P<machine_id>id_\d{2})_(?P<index>\d{8})\.wav$"
+    r"^(?P<label>normal|anomaly)_(?P<machine_id>id_[0-9]{2})_(?P<index>[0-9]{8})\.wav$"
+)
+# The evaluation set's test names carry no label: they cannot be used here.
+UNLABELLED_NAME = re.compile(r"^id_[0-9]{2}_[0-9]{8}\.wav$")
+UNLABELLED_REASON = (
+    "no normal/anomaly label (an evaluation-set name, id_XX_NNNNNNNN.wav): "
+    "this analysis needs the labelled development set"
 )
 SPLITS = ("train", "test")
 # Columns of ground_truth.csv (the synthetic default writes it; real data has an empty one).
@@ -52,6 +59,20 @@ def parse_clip_name(name: str) -> tuple[int, str] | None:
     return (1 if match["label"] == "anomaly" else 0), match["machine_id"]
 
 
+def printable_name(name: str) -> str:
+    """A file name that can be written as UTF-8: undecodable bytes shown as ``\\xNN``.
+
+    On POSIX, a name that is not valid UTF-8 comes back from the OS with surrogate
+    escapes, which cannot be encoded again; written to a CSV or a report it would crash.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace")
+
+
 def discover_clips(root: str | Path, machine_type: str) -> tuple[list[Clip], list[tuple[str, str]]]:
     """List the clips of one machine type, strictly.
 
@@ -78,10 +99,16 @@ def discover_clips(root: str | Path, machine_type: str) -> tuple[list[Clip], lis
             )
         for path in sorted(split_dir.iterdir()):
             rel = path.relative_to(root).as_posix()
+            if printable_name(rel) != rel:
+                skipped.append((printable_name(rel), "file name is not valid UTF-8"))
+                continue
             if path.is_dir():
                 skipped.append((rel, "a folder, not a clip"))
                 continue
             parsed = parse_clip_name(path.name)
+            if parsed is None and UNLABELLED_NAME.match(path.name):
+                skipped.append((rel, UNLABELLED_REASON))
+                continue
             if parsed is None:
                 skipped.append((rel, "name does not parse as {normal,anomaly}_id_XX_NNNNNNNN.wav"))
                 continue

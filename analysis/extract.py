@@ -23,17 +23,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 
-from analysis.dcase import GROUND_TRUTH_COLUMNS, Clip, DataLayoutError, discover_clips
+from analysis.checks import check_mel_filters
+from analysis.dcase import (
+    GROUND_TRUTH_COLUMNS,
+    UNLABELLED_REASON,
+    Clip,
+    DataLayoutError,
+    discover_clips,
+)
 from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
 from analysis.workers import keep_freed_memory, process_pool, resolve_n_jobs
 
 CHUNK_CLIPS = 16  # fixed, so chunked sums do not depend on the number of processes
+PCM16_SCALE = np.float32(1 / 32768)
 STD_FLOOR_DB = 1e-3  # a bin constant over all train frames is divided by this, not by 0
 SKIPPED_COLUMNS = ("file", "reason")
 
@@ -49,15 +56,39 @@ class Loaded:
     downmixed: bool = False
 
 
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Samples and native rate, as ``librosa.load(path, sr=None, mono=False)`` returns them.
+
+    WAV and the other formats libsndfile reads go straight through soundfile, as
+    inside librosa.load; anything soundfile cannot read goes to librosa.load itself
+    (its audioread fallback). librosa is imported only then: its import costs
+    about 2 s, more than a thousand clips take.
+    """
+    try:
+        with sf.SoundFile(path) as audio:
+            if audio.subtype == "PCM_16":
+                # libsndfile's own int16 -> float conversion is x / 32768, exact in float32;
+                # done here it is 5x faster than asking libsndfile for float32.
+                pcm = audio.read(dtype="int16", always_2d=False)
+                return (pcm.astype(np.float32) * PCM16_SCALE).T, audio.samplerate
+            return audio.read(dtype="float32", always_2d=False).T, audio.samplerate
+    except Exception:  # noqa: BLE001 - not for soundfile: let librosa try its fallback
+        import librosa
+
+        return librosa.load(path, sr=None, mono=False)
+
+
 def load_clip(path: str | Path, sr: int, min_duration_s: float) -> Loaded:
     """Load a clip as mono float32 at ``sr``; raise ClipError with a reason if unusable."""
     try:
-        y, native_sr = librosa.load(path, sr=None, mono=False)
+        y, native_sr = read_audio(path)
     except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ClipError(f"unreadable or corrupt audio: {first_line}") from None
     loaded = Loaded(y)
     if y.ndim == 2:
+        import librosa  # rare in DCASE data: librosa's own downmix
+
         loaded.samples = librosa.to_mono(y)
         loaded.downmixed = True
     if loaded.samples.size == 0:
@@ -68,6 +99,8 @@ def load_clip(path: str | Path, sr: int, min_duration_s: float) -> Loaded:
     if duration_s < min_duration_s:
         raise ClipError(f"shorter than {min_duration_s:g} s ({duration_s:.2f} s)")
     if native_sr != sr:
+        import librosa  # rare in DCASE data: librosa's own resampler (soxr)
+
         loaded.samples = librosa.resample(loaded.samples, orig_sr=native_sr, target_sr=sr)
         loaded.resampled = True
     return loaded
@@ -80,14 +113,11 @@ def _geometry(geometry: MelGeometry) -> MelGeometry:
 
 
 def warm_up(geometry: MelGeometry) -> None:
-    """Pay librosa's lazy imports (scipy.signal, about a second) once, before workers fork."""
+    """Read the filter bank and run one clip's path once, before the workers fork."""
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(geometry.sr // 10, dtype=np.float32), geometry.sr, format="WAV")
     buffer.seek(0)
-    librosa.load(buffer, sr=None, mono=False)
-    librosa.resample(
-        np.zeros(64, dtype=np.float32), orig_sr=geometry.sr, target_sr=geometry.sr // 2
-    )
+    read_audio(buffer)
     _geometry(geometry).log_mel(np.zeros(geometry.sr, dtype=np.float32))
 
 
@@ -175,6 +205,7 @@ def extract(
     data_root, out_dir
         Overrides of ``data.root`` and of the output folder.
     """
+    check_mel_filters(params["features"])  # also in check-params; here for a stage run by hand
     geometry = MelGeometry.from_params(params)
     features = params["features"]
     root = Path(data_root or params["data"]["root"])
@@ -230,7 +261,7 @@ def extract(
     skipped.sort()
     progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
 
-    warnings = id_warnings(kept)
+    warnings = id_warnings(kept, skipped)
     for message in warnings:
         log(f"warning: {machine_type}: {message}")
     for file, reason in skipped:
@@ -239,6 +270,7 @@ def extract(
     with atomic_dir(out_dir) as tmp:
         save_npz(
             tmp / "test.npz",
+            compress=False,
             logmel=logmel,
             label=np.array([c.label for c in kept], dtype=np.int8),
             machine_id=np.array([c.machine_id for c in kept], dtype=str),
@@ -250,9 +282,7 @@ def extract(
             mean=mean.astype(np.float32),
             std=std.astype(np.float32),
             count=np.int64(count),
-            # Train clips used: those discovered as clips, less the ones skipped (junk files
-            # that are not clips at all were never counted).
-            n_clips=np.int64(len({c.file for c in train} - {f for f, _ in skipped})),
+            n_clips=np.int64(n_train_used(clips, skipped)),
         )
         write_csv(
             tmp / "skipped.csv", [{"file": f, "reason": r} for f, r in skipped], SKIPPED_COLUMNS
@@ -330,9 +360,30 @@ def normalized_test(chunks, test, geometry, normalization, skipped, notes, progr
     return kept, logmel[: len(kept)], n_frames[: len(kept)]
 
 
-def id_warnings(kept: list[Clip]) -> list[str]:
-    """Say which machine IDs have no normal or no anomalous test clips."""
+def n_train_used(clips: list[Clip], skipped: list[tuple[str, str]]) -> int:
+    """Train clips used: those discovered as clips less those skipped while loading.
+
+    Files that are not clips at all (``.DS_Store``, an anomaly clip in train) were
+    never among ``clips``, so they are not subtracted a second time.
+    """
+    return len({c.file for c in clips if c.split == "train"} - {f for f, _ in skipped})
+
+
+def id_warnings(kept: list[Clip], skipped: list[tuple[str, str]] | None = None) -> list[str]:
+    """Say which machine IDs have no normal or no anomalous test clips, and whether the
+    type has no labelled test clip at all (an evaluation-set folder, for example)."""
     messages = []
+    if not kept:
+        unlabelled = sum(1 for _, reason in skipped or [] if reason == UNLABELLED_REASON)
+        why = (
+            f"; {unlabelled} test files have evaluation-set names without a normal/anomaly "
+            "label (this analysis needs the labelled development set)"
+            if unlabelled
+            else ""
+        )
+        messages.append(f"no usable labelled test clips{why}")
+    elif not any(c.label for c in kept):
+        messages.append("no anomalous test clips: nothing to localize")
     for machine_id in sorted({c.machine_id for c in kept}):
         labels = {c.label for c in kept if c.machine_id == machine_id}
         if 0 not in labels:
@@ -355,8 +406,7 @@ def source_summary(root, machine_type, clips, kept, skipped, notes, warnings) ->
         "data_root": str(root),
         "synthetic": (root / "synthetic.json").is_file(),
         "n_files_seen": len(all_files),
-        "n_train_used": sum(1 for c in clips if c.split == "train")
-        - sum(1 for f, _ in skipped if "/train/" in f),
+        "n_train_used": n_train_used(clips, skipped),
         "n_test_used": len(kept),
         "n_skipped": len(skipped),
         "n_resampled": int(notes["resampled"]),

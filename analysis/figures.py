@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.checks import check_colormaps  # noqa: E402
 from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
 from analysis.masks import build_strategy, read_masks_meta  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
@@ -468,6 +469,7 @@ def figures(
         Validated params; reads ``figures.*``, ``data.machine_types`` and the mel geometry.
     """
     cfg = params["figures"]
+    check_colormaps(cfg)  # also in check-params; here for a stage run by hand
     geometry = MelGeometry.from_params(params)
     build_dir = Path(build_dir)
     masks_meta = read_masks_meta(build_dir / "masks")

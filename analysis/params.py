@@ -38,6 +38,7 @@ class Num:
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
+    hi_open: bool = False
 
     def check(self, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -50,8 +51,10 @@ class Num:
             raise ParamsError(
                 f"{key}: must be {'>' if self.lo_open else '>='} {self.lo}, got {value}"
             )
-        if self.hi is not None and value > self.hi:
-            raise ParamsError(f"{key}: must be <= {self.hi}, got {value}")
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            raise ParamsError(
+                f"{key}: must be {'<' if self.hi_open else '<='} {self.hi}, got {value}"
+            )
         return self.kind(value)
 
 
@@ -94,6 +97,8 @@ def _positive_int(hi: float | None = None) -> Num:
 
 
 FRACTION = Num(float, 0.0, 1.0, lo_open=True)
+# The Perlin noise is scaled to reach at most 1 (never quite): a threshold of 1 masks nothing.
+PERLIN_THRESHOLD = Num(float, -1.0, 1.0, hi_open=True)
 N_JOBS = Num(int, 0, 512)
 
 # Every option of the band-times-segments family is optional: ``audio_specific`` fills in the
@@ -122,7 +127,7 @@ FAMILY_OPTIONAL: dict[str, Any] = {
     "perlin_prob": Num(float, 0.0, 1.0),
     "perlin_min_scale_exp": Num(int, 0, 8),
     "perlin_max_scale_exp": Num(int, 0, 8),
-    "perlin_threshold": Num(float, -1.0, 1.0),
+    "perlin_threshold": PERLIN_THRESHOLD,
     "perlin_rotate": Flag(),
 }
 PYTHON_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS), "target": Text()}
@@ -131,7 +136,7 @@ PERLIN_PRESET: dict[str, Any] = {
     "kind": Text(PRESET_KINDS),
     "min_scale_exp": Num(int, 0, 8),
     "max_scale_exp": Num(int, 0, 8),
-    "threshold": Num(float, -1.0, 1.0),
+    "threshold": PERLIN_THRESHOLD,
     "rotate": Flag(),
 }
 
@@ -335,6 +340,45 @@ def validate_params(raw: Any) -> dict[str, Any]:
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys silently; a user who pasted a block
+    twice would then see a misleading "missing" error for keys of the lost copy.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(
+                    f"{key}: given twice in one mapping (lines {seen[key]} and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params_file(path: str | Path) -> Any:
+    """The parsed YAML of a params file, with clear errors for every way reading fails."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a folder; --params takes a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Read and validate a params file.
 
@@ -348,11 +392,4 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     dict
         The validated params, grouped by stage as in the file.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the project root)") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    return validate_params(raw)
+    return validate_params(read_params_file(path))

@@ -189,6 +189,8 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
 def type_pattern(loc: dict[str, Any]) -> str:
     """A machine type's pattern from the evidence it has: its clip-level regions where they
     stand out in at least half of the anomalous clips, else its IDs' pooled regions."""
+    if not loc["n_anomaly"]:
+        return "no anomalous clips"
     if loc["n_anomaly"] and loc["n_regions_found"] >= 0.5 * loc["n_anomaly"]:
         return loc["pattern"]
     pooled = [s["id_level_pattern"] for s in loc["ids"].values() if s.get("id_level_pattern")]
@@ -234,6 +236,7 @@ def findings(context: dict[str, Any]) -> list[str]:
         "transient": "short transient anomalies",
         "windowed": "anomalies confined to a time window",
         "none found": "no anomaly region standing out",
+        "no anomalous clips": "no labelled anomalous test clips, so nothing to localize",
     }
     for kind, members in groups.items():
         out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
@@ -259,6 +262,21 @@ def findings(context: dict[str, Any]) -> list[str]:
             f"{worst['grid']} grid with {worst['method']} resize; the any-cell projection never loses a masked cell."
         )
     return out
+
+
+def data_found(sources: dict[str, dict[str, Any]]) -> str:
+    """What the extract stage found under the data root, in one line (for the data banner)."""
+    ids = sum(len(s["per_id"]) for s in sources.values())
+    normal = sum(c["test_normal"] for s in sources.values() for c in s["per_id"].values())
+    anomaly = sum(c["test_anomaly"] for s in sources.values() for c in s["per_id"].values())
+    train = sum(s["n_train_used"] for s in sources.values())
+    skipped = sum(s["n_skipped"] for s in sources.values())
+    return (
+        f"{len(sources)} machine type{'s' if len(sources) != 1 else ''} "
+        f"({', '.join(sources)}), {ids} machine ID{'s' if ids != 1 else ''}, {train} train clips, "
+        f"{normal} normal and {anomaly} anomalous test clips used"
+        + (f", {skipped} file{'s' if skipped != 1 else ''} skipped" if skipped else "")
+    )
 
 
 def build_context(
@@ -289,6 +307,7 @@ def build_context(
         "synthetic": all(s["synthetic"] for s in sources.values()),
         "any_synthetic": any(s["synthetic"] for s in sources.values()),
         "data_root": params["data"]["root"],
+        "data_found": data_found(sources),
         "sources": sources,
         "skipped": skipped,
         "localization": {

@@ -27,6 +27,8 @@ FILES = [
     ".gitignore",
     "report/report.qmd.j2",
     "report/crossref.lua",
+    "report/tabsets.lua",
+    "report/report-js.html",
     "report/style.css",
     "report/typst-metadata.yaml",
 ]

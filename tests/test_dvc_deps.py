@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from analysis.params import SPEC
 from tests.conftest import ROOT
 
 
@@ -50,6 +51,30 @@ def test_every_stage_lists_exactly_the_code_it_runs():
     for name, stage in stages.items():
         body = stage.get("do", stage)
         stage_name = re.search(r"python -m analysis (\S+)", body["cmd"])[1]
-        expected = closure(entry | {f"analysis/{stage_name}.py"}) - {"analysis/__init__.py"}
+        module = {"check-params": "checks"}.get(stage_name, stage_name)
+        expected = closure(entry | {f"analysis/{module}.py"}) - {"analysis/__init__.py"}
         listed = {d for d in body["deps"] if isinstance(d, str) and d.startswith("analysis/")}
         assert listed == expected, (name, sorted(expected - listed), sorted(listed - expected))
+
+
+def test_stages_that_use_the_mel_geometry_read_the_stored_filter_bank():
+    """mel.py reads librosa's filter bank from the first stage's output: a dependency."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    table = re.search(r"--mel-table (\S+)", stages["check_params"]["cmd"])[1]
+    assert table in stages["check_params"]["outs"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        code = {d for d in body["deps"] if d.startswith("analysis/")}
+        if name != "check_params":
+            assert (table in body["deps"]) == ("analysis/mel.py" in code), name
+
+
+def test_every_stage_waits_for_the_params_check():
+    """A bad colormap or mel setting must stop `dvc repro` before any stage does work."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stamp = re.search(r"--stamp (\S+)", stages["check_params"]["cmd"])[1]
+    assert stamp in stages["check_params"]["outs"]
+    assert set(stages["check_params"]["params"]) == set(SPEC), "it must see every params group"
+    for name, stage in stages.items():
+        if name != "check_params":
+            assert stamp in stage.get("do", stage)["deps"], name

@@ -1,7 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
 
+from analysis.dcase import parse_clip_name
 from analysis.extract import extract, load_clip, merge_moments
 from analysis.io import load_npz, read_csv, read_json
 from analysis.mel import MelGeometry
@@ -175,3 +178,90 @@ def test_train_clip_count_ignores_files_that_are_not_clips(params, tmp_path):
     out = run(params, root, tmp_path / "out", n_jobs=1)
     # 4 clips per ID, 2 IDs; the three junk files are listed as skipped but were never clips.
     assert int(load_npz(out / "train_stats.npz")["n_clips"]) == 8
+    assert read_json(out / "source.json")["n_train_used"] == 8
+
+
+def test_train_clip_count_subtracts_unreadable_clips_once(params, tmp_path):
+    root = write_tree(tmp_path / "data", ids=("id_00",), n_train=1, n_normal=2, n_anomaly=1)
+    train = root / "fan" / "train"
+    (train / "normal_id_00_00000007.wav").write_bytes(b"RIFF broken")  # a clip name, unreadable
+    for junk in (".DS_Store", "._a.wav", "anomaly_id_00_00000003.wav"):
+        (train / junk).write_bytes(b"junk")
+    out = run(params, root, tmp_path / "out", n_jobs=1)
+    # One good train clip; the broken clip and the three junk files are all skipped.
+    assert read_json(out / "source.json")["n_train_used"] == 1
+    assert int(load_npz(out / "train_stats.npz")["n_clips"]) == 1
+
+
+def test_names_that_are_not_utf8_are_skipped_and_listed(params, tmp_path):
+    root = write_tree(tmp_path / "data", n_train=2, n_normal=2, n_anomaly=2)
+    test_dir = os.fsencode(root / "fan" / "test")
+    # A Latin-1 byte in a name: valid on a POSIX file system, not valid UTF-8.
+    with open(os.path.join(test_dir, b"normal_id_00_0000\xe9001.wav"), "wb") as fh:
+        fh.write(b"RIFF")
+    out = run(params, root, tmp_path / "out", n_jobs=1)
+    skipped = {row["file"]: row["reason"] for row in read_csv(out / "skipped.csv")}
+    assert skipped == {"fan/test/normal_id_00_0000\\xe9001.wav": "file name is not valid UTF-8"}
+    assert read_json(out / "source.json")["n_test_used"] == 8
+
+
+def test_non_ascii_digits_do_not_make_a_clip_name():
+    assert parse_clip_name("anomaly_id_00_00000012.wav") == (1, "id_00")
+    assert (
+        parse_clip_name("anomaly_id_00_\u0660\u0660\u0660\u0660\u0660\u0660\u0661\u0662.wav")
+        is None
+    )
+    assert parse_clip_name("normal_id_\u0660\u0662_00000012.wav") is None
+    assert (
+        parse_clip_name("normal_id_00_\uff10\uff10\uff10\uff10\uff10\uff10\uff11\uff12.wav") is None
+    )
+
+
+def test_evaluation_set_names_are_skipped_with_their_reason_and_warned(params, tmp_path):
+    root = write_tree(tmp_path / "data", n_train=2, n_normal=0, n_anomaly=0)
+    for i in range(3):
+        sf.write(
+            root / "fan" / "test" / f"id_00_{i:08d}.wav",
+            tone_clip(np.random.default_rng(i), 2.0),
+            16000,
+        )
+    out = run(params, root, tmp_path / "out", n_jobs=1)
+    reasons = [row["reason"] for row in read_csv(out / "skipped.csv")]
+    assert len(reasons) == 3 and all("no normal/anomaly label" in r for r in reasons)
+    warnings = read_json(out / "source.json")["warnings"]
+    assert any("3 test files have evaluation-set names" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_read_audio_returns_what_librosa_load_returns(tmp_path, subtype, channels):
+    import librosa
+
+    from analysis.extract import read_audio
+
+    rng = np.random.default_rng(3)
+    samples = np.clip(0.3 * rng.standard_normal((4000, channels)), -1, 1).squeeze()
+    path = tmp_path / "clip.wav"
+    sf.write(path, samples, 16000, subtype=subtype)
+    ours, ours_sr = read_audio(path)
+    theirs, theirs_sr = librosa.load(path, sr=None, mono=False)
+    assert ours_sr == theirs_sr == 16000
+    assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape
+    assert np.array_equal(ours, theirs)
+
+
+def test_power_to_db_matches_librosa():
+    import librosa
+
+    from analysis.mel import power_to_db
+
+    rng = np.random.default_rng(4)
+    power = (rng.lognormal(0, 4, size=(16, 50)) * 1e-6).astype(np.float32)
+    power[0, :3] = 0.0  # below amin
+    expected = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)
+    got = power_to_db(power, amin=1e-10, top_db=80.0)
+    assert got.dtype == expected.dtype
+    assert np.allclose(got, expected, atol=1e-4, rtol=0)
+    assert np.allclose(
+        power_to_db(power, top_db=None), librosa.power_to_db(power, top_db=None), atol=1e-4
+    )

@@ -113,3 +113,121 @@ def test_report_date_is_reproducible(monkeypatch):
     assert report_date({"commit_date": "2020-01-02"}) == "2023-11-14"
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert report_date({"commit_date": "2020-01-02"}) == "2020-01-02"
+
+
+def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedProcess:
+    path = tmp_path / "params.yaml"
+    path.write_text(p if isinstance(p, str) else yaml.safe_dump(p, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", "--params", str(path), "check-params"],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, key, words",
+    [
+        (
+            lambda p: p["figures"].update(cmap_deviation="RdBu_rr"),
+            "figures.cmap_deviation",
+            "RdBu_r",
+        ),
+        (
+            lambda p: p["figures"].update(cmap_spectrogram="Magma"),
+            "figures.cmap_spectrogram",
+            "magma",
+        ),
+        # 256 HTK bands below 8 kHz with a 256-point FFT: the lowest triangles miss every FFT bin.
+        (
+            lambda p: p["features"].update(n_mels=256, n_fft=256, hop_length=128),
+            "features.n_mels",
+            "empty",
+        ),
+        (lambda p: p["features"].update(fmin=100.0, fmax=400.0), "features.n_mels", "empty"),
+        (
+            lambda p: p["masks"]["presets"]["perlin"].update(threshold=1.0),
+            "masks.presets.perlin.threshold",
+            "< 1.0",
+        ),
+    ],
+)
+def test_check_params_catches_what_used_to_fail_late(tmp_path, edit, key, words):
+    p = raw()
+    edit(p)
+    result = check_params_cli(tmp_path, p)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert f": {key}:" in message and words in message, message
+    assert "Traceback" not in result.stderr
+
+
+def test_the_project_mel_setting_has_no_empty_filter():
+    from analysis.checks import check_mel_filters
+
+    check_mel_filters(load_params(ROOT / "params.yaml")["features"])  # must not raise
+
+
+def test_a_machine_type_without_a_folder_under_a_real_root_stops_check_params(tmp_path):
+    data = tmp_path / "dcase"
+    for split in ("train", "test"):
+        (data / "fan" / split).mkdir(parents=True)
+    p = raw()
+    p["data"].update(root=str(data), machine_types=["fan", "pump"])
+    result = check_params_cli(tmp_path, p)
+    assert result.returncode == 2
+    assert "data.machine_types: 'pump' is listed but" in result.stderr
+    p["data"]["machine_types"] = ["fan"]
+    assert check_params_cli(tmp_path, p).returncode == 0
+    p["data"]["root"] = str(tmp_path / "nowhere")
+    result = check_params_cli(tmp_path, p)
+    assert result.returncode == 2 and "data.root:" in result.stderr
+
+
+def test_a_key_given_twice_is_named_with_its_lines(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    # The features block pasted a second time, as happens when merging two edits.
+    start = text.index("\nfeatures:")
+    end = text.index("\n", text.index("\n", start + 1) + 1)
+    doubled = text + text[start:end] + "\n"
+    result = check_params_cli(tmp_path, doubled)
+    assert result.returncode == 2
+    assert "features: given twice in one mapping (lines" in result.stderr, result.stderr
+    assert "missing" not in result.stderr
+
+
+def test_params_pointing_at_a_folder_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "--params", str(tmp_path), "check-params"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "is a folder; --params takes a YAML file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_write_that_fails_gives_a_message_and_keeps_the_old_output(tmp_path):
+    """File too large (RLIMIT_FSIZE 0 makes every write fail with EFBIG, as a full disk would)."""
+    import resource
+
+    stamp = tmp_path / "stamp.txt"
+    stamp.write_text("an earlier result\n")
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "check-params", "--stamp", str(stamp)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=no_room,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "error: check-params: cannot write" in result.stderr
+    assert "File too large" in result.stderr and "Traceback" not in result.stderr
+    assert stamp.read_text() == "an earlier result\n"
+    assert not list(tmp_path.glob(".*.tmp")), "no temp file left beside the output"

@@ -1,0 +1,40 @@
+"""The report's sentences and data banner, written from small hand-made contexts."""
+
+from analysis.report import data_found, findings, type_pattern
+
+
+def source(per_id: dict, n_train: int, n_skipped: int = 0) -> dict:
+    return {"per_id": per_id, "n_train_used": n_train, "n_skipped": n_skipped}
+
+
+def test_a_type_without_anomalous_clips_says_so_and_not_no_region():
+    loc = {"n_anomaly": 0, "n_regions_found": 0, "pattern": "none found", "ids": {}}
+    assert type_pattern(loc) == "no anomalous clips"
+    context = {
+        "machine_types": ["pump"],
+        "localization": {"pump": loc},
+        "type_rows": [{"machine_type": "pump", "status": "not enough evidence"}],
+        "fidelity": [],
+        "ci_level": 0.95,
+    }
+    text = " ".join(findings(context))
+    assert "pump: no labelled anomalous test clips" in text
+    assert "standing out" not in text
+
+
+def test_data_found_counts_what_extract_used():
+    sources = {
+        "fan": source({"id_00": {"test_normal": 3, "test_anomaly": 2}}, n_train=10, n_skipped=1),
+        "valve": source(
+            {
+                "id_00": {"test_normal": 1, "test_anomaly": 0},
+                "id_02": {"test_normal": 4, "test_anomaly": 5},
+            },
+            n_train=7,
+        ),
+    }
+    line = data_found(sources)
+    assert line == (
+        "2 machine types (fan, valve), 3 machine IDs, 17 train clips, 8 normal and 7 anomalous "
+        "test clips used, 1 file skipped"
+    )
