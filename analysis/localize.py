@@ -332,17 +332,48 @@ def permutation_null(
     normal clips into ``m`` against the rest. Depends on the normal clips only."""
     n_norm = next(iter(normal_maps.values())).shape[0]
     rng = np.random.default_rng(seed)
-    picks = np.zeros((n_perm, n_norm))
+    picks = np.zeros((n_perm, n_norm), dtype=np.float32)
     for r in range(n_perm):
         picks[r, rng.choice(n_norm, m, replace=False)] = 1.0
-    null = {}
-    for length, x in normal_maps.items():
-        x_sq = x**2
-        total, total_sq = x.sum(axis=0), x_sq.sum(axis=0)
-        sum_a, sq_a = picks @ x, picks @ x_sq
-        t = welch_t(sum_a, sq_a, m, total - sum_a, total_sq - sq_a, n_norm - m)
-        null[length] = np.abs(t).max(axis=1)
-    return null
+    return {
+        length: max_abs_split_t(picks, np.asarray(x, dtype=np.float32), m)
+        for length, x in normal_maps.items()
+    }
+
+
+def max_abs_split_t(picks: np.ndarray, x: np.ndarray, m: int, chunk: int = 8) -> np.ndarray:
+    """max over cells of |Welch t| for each split (row of ``picks``: 1 = in the group of ``m``).
+
+    The same statistic as :func:`welch_t`, computed in float32 a few splits at a
+    time with in-place arithmetic: the (splits, cells) temporaries otherwise
+    dominate the localize stage's time (100 splits x 40,960 cells per ID and scale).
+    """
+    n = x.shape[0]
+    x_sq = np.square(x)
+    total, total_sq = x.sum(axis=0, dtype=np.float64), x_sq.sum(axis=0, dtype=np.float64)
+    total, total_sq = total.astype(np.float32), total_sq.astype(np.float32)
+    out = np.empty(picks.shape[0])
+    for start in range(0, picks.shape[0], chunk):
+        rows = picks[start : start + chunk]
+        sum_a, sq_a = rows @ x, rows @ x_sq
+        sum_b, sq_b = total - sum_a, total_sq - sq_a
+        # var_a / n_a with var_a = (sq - sum * mean) / (n_a - 1), clipped at 0; likewise b.
+        sq_a -= sum_a * sum_a / m
+        np.maximum(sq_a, 0, out=sq_a)
+        sq_a /= max(m - 1, 1) * m
+        sq_b -= sum_b * sum_b / (n - m)
+        np.maximum(sq_b, 0, out=sq_b)
+        sq_b /= max(n - m - 1, 1) * (n - m)
+        sq_a += sq_b
+        sq_a += 1e-12
+        np.sqrt(sq_a, out=sq_a)
+        sum_a /= m
+        sum_b /= n - m
+        sum_a -= sum_b
+        np.abs(sum_a, out=sum_a)
+        sum_a /= sq_a
+        out[start : start + chunk] = sum_a.max(axis=1)
+    return out
 
 
 def pooled_test(

@@ -230,3 +230,24 @@ def test_negative_control_normal_clips_posing_as_anomalous(tmp_path, default_par
             id_regions += bool(s["id_level"]["all"]["found"])
     assert all(rate <= 0.05 for rate in rates.values()), rates
     assert id_regions <= 0.1 * n_ids, (id_regions, n_ids)
+
+
+def test_split_statistic_equals_scipys_welch_t():
+    """The null's fast float32 statistic against scipy's Welch t, split by split."""
+    from scipy import stats
+
+    from analysis.localize import max_abs_split_t
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((14, 300)) * 2 + 5).astype(np.float32)
+    x[:, :10] += rng.standard_normal((14, 1)).astype(np.float32)  # some cells correlated
+    m = 4
+    picks = np.zeros((25, 14), dtype=np.float32)
+    for r in range(25):
+        picks[r, rng.choice(14, m, replace=False)] = 1
+    expected = [
+        np.abs(stats.ttest_ind(x[p == 1], x[p == 0], equal_var=False).statistic).max()
+        for p in picks
+    ]
+    got = max_abs_split_t(picks, x, m, chunk=3)  # chunks that do not divide the splits evenly
+    assert np.allclose(got, expected, rtol=1e-4)

@@ -222,3 +222,27 @@ def test_masks_stage_writes_statistics(params, tmp_path):
     again = masks_stage(params, tmp_path / "again")
     for name in ("features.csv", "fidelity.csv", "samples.npz", "summary.json"):
         assert (out / name).read_bytes() == (again / name).read_bytes()
+
+
+@pytest.mark.parametrize("shape", [(128, 320), (100, 301)])
+@pytest.mark.parametrize("q_shape", [(32, 80), (16, 40), (13, 37), (1, 1)])
+@pytest.mark.parametrize("method", ["any_cell", "nearest"])
+def test_resize_fidelity_equals_drawing_the_mask_back(shape, q_shape, method):
+    """The block-count shortcut against the plain way: upsample, then count."""
+    from analysis.masks import resize_fidelity, upsample_nearest
+    from analysis.strategies import project_maps
+
+    rng = np.random.default_rng(sum(shape) + sum(q_shape))
+    full = rng.random((40, *shape)) < rng.choice([0.002, 0.05, 0.5], size=(40, 1, 1))
+    full[:3] = False  # empty masks: no area, nothing vanishes
+    full[3] = True
+    resized = project_maps(full, q_shape, method)
+    back = upsample_nearest(resized, shape)
+    area = full.sum(axis=(1, 2)).astype(float)
+    back_area = back.sum(axis=(1, 2))
+    inter = (full & back).sum(axis=(1, 2))
+    got = resize_fidelity(full, q_shape, method)
+    assert np.array_equal(got["vanished"], (back_area == 0) & (area > 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        assert np.array_equal(got["retained_area"], back_area / area, equal_nan=True)
+        assert np.array_equal(got["iou"], inter / (area + back_area - inter), equal_nan=True)
