@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"data.machine_types: {machine_type!r} is not listed "
                 f"({', '.join(params['data']['machine_types'])})"
             )
-        if args.stage != "check-params":
-            clean_stale_scratch()
+        clean_stale_scratch()  # temp files of stages killed earlier (outside DVC's paths)
         STAGES[args.stage][0](params, args)
     except ParamsError as err:
         print(f"error: {Path(args.params).name}: {err}", file=sys.stderr)

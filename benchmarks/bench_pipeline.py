@@ -1,25 +1,42 @@
-"""Benchmark: a cold `dvc repro` of the default pipeline, with each stage's share.
+"""Benchmark: a cold `dvc repro`, with each stage's time, share and peak memory.
 
-Copies the project's pipeline files into a throwaway git + DVC repo (so your
-own build/ and DVC cache are untouched), runs `dvc repro` once from nothing,
-and times each stage from DVC's "Running stage" lines. Target: about three
-minutes on a 2-core machine.
+Copies the project's pipeline files into a throwaway git + DVC repo (your own
+build/ and DVC cache are untouched) and runs `dvc repro` once from nothing.
+Each stage's time comes from DVC's "Running stage" lines; its peak memory is
+the largest sum of resident memory over the stage's processes (the stage and
+its pool workers), sampled every 50 ms.
 
-Usage: python benchmarks/bench_pipeline.py
+Default: the project's params.yaml (target: 60 s on 2 cores).
+``--scale``: a synthetic set about a quarter of the DCASE 2020 Task 2
+development set (23 machine IDs x 305 clips = 7,015 clips, in the development
+set's proportions: 225 train, 25 normal and 55 anomalous test clips per ID),
+and a linear extrapolation of each stage to the full set (about 31,000 clips).
+
+Usage: python benchmarks/bench_pipeline.py [--scale]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis.dcase import MACHINE_IDS  # noqa: E402
+
 FILES = [
     "analysis",
     "dvc.yaml",
@@ -32,49 +49,135 @@ FILES = [
     "report/style.css",
     "report/typst-metadata.yaml",
 ]
+# A quarter of the development set, per machine ID (23 IDs): 7,015 clips.
+SCALE = {
+    "train_clips_per_id": 225,
+    "test_normal_clips_per_id": 25,
+    "test_anomaly_clips_per_id": 55,
+}
+FULL_DEV_SET_CLIPS = 31_000
+# Stages whose work grows with the number of clips (recommend with the regions found in them);
+# masks, figures and the report do the same work for any number of clips of the same IDs.
+SCALES_WITH_CLIPS = ("synthesize", "extract", "localize", "power", "recommend")
+
+
+class PeakMemory(threading.Thread):
+    """Samples the summed RSS of a process tree; ``take()`` returns and resets the peak."""
+
+    def __init__(self, pid: int, period_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.root, self.period_s, self.peak, self.running = psutil.Process(pid), period_s, 0, True
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while self.running:
+            total = 0
+            try:
+                # The stage's processes: DVC's own (the root) is not counted.
+                for proc in self.root.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):  # it may have just ended
+                        total += proc.memory_info().rss
+            except psutil.Error:
+                return
+            with self.lock:
+                self.peak = max(self.peak, total)
+            time.sleep(self.period_s)
+
+    def take(self) -> int:
+        with self.lock:
+            peak, self.peak = self.peak, 0
+        return peak
+
+
+def make_project(work: Path, scale: bool, env: dict) -> int:
+    """A throwaway copy of the pipeline; returns the number of clips it will synthesize."""
+    for name in FILES:
+        dst = work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    if scale:
+        params["synthetic"].update(SCALE)
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+    ):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    s = params["synthetic"]
+    types = params["data"]["machine_types"]
+    n_ids = sum(min(s["ids_per_type"], len(MACHINE_IDS[t])) for t in types)
+    per_id = sum(s[f"{k}_clips_per_id"] for k in ("train", "test_normal", "test_anomaly"))
+    return n_ids * per_id
+
+
+def run_repro(work: Path, env: dict) -> tuple[float, list[tuple[str, float, int]]]:
+    """Cold `dvc repro`; returns the total seconds and (stage, seconds, peak bytes) in order."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    memory = PeakMemory(proc.pid)
+    memory.start()
+    marks: list[tuple[str, float, int]] = []
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = [*tail[-40:], line]
+        found = re.search(r"Running stage '([^']+)'", line)
+        if found:
+            marks.append((found[1], time.perf_counter(), memory.take()))
+            print(f"  ... {found[1]}", file=sys.stderr, flush=True)
+    if proc.wait() != 0:
+        raise SystemExit("dvc repro failed:\n" + "".join(tail))
+    end = time.perf_counter()
+    memory.running = False
+    last_peak = memory.take()
+    stages = []
+    for i, (stage, t0, _) in enumerate(marks):
+        t1 = marks[i + 1][1] if i + 1 < len(marks) else end
+        peak = marks[i + 1][2] if i + 1 < len(marks) else last_peak
+        stages.append((stage, t1 - t0, peak))
+    return end - start, stages
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", action="store_true", help="a quarter of the DCASE dev set")
+    args = parser.parse_args()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name in FILES:
-            dst = work / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, dst)
-        for cmd in (
-            ["git", "init", "-q"],
-            [sys.executable, "-m", "dvc", "init", "-q"],
-            [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
-        ):
-            subprocess.run(cmd, cwd=work, check=True, env=env)
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dvc", "repro"],
-            cwd=work,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        n_clips = make_project(Path(tmp), args.scale, env)
+        total, stages = run_repro(Path(tmp), env)
+    groups: dict[str, list[float]] = {}
+    for stage, seconds, peak in stages:
+        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] = max(entry[1], peak)
+    label = "scale set" if args.scale else "default params"
+    print(f"cold dvc repro ({label}, {n_clips} clips): {total:.1f} s")
+    print(f"  {'stage':<13}{'time':>9}{'share':>8}{'peak memory':>14}")
+    for stage, (seconds, peak) in groups.items():
+        print(f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:10.0f} MB")
+    overhead = total - sum(s for s, _ in groups.values())
+    print(f"  {'dvc itself':<13}{overhead:7.1f} s{overhead / total:8.1%}")
+    if args.scale:
+        factor = FULL_DEV_SET_CLIPS / n_clips
+        grown = sum(s * (factor if g in SCALES_WITH_CLIPS else 1) for g, (s, _) in groups.items())
+        print(
+            f"extrapolated to the full development set ({FULL_DEV_SET_CLIPS} clips, x{factor:.1f} "
+            f"for {', '.join(SCALES_WITH_CLIPS)}; synthesize is not run on real data): "
+            f"{(grown - groups['synthesize'][0] * factor + overhead) / 60:.0f} min"
         )
-        marks: list[tuple[str, float]] = []
-        for line in proc.stdout:
-            found = re.search(r"Running stage '([^']+)'", line)
-            if found:
-                marks.append((found[1], time.perf_counter()))
-        if proc.wait() != 0:
-            raise SystemExit("dvc repro failed")
-        end = time.perf_counter()
-    total = end - start
-    print(f"cold dvc repro: {total:.1f} s")
-    groups: dict[str, float] = {}
-    for (stage, t0), (_, t1) in zip(marks, [*marks[1:], ("end", end)], strict=True):
-        groups[stage.split("@")[0]] = groups.get(stage.split("@")[0], 0.0) + (t1 - t0)
-    for stage, seconds in groups.items():
-        print(f"  {stage:<11} {seconds:6.1f} s  {seconds / total:6.1%}")
-    print(
-        f"  {'dvc itself':<11} {total - sum(groups.values()):6.1f} s  {(total - sum(groups.values())) / total:6.1%}"
-    )
 
 
 if __name__ == "__main__":
