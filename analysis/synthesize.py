@@ -81,7 +81,9 @@ def clip_duration_s(machine_type: str) -> float:
 
 @lru_cache(maxsize=8)
 def _rfft_freqs(n: int) -> np.ndarray:
-    return np.fft.rfftfreq(n, 1.0 / SR)
+    freqs = np.fft.rfftfreq(n, 1.0 / SR)
+    freqs.flags.writeable = False  # shared by every call: nobody may change it
+    return freqs
 
 
 def shaped_noise(
@@ -103,15 +105,19 @@ def colour(
     return partial(_colour_response, float(slope_db_per_octave), tuple(map(tuple, resonances)))
 
 
-@lru_cache(maxsize=64)
-def _colour_response_cached(slope: float, resonances: tuple, n_bins: int) -> np.ndarray:
-    freqs = _rfft_freqs(2 * (n_bins - 1))
+def _colour_amplitude(slope: float, resonances: tuple, freqs: np.ndarray) -> np.ndarray:
     f = np.maximum(freqs, 20.0)
     db = slope * np.log2(f / 1000.0)
     for centre, width, gain in resonances:
         db = db + gain * np.exp(-0.5 * ((freqs - centre) / width) ** 2)
     amp = 10 ** (db / 20)
     amp[freqs < 20.0] = 0.0
+    return amp
+
+
+@lru_cache(maxsize=64)
+def _colour_response_cached(slope: float, resonances: tuple, n_bins: int) -> np.ndarray:
+    amp = _colour_amplitude(slope, resonances, _rfft_freqs(2 * (n_bins - 1)))
     amp.flags.writeable = False
     return amp
 
@@ -120,13 +126,7 @@ def _colour_response(slope: float, resonances: tuple, freqs: np.ndarray) -> np.n
     """A machine's response is the same for all its clips: computed once per process."""
     if freqs.size > 1 and np.array_equal(freqs, _rfft_freqs(2 * (freqs.size - 1))):
         return _colour_response_cached(slope, resonances, freqs.size)
-    f = np.maximum(freqs, 20.0)
-    db = slope * np.log2(f / 1000.0)
-    for centre, width, gain in resonances:
-        db = db + gain * np.exp(-0.5 * ((freqs - centre) / width) ** 2)
-    amp = 10 ** (db / 20)
-    amp[freqs < 20.0] = 0.0
-    return amp
+    return _colour_amplitude(slope, resonances, freqs)
 
 
 def band(f_lo: float, f_hi: float, edge_hz: float = 30.0) -> Callable:

@@ -219,6 +219,21 @@ def test_a_param_change_reruns_exactly_what_depends_on_it(cold, key, value, expe
     assert repro(project) == expected | {"check_params"}
 
 
+def test_a_bad_colormap_stops_dvc_repro_before_any_stage_works(cold):
+    project, _, _ = cold
+    original = yaml.safe_load((project / "params.yaml").read_text())["figures"]["cmap_deviation"]
+    set_param(project, "figures.cmap_deviation", "viridiss")
+    try:
+        result = sh(project, sys.executable, "-m", "dvc", "repro", check=False)
+        ran = re.findall(r"Running stage '([^']+)'", result.stdout)
+        assert result.returncode != 0 and ran == ["check_params"], result.stdout[-2000:]
+        assert "figures.cmap_deviation: 'viridiss' is not a matplotlib colormap" in (
+            result.stdout + result.stderr
+        )
+    finally:
+        set_param(project, "figures.cmap_deviation", original)
+
+
 def test_template_change_reruns_only_the_report(cold):
     project, _, _ = cold
     template = project / "report/report.qmd.j2"
