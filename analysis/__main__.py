@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.dcase import DataLayoutError
-from analysis.io import clean_own_scratch, clean_stale_scratch, write_text
+from analysis.io import clean_own_scratch, clean_stale_scratch, probe_writable, write_text
 from analysis.params import ParamsError, load_params
 
 
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({', '.join(params['data']['machine_types'])})"
             )
         clean_stale_scratch()  # temp files of stages killed earlier (outside DVC's paths)
+        probe_writable(getattr(args, "out", None) or Path.cwd())
         STAGES[args.stage][0](params, args)
     except ParamsError as err:
         print(f"error: {Path(args.params).name}: {err}", file=sys.stderr)

@@ -63,6 +63,24 @@ def _scratch_for(target: Path) -> Path:
     return parent
 
 
+def probe_writable(target: str | Path) -> None:
+    """Write and remove one byte where ``target``'s temp files will go.
+
+    A read-only file system or a full quota then stops the stage before any work
+    instead of after it (raises the OSError; the CLI turns it into a message).
+    """
+    target = Path(target)
+    folder = target if target.is_dir() else target.parent
+    while not folder.exists():
+        folder = folder.parent
+    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=_scratch_for(folder / "x"))
+    try:
+        os.write(fd, b"\0")
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
 def clean_stale_scratch(root: Path | None = None) -> list[Path]:
     """Remove the scratch folders of processes that no longer run (killed stages).
 

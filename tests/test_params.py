@@ -231,3 +231,32 @@ def test_a_write_that_fails_gives_a_message_and_keeps_the_old_output(tmp_path):
     assert "File too large" in result.stderr and "Traceback" not in result.stderr
     assert stamp.read_text() == "an earlier result\n"
     assert not list(tmp_path.glob(".*.tmp")), "no temp file left beside the output"
+
+
+def test_an_unwritable_output_stops_a_stage_before_any_work(tmp_path):
+    """With no room to write, extract stops before reading a clip (not after all of them)."""
+    import resource
+
+    from tests.conftest import write_tree
+
+    root = write_tree(tmp_path / "data", n_train=2, n_normal=2, n_anomaly=2)
+    p = raw()
+    p["features"]["n_jobs"] = 1  # no process pool: its semaphores would be the first write
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "--params", str(params), "extract", "fan"]
+        + ["--data-root", str(root), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=no_room,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "cannot write" in result.stderr and "File too large" in result.stderr
+    assert "clips:" not in result.stderr  # the clip counter never ran
+    assert not (tmp_path / "out").exists()
