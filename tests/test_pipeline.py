@@ -269,7 +269,7 @@ def test_a_users_strategy_from_another_folder_is_scored_by_dvc_repro(cold, tmp_p
             "kwargs": {"rows": 5},
         },
     )
-    assert repro(project) == {"masks", "recommend", "figures", "report"}
+    assert repro(project) == {"check_params", "masks", "recommend", "figures", "report"}
     rows = [
         line.split(",")
         for line in (project / "build/masks/features.csv").read_text().splitlines()[1:]
@@ -462,7 +462,7 @@ def test_watch_reruns_after_a_save_and_stops_on_ctrl_c(cold):
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     output = "".join(lines) + rest
-    assert "watch: reran: report" in output, output
+    assert "watch: reran: check_params, report\n" in output, output
     assert "report/_output/report.html" in output
     assert "watch: stopped" in output and proc.returncode == 0
 
