@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.params import ParamsError
+from analysis.mel import MelGeometry, empty_mel_filters
+from analysis.params import ParamsError, require
 
 SYNTHETIC_ROOT = "data/synthetic"  # the synthesize stage's output: made by the pipeline itself
 
 
-def check_mel_filters(features: Mapping[str, Any]) -> None:
+def check_mel_filters(geometry: MelGeometry) -> None:
     """Stop on a mel filter bank with empty filters (librosa only warns).
 
     With many mel bands, a small ``n_fft`` or a narrow ``fmin``-``fmax`` range, the
@@ -28,18 +29,15 @@ def check_mel_filters(features: Mapping[str, Any]) -> None:
     """
     import warnings
 
-    from analysis.mel import MelGeometry, empty_mel_filters
-
-    geometry = MelGeometry(**{k: features[k] for k in MelGeometry.__dataclass_fields__})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa's "Empty filters detected": we say it better
         empty = empty_mel_filters(geometry.mel_basis)
     require(
         not empty,
         "features.n_mels",
-        f"{len(empty)} of {features['n_mels']} mel filters are empty (bins "
+        f"{len(empty)} of {geometry.n_mels} mel filters are empty (bins "
         f"{', '.join(map(str, empty[:8]))}{', ...' if len(empty) > 8 else ''}) with n_fft = "
-        f"{features['n_fft']}, fmin = {features['fmin']}, fmax = {features['fmax']}: lower "
+        f"{geometry.n_fft}, fmin = {geometry.fmin}, fmax = {geometry.fmax}: lower "
         "n_mels, raise n_fft or widen fmin..fmax",
     )
 
@@ -86,10 +84,5 @@ def check_all(params: dict[str, Any]) -> None:
     (Every stage runs :func:`validate_params`, which imports neither library.)
     """
     check_data_root(params["data"])
-    check_mel_filters(params["features"])
+    check_mel_filters(MelGeometry.from_params(params))
     check_colormaps(params["figures"])
-
-
-def require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ParamsError(f"{key}: {message}")

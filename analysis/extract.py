@@ -205,8 +205,8 @@ def extract(
     data_root, out_dir
         Overrides of ``data.root`` and of the output folder.
     """
-    check_mel_filters(params["features"])  # also in check-params; here for a stage run by hand
     geometry = MelGeometry.from_params(params)
+    check_mel_filters(geometry)  # also in check-params; here for a stage run by hand
     features = params["features"]
     root = Path(data_root or params["data"]["root"])
     out_dir = Path(out_dir or f"build/features/{machine_type}")

@@ -46,7 +46,12 @@ def scratch_root() -> Path:
 
 
 def _scratch_for(target: Path) -> Path:
-    """Where the temp file of ``target`` is made before it is renamed into place.
+    """Where the temp file of ``target`` is made before it is renamed into place."""
+    return _scratch_in(target.parent)
+
+
+def _scratch_in(folder: Path) -> Path:
+    """Where temp files of outputs in ``folder`` are made.
 
     Outputs inside the project get their temp files in ``.tmp/<pid>/``, outside
     every DVC output and dependency, so a run killed with SIGKILL leaves nothing
@@ -54,7 +59,7 @@ def _scratch_for(target: Path) -> Path:
     elsewhere (``--out /somewhere``), or on another file system (rename must not
     cross one), get their temp file beside them.
     """
-    parent = target.parent.resolve()
+    parent = folder.resolve()
     root = scratch_root().parent.resolve()
     if parent.is_relative_to(root) and parent.stat().st_dev == root.stat().st_dev:
         scratch = root / SCRATCH_DIR / str(os.getpid())
@@ -73,7 +78,7 @@ def probe_writable(target: str | Path) -> None:
     folder = target if target.is_dir() else target.parent
     while not folder.exists():
         folder = folder.parent
-    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=_scratch_for(folder / "x"))
+    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=_scratch_in(folder))
     try:
         os.write(fd, b"\0")
     finally:

@@ -285,26 +285,24 @@ def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _require(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ParamsError(f"{key}: {message}")
 
 
 def _check_min_max(params: dict, group: str, lo: str, hi: str) -> None:
     g = params[group]
-    _require(g[lo] <= g[hi], f"{group}.{lo}", f"{g[lo]} is above {group}.{hi} = {g[hi]}")
+    require(g[lo] <= g[hi], f"{group}.{lo}", f"{g[lo]} is above {group}.{hi} = {g[hi]}")
 
 
 def _cross_checks(p: dict) -> None:
     f = p["features"]
-    _require(
-        f["fmax"] <= f["sr"] / 2, "features.fmax", f"{f['fmax']} is above sr/2 = {f['sr'] / 2}"
-    )
-    _require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")
-    _require(f["hop_length"] <= f["n_fft"], "features.hop_length", "must not exceed n_fft")
+    require(f["fmax"] <= f["sr"] / 2, "features.fmax", f"{f['fmax']} is above sr/2 = {f['sr'] / 2}")
+    require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")
+    require(f["hop_length"] <= f["n_fft"], "features.hop_length", "must not exceed n_fft")
     loc = p["localization"]
     # Three time scales, Bonferroni: the smallest p-value is 3 / (n_permutations + 1).
-    _require(
+    require(
         3 / (loc["n_permutations"] + 1) < loc["id_level_alpha"],
         "localization.n_permutations",
         f"{loc['n_permutations']} permutations cannot reach p < id_level_alpha = "
@@ -312,7 +310,7 @@ def _cross_checks(p: dict) -> None:
     )
     n_mels, T = f["n_mels"], f["target_T"]
     for grid, factor in p["masks"]["q_grids"].items():
-        _require(
+        require(
             factor <= min(n_mels, T),
             f"masks.q_grids.{grid}",
             f"factor {factor} leaves an empty grid for {n_mels} x {T}",

@@ -165,8 +165,9 @@ def test_check_params_catches_what_used_to_fail_late(tmp_path, edit, key, words)
 
 def test_the_project_mel_setting_has_no_empty_filter():
     from analysis.checks import check_mel_filters
+    from analysis.mel import MelGeometry
 
-    check_mel_filters(load_params(ROOT / "params.yaml")["features"])  # must not raise
+    check_mel_filters(MelGeometry.from_params(load_params(ROOT / "params.yaml")))  # no raise
 
 
 def test_a_machine_type_without_a_folder_under_a_real_root_stops_check_params(tmp_path):
