@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 
 from analysis.checks import check_colormaps  # noqa: E402
 from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
@@ -50,9 +51,9 @@ class FigureSet:
 
     def save(self, fig, fig_id: str, caption: str, section: str, **extra: Any) -> None:
         file = f"{fig_id.removeprefix('fig-')}.png"
-        fig.savefig(
-            self.folder / file, dpi=self.dpi, bbox_inches="tight", metadata={"Software": None}
-        )
+        # No bbox_inches="tight": every figure lays itself out (constrained layout or set
+        # margins), and "tight" draws each figure twice.
+        fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
         plt.close(fig)
         self.entries.append(
             {"id": fig_id, "file": file, "caption": caption, "section": section, **extra}
@@ -142,6 +143,33 @@ def localization_figure(
     )
 
 
+def map_mosaic(
+    rows: list[list[np.ndarray]], n: int, gap_fraction: float = 0.08
+) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]]]:
+    """0/1 maps tiled into one float image, top row first; NaN in gaps and empty slots.
+
+    Every map is brought to the largest map's shape by nearest-neighbour
+    indexing (a q-grid cell covers exactly the spectrogram cells it stands
+    for) and flipped so that its first row, the lowest mel bin, is at the
+    tile's bottom. Returns the image and the (start, size) in pixels of every
+    tile row and tile column.
+    """
+    maps = [m for row in rows for m in row[:n]]
+    tile_h = max(m.shape[0] for m in maps)
+    tile_w = max(m.shape[1] for m in maps)
+    gap_h = max(1, round(gap_fraction * tile_h))
+    gap_w = max(1, round(gap_fraction * tile_w / 2))
+    row_spans = [(r * (tile_h + gap_h), tile_h) for r in range(len(rows))]
+    col_spans = [(j * (tile_w + gap_w), tile_w) for j in range(n)]
+    image = np.full((row_spans[-1][0] + tile_h, col_spans[-1][0] + tile_w), np.nan, np.float32)
+    for (top, _), row in zip(row_spans, rows, strict=True):
+        for (left, _), tile in zip(col_spans, row[:n], strict=False):
+            rows_idx = (np.arange(tile_h) * tile.shape[0]) // tile_h
+            cols_idx = (np.arange(tile_w) * tile.shape[1]) // tile_w
+            image[top : top + tile_h, left : left + tile_w] = tile[rows_idx[::-1]][:, cols_idx]
+    return image, row_spans, col_spans
+
+
 def binary_map_grid(
     rows: list[tuple[str, list[np.ndarray]]],
     n: int,
@@ -149,33 +177,41 @@ def binary_map_grid(
     row_in: float,
     column_titles=None,
 ):
-    """A grid of 0/1 maps: one labelled row per source, ``n`` columns (black = masked)."""
-    fig, axes = plt.subplots(
-        len(rows),
-        n,
-        figsize=(width_in, row_in * len(rows) + 0.3),
-        squeeze=False,
-        constrained_layout=True,
+    """A grid of 0/1 maps: one labelled row per source, ``n`` columns (black = masked).
+
+    One image in one axes (see :func:`map_mosaic`), with a thin frame around
+    every map: a 30-map grid then draws in a fraction of the time that 30
+    axes take, and looks the same.
+    """
+    image, row_spans, col_spans = map_mosaic([maps for _, maps in rows], n)
+    fig, ax = plt.subplots(figsize=(width_in, row_in * len(rows) + 0.3), layout="constrained")
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
+    ax.imshow(image, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="antialiased")
+    frames = [
+        [
+            (x - 0.5, y - 0.5),
+            (x + w - 0.5, y - 0.5),
+            (x + w - 0.5, y + h - 0.5),
+            (x - 0.5, y + h - 0.5),
+            (x - 0.5, y - 0.5),
+        ]
+        for (y, h), (_, maps) in zip(row_spans, rows, strict=True)
+        for (x, w), _ in zip(col_spans, maps[:n], strict=False)
+    ]
+    ax.add_collection(LineCollection(frames, colors="0.55", linewidths=0.6, clip_on=False))
+    ax.set_yticks(
+        [y + h / 2 for y, h in row_spans],
+        [label.replace("_", " ").replace(", ", ",\n") for label, _ in rows],
+        fontsize=8,
     )
-    for r, (label, maps) in enumerate(rows):
-        for j in range(n):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(maps):
-                ax.imshow(
-                    maps[j],
-                    aspect="auto",
-                    origin="lower",
-                    cmap="gray_r",
-                    vmin=0,
-                    vmax=1,
-                    interpolation="nearest",
-                )
-            if j == 0:
-                ax.set_ylabel(label.replace("_", " ").replace(", ", ",\n"), fontsize=8)
-            if r == 0 and column_titles:
-                ax.set_title(column_titles[j], fontsize=8)
+    if column_titles:
+        ax.set_xticks([x + w / 2 for x, w in col_spans], column_titles[:n], fontsize=8)
+        ax.xaxis.set_ticks_position("top")
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     return fig
 
 
