@@ -675,12 +675,7 @@ class PerlinStrategy:
             res = (min(2**ey, H), min(2**ex, W))
             noise[idx] = perlin_noise((H, W), res, idx.numel(), g)
         if self.rotate:
-            cos, sin = torch.cos(angles), torch.sin(angles)
-            zero = torch.zeros_like(cos)
-            theta = torch.stack(
-                [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
-            )
-            grid = F.affine_grid(theta, (batch_size, 1, H, W), align_corners=False)
+            grid = rotation_grid(angles, H, W)
             noise = F.grid_sample(noise[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
         return (noise > self.threshold).numpy()
 
@@ -689,14 +684,62 @@ class PerlinStrategy:
         return _to_tensor(small[:, None].astype(np.float32), device)
 
 
+def rotation_grid(angles, H: int, W: int):
+    """``F.affine_grid`` of pure rotations by ``angles`` (align_corners=False), (B, H, W, 2).
+
+    Written out as two broadcast products: torch's affine_grid took a third of a
+    Perlin draw's time for the same numbers.
+    """
+    import torch
+
+    xs = (torch.arange(W, dtype=torch.float32) * 2 + 1) / W - 1
+    ys = ((torch.arange(H, dtype=torch.float32) * 2 + 1) / H - 1)[:, None]
+    cos, sin = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]
+    return torch.stack([cos * xs - sin * ys, sin * xs + cos * ys], dim=-1)
+
+
 def perlin_noise(shape: tuple[int, int], res: tuple[int, int], batch: int, generator):
-    """(batch, H, W) gradient (Perlin) noise on a ``res`` lattice, about in [-1, 1] (torch)."""
+    """(batch, H, W) gradient (Perlin) noise on a ``res`` lattice, about in [-1, 1] (torch).
+
+    When the lattice divides the map (powers of two on 128 x 320, the usual
+    case), every lattice cell is a block of the same size, and the noise is
+    computed on a (batch, ry, h, rx, w) view where each corner's gradient is
+    broadcast over its block instead of gathered per cell (about 3x faster).
+    Other shapes take :func:`perlin_noise_gathered`, the plain definition.
+    """
     import torch
 
     H, W = shape
     ry, rx = res
     grads = 2 * math.pi * torch.rand(batch, ry + 1, rx + 1, generator=generator)
     gy, gx = torch.sin(grads), torch.cos(grads)
+    if H % ry or W % rx:
+        return perlin_noise_gathered(shape, res, gy, gx)
+    h, w = H // ry, W // rx
+    fy = (torch.arange(h, dtype=torch.float32) / h).view(1, 1, h, 1, 1)
+    fx = (torch.arange(w, dtype=torch.float32) / w).view(1, 1, 1, 1, w)
+
+    def corner(dy: int, dx: int):
+        cell = (slice(None), slice(dy, dy + ry), None, slice(dx, dx + rx), None)
+        return gy[cell] * (fy - dy) + gx[cell] * (fx - dx)
+
+    uy, ux = _fade(fy), _fade(fx)
+    top = torch.lerp(corner(0, 0), corner(0, 1), ux)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), ux)
+    return (math.sqrt(2) * torch.lerp(top, bottom, uy)).reshape(batch, H, W)
+
+
+def _fade(t):
+    return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+
+def perlin_noise_gathered(shape: tuple[int, int], res: tuple[int, int], gy, gx):
+    """Perlin noise from corner gradients ``gy``, ``gx`` (batch, ry + 1, rx + 1), gathering
+    each pixel's four corners: any shape."""
+    import torch
+
+    H, W = shape
+    ry, rx = res
     py = torch.arange(H, dtype=torch.float32) * ry / H
     px = torch.arange(W, dtype=torch.float32) * rx / W
     iy, ix = py.floor().long(), px.floor().long()
@@ -706,10 +749,7 @@ def perlin_noise(shape: tuple[int, int], res: tuple[int, int], batch: int, gener
         cy, cx = (iy + dy)[:, None], (ix + dx)[None, :]
         return gy[:, cy, cx] * (fy - dy) + gx[:, cy, cx] * (fx - dx)
 
-    def fade(t):
-        return 6 * t**5 - 15 * t**4 + 10 * t**3
-
-    uy, ux = fade(fy), fade(fx)
+    uy, ux = _fade(fy), _fade(fx)
     top = torch.lerp(corner(0, 0), corner(0, 1), ux)
     bottom = torch.lerp(corner(1, 0), corner(1, 1), ux)
     return math.sqrt(2) * torch.lerp(top, bottom, uy)

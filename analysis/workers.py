@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from threadpoolctl import threadpool_limits
@@ -45,6 +46,11 @@ def keep_freed_memory(limit_bytes: int = 256 * 2**20) -> None:
 
 def init_worker() -> None:
     threadpool_limits(1)
+    # torch sizes its own thread pool when first imported (masks imports it lazily, in the
+    # worker): without this, two workers each ran two torch threads and spun (2x the CPU).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     keep_freed_memory()
 
 
