@@ -192,17 +192,39 @@ FIDELITY_COLUMNS = (
 )
 
 
-def _measure_named_preset(task: tuple) -> tuple:
-    """One preset's :func:`measure_preset`, with errors named by the preset's params key."""
-    name, preset, geometry, m, grids = task
+MASK_BATCH = 250  # masks drawn per task: a preset's batches spread over the cores
+
+
+def _measure_named_batch(task: tuple) -> tuple:
+    """One batch of one preset's :func:`measure_preset`, with errors named by the params key.
+
+    Each batch has its own seed (from the preset's name and the batch's index), so
+    a preset's masks are the same whichever worker draws which batch, and a slow
+    preset (Perlin) is spread over all cores instead of holding one.
+    """
+    name, preset, geometry, m, grids, index, size = task
     try:
-        strategy = build_strategy(preset, geometry, seed=preset_seed(m["seed"], name), name=name)
-        return measure_preset(strategy, m["n_masks"], m["n_samples"], grids, m["resize_methods"])
+        seed = preset_seed(m["seed"], f"{name}#{index}")
+        strategy = build_strategy(preset, geometry, seed=seed, name=name)
+        n_samples = m["n_samples"] if index == 0 else 0
+        return measure_preset(strategy, size, n_samples, grids, m["resize_methods"], batch=size)
     except (StrategyError, TypeError, ValueError) as err:
         message = str(err)
         if not message.startswith("preset "):
             message = f"preset {name!r}: {message}"
         raise StrategyError(f"masks.presets.{name}: {message}") from None
+
+
+def _join_batches(parts: list[tuple]) -> tuple:
+    """One preset's batch results joined in batch order (samples come from the first)."""
+
+    def join(dicts: list[dict]) -> dict:
+        return {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}
+
+    features = join([p[0] for p in parts])
+    fidelity = {key: join([p[1][key] for p in parts]) for key in parts[0][1]}
+    grid_features = {grid: join([p[3][grid] for p in parts]) for grid in parts[0][3]}
+    return features, fidelity, parts[0][2], grid_features
 
 
 def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> Path:
@@ -222,15 +244,24 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
     samples: dict[str, np.ndarray] = {}
     per_mask: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {}
-    tasks = [(name, preset, geometry, m, grids) for name, preset in m["presets"].items()]
+    batches = [
+        (index, min(MASK_BATCH, m["n_masks"] - start))
+        for index, start in enumerate(range(0, m["n_masks"], MASK_BATCH))
+    ]
+    tasks = [
+        (name, preset, geometry, m, grids, index, size)
+        for name, preset in m["presets"].items()
+        for index, size in batches
+    ]
     n_jobs = min(resolve_n_jobs(0), len(tasks))
     with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as stack:
-        # Presets are independent and seeded by name: measured on all cores, in any order,
-        # the results are the same; map() returns them in the user's order.
+        # Batches are independent and seeded by preset name and index: measured on all
+        # cores, in any order, the results are the same; map() returns them in order.
         mapper = stack.enter_context(process_pool(n_jobs)).map if n_jobs > 1 else map
-        for name, preset, (feats, fidelity, preset_samples, grid_feats) in zip(
-            m["presets"], m["presets"].values(), mapper(_measure_named_preset, tasks), strict=True
-        ):
+        results = iter(mapper(_measure_named_batch, tasks))
+        for name, preset in m["presets"].items():
+            parts = [next(results) for _ in batches]
+            feats, fidelity, preset_samples, grid_feats = _join_batches(parts)
             samples.update({f"{name}__{key}": value for key, value in preset_samples.items()})
             for i in range(m["n_masks"]):
                 feature_rows.append(

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from analysis.masks import (
     resize_fidelity,
 )
 from analysis.regions import region_features
+from analysis.strategies import perlin_noise, perlin_noise_gathered, rotation_grid
 
 SPEC, Q_BOT, Q_TOP = (128, 320), (32, 80), (16, 40)
 
@@ -199,6 +202,31 @@ def test_perlin_contract_and_reproducibility():
     assert 0.0 < full.mean() < 0.5
 
 
+@pytest.mark.parametrize("res", [(1, 1), (2, 8), (8, 4), (64, 64), (128, 64)])
+def test_perlin_block_broadcast_equals_the_per_pixel_definition(res):
+    """The fast path (lattice divides the map) must give the noise of the gathered formula."""
+    g = torch.Generator().manual_seed(3)
+    fast = perlin_noise((128, 320), res, 5, g)
+    g = torch.Generator().manual_seed(3)
+    angles = 2 * math.pi * torch.rand(5, res[0] + 1, res[1] + 1, generator=g)
+    slow = perlin_noise_gathered((128, 320), res, torch.sin(angles), torch.cos(angles))
+    assert fast.shape == slow.shape == (5, 128, 320)
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_perlin_on_a_shape_the_lattice_does_not_divide():
+    noise = perlin_noise((100, 301), (8, 16), 3, torch.Generator().manual_seed(0))
+    assert noise.shape == (3, 100, 301) and noise.abs().max() <= 1.5
+
+
+def test_rotation_grid_equals_affine_grid():
+    angles = torch.linspace(-math.pi / 2, math.pi / 2, 7)
+    cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros(7)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    expected = F.affine_grid(theta, (7, 1, 100, 301), align_corners=False)
+    assert torch.allclose(rotation_grid(angles, 100, 301), expected, atol=1e-6)
+
+
 def test_region_features_of_a_known_map():
     m = np.zeros((128, 320), dtype=bool)
     m[10:20, 5:15] = True
@@ -246,3 +274,23 @@ def test_resize_fidelity_equals_drawing_the_mask_back(shape, q_shape, method):
     with np.errstate(invalid="ignore", divide="ignore"):
         assert np.array_equal(got["retained_area"], back_area / area, equal_nan=True)
         assert np.array_equal(got["iou"], inter / (area + back_area - inter), equal_nan=True)
+
+
+def test_masks_stage_is_the_same_on_one_core_and_on_several(params, tmp_path, monkeypatch):
+    """Batches are seeded by preset and index, so whichever worker draws a batch (or the
+    stage's own process, on one core) the statistics are the same bytes."""
+    import analysis.masks as masks_module
+
+    params["masks"].update(n_masks=2 * masks_module.MASK_BATCH + 7, n_samples=3)
+    outputs = {}
+    for n_jobs in (2, 1):
+        monkeypatch.setattr(masks_module, "resolve_n_jobs", lambda _, n=n_jobs: n)
+        out = masks_stage(params, tmp_path / f"masks{n_jobs}")
+        outputs[n_jobs] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert outputs[1] == outputs[2]
+    rows = read_csv(tmp_path / "masks1" / "features.csv")
+    assert len(rows) == len(params["masks"]["presets"]) * params["masks"]["n_masks"]
+    # Batches are not copies of one another: the first mask of each differs.
+    current = [r for r in rows if r["preset"] == "current"]
+    firsts = [current[i]["band_centre_fraction"] for i in (0, 250, 500)]
+    assert len(set(firsts)) == 3
