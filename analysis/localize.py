@@ -30,17 +30,22 @@ ground truth exists (the synthetic default), regions are scored against it.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from analysis.io import load_npz, log, read_csv, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
+from analysis.workers import process_pool, resolve_n_jobs
 
 REGION_COLUMNS = (
     "file",
@@ -230,19 +235,20 @@ class ClipCalibration:
 
 
 def calibrate_clip_level(
-    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any]
+    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], mapper: Callable = map
 ) -> ClipCalibration:
     """Calibrate the clip level on a machine type's normal clips, pooled over its IDs.
 
     Each normal clip's critical level is measured against the other folds of its
     ID (:func:`out_of_fold_levels`); the threshold is the level at most
     ``clip_false_region_rate`` of them exceed, and each clip is judged for the
-    false-region rate by a threshold set without its fold.
+    false-region rate by a threshold set without its fold. ``mapper`` (a pool's
+    ``map``) measures the IDs in parallel; results do not depend on it.
     """
     rate = loc["clip_false_region_rate"]
     levels, folds, owners, cells = [], [], [], []
-    for machine_id, normal in normal_by_id.items():
-        id_levels, id_folds, id_cells = out_of_fold_levels(normal, loc)
+    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
+    for machine_id, (id_levels, id_folds, id_cells) in zip(normal_by_id, measured, strict=True):
         levels.append(id_levels)
         folds.append(id_folds)
         cells.append(id_cells)
@@ -566,6 +572,104 @@ def _id_level(
     return out, regions
 
 
+def localize_id(task: tuple) -> dict[str, Any]:
+    """Pass 2 of :func:`localize` for one machine ID: clip-level regions of its anomalous
+    clips, their features and IoU with any ground truth, the maps, and the ID-level test.
+
+    Returns ``{"status": ...}`` when there is nothing to localize, else the ID's
+    ``arrays`` (for the npz), region ``rows``, ``regions``, ``files`` and ``summary``.
+    """
+    (
+        machine_type,
+        machine_id,
+        normal,
+        anomaly,
+        files,
+        threshold,
+        cell_level,
+        loc,
+        geometry,
+        truth_by_file,
+    ) = task
+    if anomaly.shape[0] == 0:
+        return {"status": "not enough evidence: no anomalous test clips"}
+    arrays: dict[str, np.ndarray] = {}
+    region_rows: list[dict[str, Any]] = []
+    maps = localization_maps(normal, anomaly)
+    arrays.update({f"{machine_id}__{k}": v.astype(np.float32) for k, v in maps.items()})
+    regions, crit = detect_regions(normal, anomaly, threshold, loc, cell_level)
+    feats = region_features(regions)
+    found = ~np.isnan(feats["area_fraction"])
+    truth_union = np.zeros(geometry.spectrogram_shape, dtype=bool)
+    ious, centre_errors = [], []
+    for i, file in enumerate(files):
+        row = {"file": file, "machine_id": machine_id, "found": int(found[i])}
+        row.update({c: feats[c][i] for c in FEATURE_COLUMNS})
+        row["critical_level"] = float(crit[i])
+        row["band_centre_hz"] = (
+            float(geometry.bin_to_hz(feats["band_centre_bin"][i])) if found[i] else None
+        )
+        if file in truth_by_file:
+            truth = truth_map(truth_by_file[file], geometry)
+            truth_union |= truth
+            row["truth_kind"] = truth_by_file[file][0]["kind"]
+            row["iou"] = iou(regions[i], truth) if found[i] else 0.0
+            ious.append(row["iou"])
+            if found[i]:
+                truth_centre = region_features(truth)["band_centre_bin"][0]
+                row["centre_error_bins"] = abs(feats["band_centre_bin"][i] - truth_centre)
+                centre_errors.append(row["centre_error_bins"])
+        region_rows.append(row)
+    id_level, pooled_region = _id_level(
+        normal,
+        anomaly,
+        loc,
+        f"{machine_type}/{machine_id}",
+        truth_union if truth_union.any() else None,
+    )
+    for part, region in pooled_region.items():
+        suffix = "" if part == "all" else f"_{part}"
+        arrays[f"{machine_id}__pooled_region{suffix}"] = region
+    dev, excess = maps["dev"], maps["excess"]
+    dev_peak = np.unravel_index(np.argmax(dev), dev.shape)
+    excess_peak = np.unravel_index(np.argmax(excess), excess.shape)
+    found_feats = {k: v[found] for k, v in feats.items()}
+    summary = {
+        "status": "ok",
+        "dev_peak_mel": int(dev_peak[0]),
+        "dev_peak_frame": int(dev_peak[1]),
+        "dev_peak_hz": float(geometry.bin_to_hz(dev_peak[0])),
+        "excess_peak_mel": int(excess_peak[0]),
+        "excess_peak_frame": int(excess_peak[1]),
+        "excess_peak_hz": float(geometry.bin_to_hz(excess_peak[0])),
+        "excess_max": float(excess.max()),
+        "diff_min": float(maps["diff"].min()),
+        "diff_max": float(maps["diff"].max()),
+        "n_regions_found": int(found.sum()),
+        "no_region_share": float(1 - found.mean()),
+        "pattern": classify_pattern(found_feats, geometry.target_T),
+        "id_level": id_level,
+        "id_level_pattern": classify_pattern(
+            {
+                k: np.array([v if v is not None else np.nan])
+                for k, v in id_level["all"]["features"].items()
+            },
+            geometry.target_T,
+        )
+        if id_level["all"]["found"]
+        else "none found",
+        "mean_iou": float(np.mean(ious)) if ious else None,
+        "median_centre_error_bins": float(np.median(centre_errors)) if centre_errors else None,
+    }
+    return {
+        "arrays": arrays,
+        "rows": region_rows,
+        "regions": regions,
+        "files": files,
+        "summary": summary,
+    }
+
+
 def localize(
     params: dict[str, Any],
     machine_type: str,
@@ -607,96 +711,54 @@ def localize(
             continue
         by_id[machine_id] = (normal, anomaly, files)
     threshold, cell_level = None, None
-    if by_id:
-        calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc)
-        threshold, cell_level = calibration.threshold, calibration.cell_level
-        for machine_id, flagged in calibration.flagged.items():
-            per_id[machine_id]["clip_false_region_rate"] = float(flagged.mean())
-            per_id[machine_id]["n_normal_false_regions"] = int(flagged.sum())
+    n_jobs = min(resolve_n_jobs(0), len(by_id))
+    with contextlib.ExitStack() as stack:
+        # One BLAS thread in every path (pool workers have one): the float32 matmuls of the
+        # permutation test round differently with two threads, and the output must not
+        # depend on how many cores ran it.
+        if n_jobs > 1:
+            mapper = stack.enter_context(process_pool(n_jobs)).map
+        else:
+            stack.enter_context(threadpool_limits(1))
+            mapper = map
+        if by_id:
+            calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc, mapper)
+            threshold, cell_level = calibration.threshold, calibration.cell_level
+            for machine_id, flagged in calibration.flagged.items():
+                per_id[machine_id]["clip_false_region_rate"] = float(flagged.mean())
+                per_id[machine_id]["n_normal_false_regions"] = int(flagged.sum())
 
-    # Pass 2: clip-level regions of anomalous clips, ID-level pooled evidence, maps.
-    arrays: dict[str, np.ndarray] = {}
-    region_rows: list[dict[str, Any]] = []
-    all_regions: list[np.ndarray] = []
-    region_files: list[str] = []
-    for machine_id, (normal, anomaly, files) in by_id.items():
-        summary = per_id[machine_id]
-        if anomaly.shape[0] == 0:
-            summary["status"] = "not enough evidence: no anomalous test clips"
-            log(f"localize {machine_type}: {machine_id}: {summary['status']}")
-            continue
-        maps = localization_maps(normal, anomaly)
-        arrays.update({f"{machine_id}__{k}": v.astype(np.float32) for k, v in maps.items()})
-        regions, crit = detect_regions(normal, anomaly, threshold, loc, cell_level)
-        feats = region_features(regions)
-        found = ~np.isnan(feats["area_fraction"])
-        truth_union = np.zeros(geometry.spectrogram_shape, dtype=bool)
-        ious, centre_errors = [], []
-        for i, file in enumerate(files):
-            row = {"file": file, "machine_id": machine_id, "found": int(found[i])}
-            row.update({c: feats[c][i] for c in FEATURE_COLUMNS})
-            row["critical_level"] = float(crit[i])
-            row["band_centre_hz"] = (
-                float(geometry.bin_to_hz(feats["band_centre_bin"][i])) if found[i] else None
+        # Pass 2: clip-level regions of anomalous clips, ID-level pooled evidence, maps; the IDs
+        # are independent, so they are measured on all cores (map() keeps their order).
+        arrays: dict[str, np.ndarray] = {}
+        region_rows: list[dict[str, Any]] = []
+        all_regions: list[np.ndarray] = []
+        region_files: list[str] = []
+        tasks = [
+            (
+                machine_type,
+                machine_id,
+                normal,
+                anomaly,
+                files,
+                threshold,
+                cell_level,
+                loc,
+                geometry,
+                {f: truth_by_file[f] for f in files if f in truth_by_file},
             )
-            if file in truth_by_file:
-                truth = truth_map(truth_by_file[file], geometry)
-                truth_union |= truth
-                row["truth_kind"] = truth_by_file[file][0]["kind"]
-                row["iou"] = iou(regions[i], truth) if found[i] else 0.0
-                ious.append(row["iou"])
-                if found[i]:
-                    truth_centre = region_features(truth)["band_centre_bin"][0]
-                    row["centre_error_bins"] = abs(feats["band_centre_bin"][i] - truth_centre)
-                    centre_errors.append(row["centre_error_bins"])
-            region_rows.append(row)
-        all_regions.append(regions)
-        region_files.extend(files)
-        id_level, pooled_region = _id_level(
-            normal,
-            anomaly,
-            loc,
-            f"{machine_type}/{machine_id}",
-            truth_union if truth_union.any() else None,
-        )
-        for part, region in pooled_region.items():
-            suffix = "" if part == "all" else f"_{part}"
-            arrays[f"{machine_id}__pooled_region{suffix}"] = region
-        dev, excess = maps["dev"], maps["excess"]
-        dev_peak = np.unravel_index(np.argmax(dev), dev.shape)
-        excess_peak = np.unravel_index(np.argmax(excess), excess.shape)
-        found_feats = {k: v[found] for k, v in feats.items()}
-        summary.update(
-            {
-                "status": "ok",
-                "dev_peak_mel": int(dev_peak[0]),
-                "dev_peak_frame": int(dev_peak[1]),
-                "dev_peak_hz": float(geometry.bin_to_hz(dev_peak[0])),
-                "excess_peak_mel": int(excess_peak[0]),
-                "excess_peak_frame": int(excess_peak[1]),
-                "excess_peak_hz": float(geometry.bin_to_hz(excess_peak[0])),
-                "excess_max": float(excess.max()),
-                "diff_min": float(maps["diff"].min()),
-                "diff_max": float(maps["diff"].max()),
-                "n_regions_found": int(found.sum()),
-                "no_region_share": float(1 - found.mean()),
-                "pattern": classify_pattern(found_feats, geometry.target_T),
-                "id_level": id_level,
-                "id_level_pattern": classify_pattern(
-                    {
-                        k: np.array([v if v is not None else np.nan])
-                        for k, v in id_level["all"]["features"].items()
-                    },
-                    geometry.target_T,
-                )
-                if id_level["all"]["found"]
-                else "none found",
-                "mean_iou": float(np.mean(ious)) if ious else None,
-                "median_centre_error_bins": float(np.median(centre_errors))
-                if centre_errors
-                else None,
-            }
-        )
+            for machine_id, (normal, anomaly, files) in by_id.items()
+        ]
+        for machine_id, result in zip(by_id, mapper(localize_id, tasks), strict=True):
+            if "status" in result:
+                per_id[machine_id]["status"] = result["status"]
+                log(f"localize {machine_type}: {machine_id}: {result['status']}")
+                continue
+            arrays.update(result["arrays"])
+            region_rows.extend(result["rows"])
+            all_regions.append(result["regions"])
+            region_files.extend(result["files"])
+            per_id[machine_id].update(result["summary"])
     found_rows = [r for r in region_rows if r["found"]]
     type_feats = {c: np.array([r[c] for r in found_rows], dtype=float) for c in FEATURE_COLUMNS}
     ious = [r["iou"] for r in region_rows if r.get("iou") is not None]

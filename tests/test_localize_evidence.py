@@ -251,3 +251,43 @@ def test_split_statistic_equals_scipys_welch_t():
     ]
     got = max_abs_split_t(picks, x, m, chunk=3)  # chunks that do not divide the splits evenly
     assert np.allclose(got, expected, rtol=1e-4)
+
+
+def test_localize_output_does_not_depend_on_the_number_of_cores(params, tmp_path, monkeypatch):
+    """IDs run in a process pool (one BLAS thread each) or, on one core, in the stage's own
+    process: both must write the same bytes. Two BLAS threads round the permutation test's
+    float32 matmuls differently, so the serial path must limit itself to one as well."""
+    import analysis.localize as localize_module
+    from analysis.io import save_npz
+
+    rng = np.random.default_rng(5)
+    n_per_class, ids = 12, ["id_00", "id_02"]
+    logmel = rng.standard_normal((2 * n_per_class * len(ids), 128, 320)).astype(np.float32)
+    label = np.tile(np.repeat(np.array([0, 1], np.int8), n_per_class), len(ids))
+    logmel[label == 1, 40:46, :] += 0.8  # a weak stationary band in every anomalous clip
+    machine_id = np.repeat(ids, 2 * n_per_class)
+    files = [
+        f"fan/test/{'anomaly' if lab else 'normal'}_{m}_{i:08d}.wav"
+        for i, (m, lab) in enumerate(zip(machine_id, label, strict=True))
+    ]
+    features = tmp_path / "features"
+    features.mkdir()
+    save_npz(
+        features / "test.npz",
+        file=np.array(files),
+        label=label,
+        logmel=logmel,
+        machine_id=machine_id,
+        n_frames=np.full(label.size, 320, np.int32),
+    )
+    (features / "ground_truth.csv").write_text(
+        "file,kind,f_lo_hz,f_hi_hz,t_start_s,t_end_s,gain_db\n"
+    )
+    outputs = {}
+    for n_jobs in (2, 1):
+        monkeypatch.setattr(localize_module, "resolve_n_jobs", lambda _, n=n_jobs: n)
+        out = tmp_path / f"loc{n_jobs}"
+        localize_module.localize(params, "fan", features_dir=features, out_dir=out)
+        outputs[n_jobs] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert outputs[1] == outputs[2]
+    assert len(outputs[1]) == 3
