@@ -7,7 +7,7 @@ from analysis.io import read_csv
 from analysis.localize import truth_map
 from analysis.mel import MelGeometry
 from analysis.params import MACHINE_TYPES
-from analysis.synthesize import synthesize
+from analysis.synthesize import band, shaped_noise, synthesize
 
 # The comparison averages each log-mel over 3 frames (about 0.1 s) first: a single STFT frame
 # of noise varies by several dB from clip to clip, which says nothing about where the anomaly
@@ -183,3 +183,20 @@ def test_a_click_jittered_before_the_start_is_cut_not_a_crash():
     out = clicks(np.random.default_rng(0), 16000, np.array([-0.01, 0.5]), 300.0, 2500.0, 0.012)
     assert out.shape == (16000,) and np.isfinite(out).all()
     assert np.abs(out[:200]).max() > 0  # the cut click's tail is there
+
+
+@pytest.mark.parametrize("n", [160_000, 1151])
+def test_shaped_noise_drawn_as_a_spectrum_is_white_noise_filtered(n):
+    """Flat response: unit variance, no correlation between neighbours (even and odd lengths).
+    A band response: the power sits in the band, as after filtering time-domain noise."""
+    rng = np.random.default_rng(0)
+    flat = np.stack([shaped_noise(rng, n, np.ones_like) for _ in range(max(4, 400_000 // n))])
+    assert flat.var() == pytest.approx(1.0, abs=0.02)
+    assert abs(flat.mean()) < 0.01
+    assert abs(np.mean(flat[:, 1:] * flat[:, :-1])) < 0.01
+    banded = shaped_noise(rng, n, band(2000.0, 3000.0))
+    power = np.abs(np.fft.rfft(banded)) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / 16000)
+    assert power[(freqs > 1950) & (freqs < 3050)].sum() > 0.99 * power.sum()
+    # Unit gain in the band: the variance is the band's share of the spectrum.
+    assert banded.var() == pytest.approx(1000 / 8000, rel=0.3 if n < 10_000 else 0.05)
