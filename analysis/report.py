@@ -9,6 +9,7 @@ filter ``report/crossref.lua`` resolves ``@fig-``/``@tbl-`` references there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import jinja2
@@ -371,6 +373,13 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     return env.get_template(TEMPLATE).render(**context)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """End ``proc`` if it still runs (no-op after it finished)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
     """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler."""
     pandoc = pandoc_path()
@@ -386,8 +395,11 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
         "--toc-depth=2",
     ]
     made = []
-    if "html" in formats:
-        with atomic_path(out_dir / "report.html") as tmp:
+    with contextlib.ExitStack() as stack:
+        html = None
+        if "html" in formats:
+            # The HTML render runs while the PDF is made: two processes, about half the wait.
+            tmp = stack.enter_context(atomic_path(out_dir / "report.html"))
             cmd = [
                 *common,
                 "--to=html5",
@@ -398,23 +410,30 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
                 f"--include-after-body={(qmd.parent / 'report-js.html').resolve()}",
                 f"--output={tmp.resolve()}",
             ]
-            subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
-        made.append(out_dir / "report.html")
-    if "pdf" in formats:
-        import typst
+            proc = subprocess.Popen(cmd, cwd=qmd.parent, stdout=PIPE, stderr=PIPE, text=True)
+            stack.callback(_stop, proc)  # a failed PDF must not leave pandoc writing the HTML
+            html = (cmd, proc)
+        if "pdf" in formats:
+            import typst
 
-        typ = qmd.with_suffix(".typ")
-        cmd = [
-            *common,
-            "--to=typst",
-            "--standalone",
-            "--metadata-file=typst-metadata.yaml",
-            f"--output={typ.name}",
-        ]
-        subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
-        with atomic_path(out_dir / "report.pdf") as tmp:
-            typst.compile(str(typ), output=str(tmp), root=str(qmd.parent.resolve()))
-        made.append(out_dir / "report.pdf")
+            typ = qmd.with_suffix(".typ")
+            cmd = [
+                *common,
+                "--to=typst",
+                "--standalone",
+                "--metadata-file=typst-metadata.yaml",
+                f"--output={typ.name}",
+            ]
+            subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
+            with atomic_path(out_dir / "report.pdf") as tmp_pdf:
+                typst.compile(str(typ), output=str(tmp_pdf), root=str(qmd.parent.resolve()))
+            made.append(out_dir / "report.pdf")
+        if html is not None:
+            cmd, proc = html
+            stdout, stderr = proc.communicate()
+            if proc.returncode:
+                raise subprocess.CalledProcessError(proc.returncode, cmd, stdout, stderr)
+            made.insert(0, out_dir / "report.html")
     return made
 
 
