@@ -572,25 +572,42 @@ def _id_level(
     return out, regions
 
 
-def localize_id(task: tuple) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IdTask:
+    """What pass 2 of :func:`localize` needs for one machine ID (sent to a pool worker)."""
+
+    machine_type: str
+    machine_id: str
+    normal: np.ndarray  # (n, n_mels, T) normal test clips of the ID
+    anomaly: np.ndarray  # (m, n_mels, T) anomalous test clips
+    files: list[str]  # the anomalous clips' files
+    threshold: float | None  # calibrated clip-level threshold (|z|)
+    cell_level: float | None  # a detected clip's region level
+    loc: dict[str, Any]  # localization params
+    geometry: MelGeometry
+    truth_by_file: dict[str, list[dict[str, str]]]  # ground-truth rows of these files
+
+
+def localize_id(task: IdTask) -> dict[str, Any]:
     """Pass 2 of :func:`localize` for one machine ID: clip-level regions of its anomalous
     clips, their features and IoU with any ground truth, the maps, and the ID-level test.
 
     Returns ``{"status": ...}`` when there is nothing to localize, else the ID's
     ``arrays`` (for the npz), region ``rows``, ``regions``, ``files`` and ``summary``.
     """
-    (
-        machine_type,
-        machine_id,
-        normal,
-        anomaly,
-        files,
-        threshold,
-        cell_level,
-        loc,
-        geometry,
-        truth_by_file,
-    ) = task
+    machine_type, machine_id, loc, geometry = (
+        task.machine_type,
+        task.machine_id,
+        task.loc,
+        task.geometry,
+    )
+    normal, anomaly, files, truth_by_file = (
+        task.normal,
+        task.anomaly,
+        task.files,
+        task.truth_by_file,
+    )
+    threshold, cell_level = task.threshold, task.cell_level
     if anomaly.shape[0] == 0:
         return {"status": "not enough evidence: no anomalous test clips"}
     arrays: dict[str, np.ndarray] = {}
@@ -735,7 +752,7 @@ def localize(
         all_regions: list[np.ndarray] = []
         region_files: list[str] = []
         tasks = [
-            (
+            IdTask(
                 machine_type,
                 machine_id,
                 normal,
