@@ -132,51 +132,35 @@ def preset_seed(base_seed: int, name: str) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
 
 
-def measure_preset(
-    strategy, n_masks: int, n_samples: int, grids: dict, methods: list[str], batch: int = 250
-):
-    """Features and resize fidelity of ``n_masks`` masks, drawn and measured in batches.
+def measure_batch(strategy, n_masks: int, n_samples: int, grids: dict, methods: list[str]):
+    """Features and resize fidelity of ``n_masks`` masks drawn in one call of ``strategy``.
 
     Returns
     -------
     features
-        ``region_features`` of all masks.
+        ``region_features`` of the masks.
     fidelity
-        ``{(grid, method): resize_fidelity(...)}`` over all masks.
+        ``{(grid, method): resize_fidelity(...)}``.
     samples
         The first ``n_samples`` masks: ``full`` and ``GRID__METHOD`` uint8 arrays.
     grid_features
         ``{grid: region_features}`` of the masks projected onto each grid with
         ``LATENT_PROJECTION`` (what training does), for the latent-grid scores.
     """
-    feature_parts, fidelity_parts, samples, grid_parts = [], {}, {}, {}
-    for start in range(0, n_masks, batch):
-        full = full_size_masks(strategy, min(batch, n_masks - start))
-        feature_parts.append(region_features(full))
-        for grid, q_shape in grids.items():
-            grid_parts.setdefault(grid, []).append(
-                region_features(project_maps(full, q_shape, LATENT_PROJECTION))
-            )
-        if start == 0:
-            samples["full"] = full[:n_samples].astype(np.uint8)
-        for grid, q_shape in grids.items():
-            for method in methods:
-                fidelity_parts.setdefault((grid, method), []).append(
-                    resize_fidelity(full, q_shape, method)
-                )
-                if start == 0:
-                    samples[f"{grid}__{method}"] = project_maps(
-                        full[:n_samples], q_shape, method
-                    ).astype(np.uint8)
-    features = {c: np.concatenate([p[c] for p in feature_parts]) for c in FEATURE_COLUMNS}
-    fidelity = {
-        key: {metric: np.concatenate([p[metric] for p in parts]) for metric in parts[0]}
-        for key, parts in fidelity_parts.items()
-    }
+    full = full_size_masks(strategy, n_masks)
+    features = region_features(full)
     grid_features = {
-        grid: {c: np.concatenate([p[c] for p in parts]) for c in FEATURE_COLUMNS}
-        for grid, parts in grid_parts.items()
+        grid: region_features(project_maps(full, q_shape, LATENT_PROJECTION))
+        for grid, q_shape in grids.items()
     }
+    samples = {"full": full[:n_samples].astype(np.uint8)}
+    fidelity = {}
+    for grid, q_shape in grids.items():
+        for method in methods:
+            fidelity[(grid, method)] = resize_fidelity(full, q_shape, method)
+            samples[f"{grid}__{method}"] = project_maps(full[:n_samples], q_shape, method).astype(
+                np.uint8
+            )
     return features, fidelity, samples, grid_features
 
 
@@ -196,7 +180,7 @@ MASK_BATCH = 250  # masks drawn per task: a preset's batches spread over the cor
 
 
 def _measure_named_batch(task: tuple) -> tuple:
-    """One batch of one preset's :func:`measure_preset`, with errors named by the params key.
+    """One batch of one preset's :func:`measure_batch`, with errors named by the params key.
 
     Each batch has its own seed (from the preset's name and the batch's index), so
     a preset's masks are the same whichever worker draws which batch, and a slow
@@ -207,7 +191,7 @@ def _measure_named_batch(task: tuple) -> tuple:
         seed = preset_seed(m["seed"], f"{name}#{index}")
         strategy = build_strategy(preset, geometry, seed=seed, name=name)
         n_samples = m["n_samples"] if index == 0 else 0
-        return measure_preset(strategy, size, n_samples, grids, m["resize_methods"], batch=size)
+        return measure_batch(strategy, size, n_samples, grids, m["resize_methods"])
     except (StrategyError, TypeError, ValueError) as err:
         message = str(err)
         if not message.startswith("preset "):
