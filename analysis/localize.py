@@ -157,10 +157,32 @@ def critical_level(z: np.ndarray, min_cells: int, tol: float = 1e-3) -> float:
     so calibrating a threshold is taking a quantile of normal clips' critical
     levels. Found by bisection (the region only shrinks as t grows).
     """
+    return _bisect_level(z, min_cells, tol)
+
+
+def exceeds_critical_level(
+    z: np.ndarray, threshold: float, min_cells: int, tol: float = 1e-3
+) -> bool:
+    """Exactly ``critical_level(z, min_cells, tol) > threshold``, with less work.
+
+    No region at the threshold means the level cannot exceed it (one labelling
+    instead of a bisection); otherwise the same bisection runs and stops once
+    its lower end passes the threshold or its upper end falls to it, since the
+    answer can then no longer change.
+    """
+    if threshold < 0:  # a map without any region has level 0, which exceeds a negative t
+        return critical_level(z, min_cells, tol) > threshold
+    if not has_region(z, threshold, min_cells):
+        return False
+    level = _bisect_level(z, min_cells, tol, lambda lo, hi: lo > threshold or hi <= threshold)
+    return level > threshold
+
+
+def _bisect_level(z: np.ndarray, min_cells: int, tol: float, stop=None) -> float:
     lo, hi = 0.0, float(z.max())
     if not has_region(z, lo, min_cells):
         return 0.0
-    while hi - lo > tol * max(hi, 1.0):
+    while hi - lo > tol * max(hi, 1.0) and not (stop and stop(lo, hi)):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if has_region(z, mid, min_cells) else (lo, mid)
     return lo
@@ -443,27 +465,33 @@ def detect_regions(
     threshold: float,
     loc: dict[str, Any],
     cell_level: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_levels: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Clip-level regions of anomalous clips against all normal clips of their ID.
 
     A clip is detected when its critical level passes ``threshold``; its region
     is drawn at ``max(threshold, cell_level)``. Returns the (n_anomaly, n_mels,
-    T) bool regions and each clip's critical level.
+    T) bool regions and each clip's critical level (None without
+    ``with_levels``: the same regions, found with less work).
     """
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
     mean, scale = reference_stats(normal, loc["window_frames"])
     z = z_maps(anomaly, mean, scale, smooth)
-    levels = np.array([critical_level(zi, loc["min_region_cells"]) for zi in z])
+    min_cells = loc["min_region_cells"]
+    levels = np.array([critical_level(zi, min_cells) for zi in z]) if with_levels else None
     # A clip has a region exactly when its critical level passes the threshold (as calibrated);
     # gap closing then only reshapes the region it has.
+    detected = (
+        levels > threshold
+        if levels is not None
+        else [exceeds_critical_level(zi, threshold, min_cells) for zi in z]
+    )
     regions = np.stack(
         [
-            clean_region(
-                zi > max(threshold, cell_level), loc["min_region_cells"], loc["merge_gap_frames"]
-            )
-            if level > threshold
+            clean_region(zi > max(threshold, cell_level), min_cells, loc["merge_gap_frames"])
+            if found
             else np.zeros(zi.shape, dtype=bool)
-            for zi, level in zip(z, levels, strict=True)
+            for zi, found in zip(z, detected, strict=True)
         ]
     )
     return regions, levels

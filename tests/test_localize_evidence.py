@@ -291,3 +291,29 @@ def test_localize_output_does_not_depend_on_the_number_of_cores(params, tmp_path
         outputs[n_jobs] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert outputs[1] == outputs[2]
     assert len(outputs[1]) == 3
+
+
+def test_exceeds_critical_level_agrees_with_the_bisection_exactly():
+    """The early-stopping test must answer ``critical_level(z) > t`` for every t, including t
+    at the level itself, just below and above it, at 0, negative, and for a map without any
+    region; the power stage relies on it in place of the level."""
+    from scipy import ndimage
+
+    from analysis.localize import critical_level, exceeds_critical_level
+
+    rng = np.random.default_rng(3)
+    min_cells = 40
+    maps = [np.abs(ndimage.uniform_filter(rng.standard_normal((64, 96)), 3)) for _ in range(12)]
+    band = maps[0].copy()
+    band[20:24, 10:80] += 2.0  # one clear region
+    maps += [band, np.zeros((64, 96)), np.ones((4, 5))]  # the last smaller than min_cells
+    checked = 0
+    for z in maps:
+        level = critical_level(z, min_cells)
+        eps = 1e-3 * max(level, 1.0)
+        thresholds = [-0.5, 0.0, level, level - eps / 7, level + eps / 7, level * 0.5, level * 2]
+        thresholds += list(rng.uniform(0, 3, 10))
+        for t in thresholds:
+            assert exceeds_critical_level(z, t, min_cells) == (level > t), (level, t)
+            checked += 1
+    assert checked == 15 * 17
