@@ -147,17 +147,40 @@ def band(f_lo: float, f_hi: float, edge_hz: float = 30.0) -> Callable:
     return response
 
 
+@lru_cache(maxsize=4)
+def _sample_sums(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For samples i = 0..n-1: i + 1 and i (i + 1) / 2 (running sums of 1 and of i), float64."""
+    i = np.arange(n, dtype=np.float64)
+    count, triangle = i + 1, i * (i + 1) / 2
+    count.flags.writeable = triangle.flags.writeable = False
+    return count, triangle
+
+
 def tone(
     t: np.ndarray, hz: float, rng: np.random.Generator, drift: float = 0.0, wobble: float = 0.0
 ) -> np.ndarray:
-    """A unit-amplitude sinusoid whose frequency drifts linearly and wobbles slowly."""
+    """A unit-amplitude sinusoid whose frequency drifts linearly and wobbles slowly.
+
+    ``t`` is the clip's time axis, ``arange(n) / SR``. The phase is the running sum
+    of the instantaneous frequency ``hz (1 + drift (t / t[-1] - 0.5) + wobble
+    slow(t))``: its constant and linear parts summed in closed form (float64),
+    the slow wobble (float32, it is 0.001 of the frequency) by a running sum,
+    wrapped to [0, 1) cycles before a float32 sine (several times faster than
+    float64, and exact enough for 16-bit output once the phase is small).
+    """
+    n = t.size
     rate = 0.2 + 0.3 * rng.random()
-    # The slow wobble in float32; the phase summed in float64 and wrapped to [0, 1) cycles
-    # before a float32 sine (float32 sines are several times faster, and exact enough for
-    # 16-bit output once the phase is small).
-    slow = np.sin((2 * np.pi * rate) * t.astype(np.float32) + np.float32(rng.uniform(0, 6.3)))
-    inst = hz * (1 + drift * (t / t[-1] - 0.5) + wobble * slow)
-    cycles = np.cumsum(inst) / SR + rng.uniform(0, 1)
+    slow_phase = np.float32(rng.uniform(0, 6.3))
+    count, triangle = _sample_sums(n)
+    cycles = count * (hz * (1 - 0.5 * drift) / SR)
+    if drift:
+        cycles += triangle * (hz * drift / (max(n - 1, 1) * SR))
+    if wobble:
+        slow = np.sin(
+            np.float32(2 * np.pi * rate / SR) * np.arange(n, dtype=np.float32) + slow_phase
+        )
+        cycles += np.cumsum(slow) * (hz * wobble / SR)
+    cycles += rng.uniform(0, 1)
     cycles -= np.floor(cycles)
     return np.sin((2 * np.pi) * cycles.astype(np.float32)).astype(np.float64)
 

@@ -7,7 +7,7 @@ from analysis.io import read_csv
 from analysis.localize import truth_map
 from analysis.mel import MelGeometry
 from analysis.params import MACHINE_TYPES
-from analysis.synthesize import band, shaped_noise, synthesize
+from analysis.synthesize import band, shaped_noise, synthesize, tone
 
 # The comparison averages each log-mel over 3 frames (about 0.1 s) first: a single STFT frame
 # of noise varies by several dB from clip to clip, which says nothing about where the anomaly
@@ -200,3 +200,21 @@ def test_shaped_noise_drawn_as_a_spectrum_is_white_noise_filtered(n):
     assert power[(freqs > 1950) & (freqs < 3050)].sum() > 0.99 * power.sum()
     # Unit gain in the band: the variance is the band's share of the spectrum.
     assert banded.var() == pytest.approx(1000 / 8000, rel=0.3 if n < 10_000 else 0.05)
+
+
+@pytest.mark.parametrize(
+    "hz, drift, wobble", [(100.0, 0.003, 0.001), (1234.5, 0.002, 0.0), (7000.0, 0.0, 0.0)]
+)
+def test_tone_phase_in_closed_form_equals_the_running_sum(hz, drift, wobble):
+    """The tone's phase is the running sum of its instantaneous frequency; the closed form
+    (and float32 wobble) must agree with summing it sample by sample in float64."""
+    n, sr = 160_000, 16_000
+    t = np.arange(n) / sr
+    rng = np.random.default_rng(1)
+    # The definition, with the same random draws in the same order.
+    rate, slow_phase = 0.2 + 0.3 * rng.random(), rng.uniform(0, 6.3)
+    slow = np.sin(2 * np.pi * rate * t + np.float64(np.float32(slow_phase)))
+    inst = hz * (1 + drift * (t / t[-1] - 0.5) + wobble * slow)
+    expected = np.sin(2 * np.pi * (np.cumsum(inst) / sr + rng.uniform(0, 1)))
+    got = tone(t, hz, np.random.default_rng(1), drift=drift, wobble=wobble)
+    assert got.shape == (n,) and np.abs(got - expected).max() < 1e-3
