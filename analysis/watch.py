@@ -99,10 +99,11 @@ def watch(
     # when the watch ends.
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, signal.default_int_handler) for s in stop_signals}
-    seen = snapshot(paths)
-    print(f"watch: watching {', '.join(str(p) for p in paths)} (Ctrl-C to stop)", flush=True)
-    changed_at = None
     try:
+        # Inside the try: a stop signal right after this line is a clean stop too (it used to
+        # arrive before the try now and then, and ended the watch as "interrupted").
+        seen, changed_at = snapshot(paths), None
+        print(f"watch: watching {', '.join(str(p) for p in paths)} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(poll_s)
             now = snapshot(paths)
