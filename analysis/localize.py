@@ -205,6 +205,7 @@ def out_of_fold_levels(
     every clip's out-of-fold |z| cells (for :func:`delineation_level`). No clip
     is ever part of the reference it is measured against.
     """
+    normal = np.asarray(normal, dtype=np.float64)  # no copy when it already is
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
     folds = fold_of(normal.shape[0], loc["n_folds"])
     levels = np.zeros(normal.shape[0])
@@ -606,7 +607,7 @@ class IdTask:
 
     machine_type: str
     machine_id: str
-    normal: np.ndarray  # (n, n_mels, T) normal test clips of the ID
+    normal: np.ndarray  # (n, n_mels, T) normal test clips of the ID (as stored, float32)
     anomaly: np.ndarray  # (m, n_mels, T) anomalous test clips
     files: list[str]  # the anomalous clips' files
     threshold: float | None  # calibrated clip-level threshold (|z|)
@@ -629,12 +630,8 @@ def localize_id(task: IdTask) -> dict[str, Any]:
         task.loc,
         task.geometry,
     )
-    normal, anomaly, files, truth_by_file = (
-        task.normal,
-        task.anomaly,
-        task.files,
-        task.truth_by_file,
-    )
+    files, truth_by_file = task.files, task.truth_by_file
+    normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
     threshold, cell_level = task.threshold, task.cell_level
     if anomaly.shape[0] == 0:
         return {"status": "not enough evidence: no anomalous test clips"}
@@ -743,8 +740,9 @@ def localize(
     per_id: dict[str, Any] = {}
     for machine_id in sorted(set(data["machine_id"].tolist())):
         pick = data["machine_id"] == machine_id
-        normal = data["logmel"][pick & (data["label"] == 0)].astype(np.float64)
-        anomaly = data["logmel"][pick & (data["label"] == 1)].astype(np.float64)
+        # float32 as stored: the workers compute in float64 (half the memory sent to them).
+        normal = data["logmel"][pick & (data["label"] == 0)]
+        anomaly = data["logmel"][pick & (data["label"] == 1)]
         files = data["file"][pick & (data["label"] == 1)].tolist()
         per_id[machine_id] = {"n_normal": int(normal.shape[0]), "n_anomaly": int(anomaly.shape[0])}
         if normal.shape[0] < loc["min_normal_clips"]:
