@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from threadpoolctl import threadpool_limits
 
 from analysis.checks import check_mel_filters
 from analysis.dcase import (
@@ -37,7 +36,7 @@ from analysis.dcase import (
 )
 from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
-from analysis.workers import keep_freed_memory, process_pool, resolve_n_jobs
+from analysis.workers import parallel_map, resolve_n_jobs
 
 CHUNK_CLIPS = 16  # fixed, so chunked sums do not depend on the number of processes
 PCM16_SCALE = np.float32(1 / 32768)
@@ -219,14 +218,7 @@ def extract(
 
     warm_up(geometry)
     with contextlib.ExitStack() as stack:
-        # One BLAS thread in every path: the mel matmul's summation order, and so the last
-        # bits of the output, must not depend on how many processes or threads run.
-        if n_jobs > 1:
-            mapper = stack.enter_context(process_pool(n_jobs)).map
-        else:
-            stack.enter_context(threadpool_limits(1))
-            keep_freed_memory()
-            mapper = map
+        mapper = parallel_map(stack, n_jobs)  # same bytes on any number of cores
 
         def run(group: list[Clip], keep_logmels: bool):
             tasks = [

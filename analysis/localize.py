@@ -40,12 +40,11 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from threadpoolctl import threadpool_limits
 
 from analysis.io import load_npz, log, read_csv, save_npz, write_csv, write_json
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
-from analysis.workers import process_pool, resolve_n_jobs
+from analysis.workers import parallel_map, resolve_n_jobs
 
 REGION_COLUMNS = (
     "file",
@@ -622,7 +621,8 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     clips, their features and IoU with any ground truth, the maps, and the ID-level test.
 
     Returns ``{"status": ...}`` when there is nothing to localize, else the ID's
-    ``arrays`` (for the npz), region ``rows``, ``regions``, ``files`` and ``summary``.
+    ``arrays`` (for the npz), region ``rows``, ``regions`` (in ``task.files`` order)
+    and ``summary``.
     """
     machine_type, machine_id, loc, geometry = (
         task.machine_type,
@@ -630,11 +630,11 @@ def localize_id(task: IdTask) -> dict[str, Any]:
         task.loc,
         task.geometry,
     )
+    if task.anomaly.shape[0] == 0:
+        return {"status": "not enough evidence: no anomalous test clips"}
     files, truth_by_file = task.files, task.truth_by_file
     normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
     threshold, cell_level = task.threshold, task.cell_level
-    if anomaly.shape[0] == 0:
-        return {"status": "not enough evidence: no anomalous test clips"}
     arrays: dict[str, np.ndarray] = {}
     region_rows: list[dict[str, Any]] = []
     maps = localization_maps(normal, anomaly)
@@ -703,13 +703,7 @@ def localize_id(task: IdTask) -> dict[str, Any]:
         "mean_iou": float(np.mean(ious)) if ious else None,
         "median_centre_error_bins": float(np.median(centre_errors)) if centre_errors else None,
     }
-    return {
-        "arrays": arrays,
-        "rows": region_rows,
-        "regions": regions,
-        "files": files,
-        "summary": summary,
-    }
+    return {"arrays": arrays, "rows": region_rows, "regions": regions, "summary": summary}
 
 
 def localize(
@@ -756,14 +750,7 @@ def localize(
     threshold, cell_level = None, None
     n_jobs = min(resolve_n_jobs(0), len(by_id))
     with contextlib.ExitStack() as stack:
-        # One BLAS thread in every path (pool workers have one): the float32 matmuls of the
-        # permutation test round differently with two threads, and the output must not
-        # depend on how many cores ran it.
-        if n_jobs > 1:
-            mapper = stack.enter_context(process_pool(n_jobs)).map
-        else:
-            stack.enter_context(threadpool_limits(1))
-            mapper = map
+        mapper = parallel_map(stack, n_jobs)  # same bytes on any number of cores
         if by_id:
             calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc, mapper)
             threshold, cell_level = calibration.threshold, calibration.cell_level
@@ -800,7 +787,7 @@ def localize(
             arrays.update(result["arrays"])
             region_rows.extend(result["rows"])
             all_regions.append(result["regions"])
-            region_files.extend(result["files"])
+            region_files.extend(by_id[machine_id][2])
             per_id[machine_id].update(result["summary"])
     found_rows = [r for r in region_rows if r["found"]]
     type_feats = {c: np.array([r[c] for r in found_rows], dtype=float) for c in FEATURE_COLUMNS}

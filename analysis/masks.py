@@ -31,7 +31,7 @@ from analysis.strategies import (  # noqa: F401 - re-exported for earlier caller
     project_maps,
 )
 from analysis.strategies import build_strategy as _build_strategy
-from analysis.workers import process_pool, resolve_n_jobs
+from analysis.workers import parallel_map, resolve_n_jobs
 
 # How masks and real regions are projected for the latent-grid scores: what training does.
 LATENT_PROJECTION = "any_cell"
@@ -241,7 +241,7 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
     with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as stack:
         # Batches are independent and seeded by preset name and index: measured on all
         # cores, in any order, the results are the same; map() returns them in order.
-        mapper = stack.enter_context(process_pool(n_jobs)).map if n_jobs > 1 else map
+        mapper = parallel_map(stack, n_jobs)
         results = iter(mapper(_measure_named_batch, tasks))
         for name, preset in m["presets"].items():
             parts = [next(results) for _ in batches]

@@ -7,9 +7,11 @@ keeps freed memory for its next task instead of returning it to the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from threadpoolctl import threadpool_limits
@@ -57,3 +59,18 @@ def init_worker() -> None:
 def process_pool(n_jobs: int) -> ProcessPoolExecutor:
     """A pool of ``n_jobs`` workers set up by :func:`init_worker`."""
     return ProcessPoolExecutor(n_jobs, initializer=init_worker)
+
+
+def parallel_map(stack: contextlib.ExitStack, n_jobs: int) -> Callable:
+    """``map`` over a pool of ``n_jobs`` workers, or in this process when ``n_jobs`` is 1.
+
+    The serial path is set up like a worker (one BLAS thread, freed memory kept),
+    so results do not depend on how many processes ran: two BLAS threads round
+    float32 matmuls (the mel filter bank, the permutation test) differently from
+    one. The pool, or the thread limit, lasts as long as ``stack``.
+    """
+    if n_jobs > 1:
+        return stack.enter_context(process_pool(n_jobs)).map
+    stack.enter_context(threadpool_limits(1))
+    keep_freed_memory()
+    return map
