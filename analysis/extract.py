@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,22 +25,21 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from analysis.artifacts import TestFeatures, TrainStats, write_features
 from analysis.checks import check_mel_filters
 from analysis.dcase import (
-    GROUND_TRUTH_COLUMNS,
     UNLABELLED_REASON,
     Clip,
     DataLayoutError,
     discover_clips,
 )
-from analysis.io import Progress, atomic_dir, iter_chunks, log, save_npz, write_csv, write_json
+from analysis.io import Progress, atomic_dir, iter_chunks, log
 from analysis.mel import MelGeometry
 from analysis.workers import parallel_map, resolve_n_jobs
 
 CHUNK_CLIPS = 16  # fixed, so chunked sums do not depend on the number of processes
 PCM16_SCALE = np.float32(1 / 32768)
 STD_FLOOR_DB = 1e-3  # a bin constant over all train frames is divided by this, not by 0
-SKIPPED_COLUMNS = ("file", "reason")
 
 
 class ClipError(Exception):
@@ -217,6 +215,46 @@ def extract(
     notes: Counter = Counter()
 
     warm_up(geometry)
+    count, mean, std, kept, logmel, n_frames = two_passes(
+        root, machine_type, train, test, geometry, features, skipped, notes, progress
+    )
+    skipped.sort()
+    progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
+
+    warnings = id_warnings(kept, skipped)
+    for message in warnings:
+        log(f"warning: {machine_type}: {message}")
+    for file, reason in skipped:
+        log(f"skipped: {file}: {reason}")
+
+    truth = root / machine_type / "ground_truth.csv"
+    with atomic_dir(out_dir) as tmp:
+        write_features(
+            tmp,
+            TestFeatures(
+                logmel,
+                np.array([c.label for c in kept], dtype=np.int8),
+                np.array([c.machine_id for c in kept], dtype=str),
+                np.array([c.file for c in kept], dtype=str),
+                n_frames,
+            ),
+            TrainStats(
+                mean.astype(np.float32), std.astype(np.float32), count, n_train_used(clips, skipped)
+            ),
+            skipped,
+            truth if truth.is_file() else None,
+            source_summary(root, machine_type, clips, kept, skipped, notes, warnings),
+        )
+    log(f"extract {machine_type}: {len(kept)} test clips -> {out_dir}")
+    return out_dir
+
+
+def two_passes(root, machine_type, train, test, geometry, features, skipped, notes, progress):
+    """Pass 1: per-bin train moments (streamed); pass 2: the normalized test log-mels.
+
+    Returns (train frame count, mean, std, kept test clips, their log-mels, real frames).
+    """
+    n_jobs = resolve_n_jobs(features["n_jobs"])
     with contextlib.ExitStack() as stack:
         mapper = parallel_map(stack, n_jobs)  # same bytes on any number of cores
 
@@ -250,46 +288,7 @@ def extract(
             notes,
             progress,
         )
-    skipped.sort()
-    progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
-
-    warnings = id_warnings(kept, skipped)
-    for message in warnings:
-        log(f"warning: {machine_type}: {message}")
-    for file, reason in skipped:
-        log(f"skipped: {file}: {reason}")
-
-    with atomic_dir(out_dir) as tmp:
-        save_npz(
-            tmp / "test.npz",
-            compress=False,
-            logmel=logmel,
-            label=np.array([c.label for c in kept], dtype=np.int8),
-            machine_id=np.array([c.machine_id for c in kept], dtype=str),
-            file=np.array([c.file for c in kept], dtype=str),
-            n_frames=n_frames,
-        )
-        save_npz(
-            tmp / "train_stats.npz",
-            mean=mean.astype(np.float32),
-            std=std.astype(np.float32),
-            count=np.int64(count),
-            n_clips=np.int64(n_train_used(clips, skipped)),
-        )
-        write_csv(
-            tmp / "skipped.csv", [{"file": f, "reason": r} for f, r in skipped], SKIPPED_COLUMNS
-        )
-        truth = root / machine_type / "ground_truth.csv"
-        if truth.is_file():
-            shutil.copyfile(truth, tmp / "ground_truth.csv")
-        else:
-            write_csv(tmp / "ground_truth.csv", [], GROUND_TRUTH_COLUMNS)
-        write_json(
-            tmp / "source.json",
-            source_summary(root, machine_type, clips, kept, skipped, notes, warnings),
-        )
-    log(f"extract {machine_type}: {len(kept)} test clips -> {out_dir}")
-    return out_dir
+    return count, mean, std, kept, logmel, n_frames
 
 
 def train_moments(chunks, n_mels, skipped, notes, progress) -> tuple[int, np.ndarray, np.ndarray]:

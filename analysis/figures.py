@@ -7,7 +7,7 @@ lists, so a figure cannot be referenced without existing.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
 
+from analysis.artifacts import (  # noqa: E402
+    fitted_settings,
+    is_ok,
+    read_fidelity,
+    read_localization_arrays,
+    read_localization_summary,
+    read_mask_rows,
+    read_mask_samples,
+    read_masks_meta,
+    read_power,
+    read_recommendations,
+    read_region_rows,
+    sample_key,
+    write_manifest,
+)
 from analysis.checks import check_colormaps  # noqa: E402
-from analysis.io import atomic_dir, load_npz, log, read_csv, read_json, write_json  # noqa: E402
-from analysis.masks import build_strategy, read_masks_meta  # noqa: E402
+from analysis.io import atomic_dir, log  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
-from analysis.recommend import FIT_KEYS  # noqa: E402
+from analysis.plotting import (  # noqa: E402
+    FigureSet,
+    binary_map_grid,
+    label_frame_axis,
+    label_mel_axis,
+    show_map,
+    slug,
+)
 from analysis.regions import SCORE_FEATURES, score_transform  # noqa: E402
+from analysis.strategies.factory import build_strategy  # noqa: E402
 from analysis.workers import process_pool, resolve_n_jobs  # noqa: E402
 
 FEATURE_LABELS = {
@@ -38,62 +59,15 @@ FEATURE_LABELS = {
 }
 
 
-def slug(text: str) -> str:
-    """A cross-reference-safe id part: lowercase letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
-class FigureSet:
-    """Saves figures into a folder and records them for the manifest."""
-
-    def __init__(self, folder: Path, dpi: int) -> None:
-        self.folder, self.dpi, self.entries = folder, dpi, []
-
-    def save(self, fig, fig_id: str, caption: str, section: str, **extra: Any) -> None:
-        file = f"{fig_id.removeprefix('fig-')}.png"
-        # No bbox_inches="tight": every figure lays itself out (constrained layout or set
-        # margins), and "tight" draws each figure twice.
-        fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
-        plt.close(fig)
-        self.entries.append(
-            {"id": fig_id, "file": file, "caption": caption, "section": section, **extra}
-        )
-
-
-def label_mel_axis(ax, geometry: MelGeometry, axis: str = "y") -> None:
-    """Mel-bin ticks labelled with the bin and its centre frequency: ``40 (828)`` = bin 40, 828 Hz."""
-    bins = np.linspace(0, geometry.n_mels - 1, 5).round().astype(int)
-    labels = [f"{b} ({geometry.bin_to_hz(b):.0f})" for b in bins]
-    if axis == "y":
-        ax.set_yticks(bins, labels, fontsize=6)
-        ax.set_ylabel("mel bin (Hz)", fontsize=7)
-    else:
-        ax.set_xticks(bins, labels, fontsize=6)
-        ax.set_xlabel("mel bin (Hz)", fontsize=7)
-
-
-def label_frame_axis(ax, geometry: MelGeometry) -> None:
-    """Frame ticks labelled with the frame and its time: ``160 (5.1)`` = frame 160, 5.1 s."""
-    frames = np.arange(0, geometry.target_T + 1, max(1, round(geometry.target_T / 3.2, -1)))
-    ax.set_xticks(frames, [f"{f} ({geometry.frame_to_seconds(f):.1f})" for f in frames], fontsize=6)
-    ax.set_xlabel("frame (s)", fontsize=7)
-
-
-def show_map(ax, image, title, cmap, geometry=None, symmetric=False, **kw):
-    if symmetric:
-        limit = float(np.nanmax(np.abs(image))) or 1.0
-        kw.update(vmin=-limit, vmax=limit)
-    im = ax.imshow(image, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest", **kw)
-    ax.set_title(title, fontsize=8)
-    ax.tick_params(labelsize=6)
-    if geometry is not None:
-        label_frame_axis(ax, geometry)
-        label_mel_axis(ax, geometry)
-    return im
-
-
 def localization_figure(
-    figs: FigureSet, machine_type: str, machine_id: str, maps: dict, summary: dict, geometry, cfg
+    figs: FigureSet,
+    machine_type: str,
+    machine_id: str,
+    maps: dict,
+    pooled: np.ndarray | None,
+    summary: dict,
+    geometry,
+    cfg,
 ) -> None:
     """The seed's three panels plus the excess map and its two profiles."""
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.6))
@@ -107,7 +81,6 @@ def localization_figure(
     for ax, (key, title, cmap, symmetric) in zip(axes.flat[:4], panels, strict=True):
         im = show_map(ax, maps[key], title, cmap, geometry, symmetric=symmetric)
         fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
-    pooled = maps.get("pooled_region")
     if pooled is not None and pooled.any():
         # The ID-level (pooled) region, outlined on the excess map.
         axes[1, 0].contour(pooled.astype(float), levels=[0.5], colors="k", linewidths=0.8)
@@ -143,88 +116,16 @@ def localization_figure(
     )
 
 
-def map_mosaic(
-    rows: list[list[np.ndarray]], n: int, gap_fraction: float = 0.08
-) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]]]:
-    """0/1 maps tiled into one float image, top row first; NaN in gaps and empty slots.
-
-    Every map is brought to the largest map's shape by nearest-neighbour
-    indexing (a q-grid cell covers exactly the spectrogram cells it stands
-    for) and flipped so that its first row, the lowest mel bin, is at the
-    tile's bottom. Returns the image and the (start, size) in pixels of every
-    tile row and tile column.
-    """
-    maps = [m for row in rows for m in row[:n]]
-    tile_h = max(m.shape[0] for m in maps)
-    tile_w = max(m.shape[1] for m in maps)
-    gap_h = max(1, round(gap_fraction * tile_h))
-    gap_w = max(1, round(gap_fraction * tile_w / 2))
-    row_spans = [(r * (tile_h + gap_h), tile_h) for r in range(len(rows))]
-    col_spans = [(j * (tile_w + gap_w), tile_w) for j in range(n)]
-    image = np.full((row_spans[-1][0] + tile_h, col_spans[-1][0] + tile_w), np.nan, np.float32)
-    for (top, _), row in zip(row_spans, rows, strict=True):
-        for (left, _), tile in zip(col_spans, row[:n], strict=False):
-            rows_idx = (np.arange(tile_h) * tile.shape[0]) // tile_h
-            cols_idx = (np.arange(tile_w) * tile.shape[1]) // tile_w
-            image[top : top + tile_h, left : left + tile_w] = tile[rows_idx[::-1]][:, cols_idx]
-    return image, row_spans, col_spans
-
-
-def binary_map_grid(
-    rows: list[tuple[str, list[np.ndarray]]],
-    n: int,
-    width_in: float,
-    row_in: float,
-    column_titles=None,
-):
-    """A grid of 0/1 maps: one labelled row per source, ``n`` columns (black = masked).
-
-    One image in one axes (see :func:`map_mosaic`), with a thin frame around
-    every map: a 30-map grid then draws in a fraction of the time that 30
-    axes take, and looks the same.
-    """
-    image, row_spans, col_spans = map_mosaic([maps for _, maps in rows], n)
-    fig, ax = plt.subplots(figsize=(width_in, row_in * len(rows) + 0.3), layout="constrained")
-    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
-    ax.imshow(image, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="antialiased")
-    frames = [
-        [
-            (x - 0.5, y - 0.5),
-            (x + w - 0.5, y - 0.5),
-            (x + w - 0.5, y + h - 0.5),
-            (x - 0.5, y + h - 0.5),
-            (x - 0.5, y - 0.5),
-        ]
-        for (y, h), (_, maps) in zip(row_spans, rows, strict=True)
-        for (x, w), _ in zip(col_spans, maps[:n], strict=False)
-    ]
-    ax.add_collection(LineCollection(frames, colors="0.55", linewidths=0.6, clip_on=False))
-    ax.set_yticks(
-        [y + h / 2 for y, h in row_spans],
-        [label.replace("_", " ").replace(", ", ",\n") for label, _ in rows],
-        fontsize=8,
-    )
-    if column_titles:
-        ax.set_xticks([x + w / 2 for x, w in col_spans], column_titles[:n], fontsize=8)
-        ax.xaxis.set_ticks_position("top")
-    else:
-        ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    return fig
-
-
 def mask_grid_figure(
     figs: FigureSet, preset: str, samples: dict, grids: dict, methods: list[str], n: int
 ) -> None:
     """Mask samples at spectrogram size and on every grid with every resize method."""
     rows = [("full", "spectrogram size")] + [
-        (f"{g}__{m}", f"{g} {grids[g][0]}×{grids[g][1]}, {m}") for g in grids for m in methods
+        (sample_key(g, m), f"{g} {grids[g][0]}×{grids[g][1]}, {m}") for g in grids for m in methods
     ]
-    n = min(n, samples[f"{preset}__full"].shape[0])
+    n = min(n, samples["full"].shape[0])
     fig = binary_map_grid(
-        [(label, samples[f"{preset}__{key}"]) for key, label in rows],
+        [(label, samples[key]) for key, label in rows],
         n,
         1.25 * n + 1.0,
         1.15,
@@ -253,7 +154,9 @@ def strategy_outputs_figure(
     n = 5
     rows = []
     for r, (label, preset) in enumerate(settings.items()):
-        strategy = build_strategy(preset, geometry, q_shape=q_shape, seed=seed + r)
+        strategy = build_strategy(
+            preset, geometry.spectrogram_shape, q_shape=q_shape, seed=seed + r
+        )
         rows.append((label, list(strategy(n, "cpu")[:, 0].numpy())))
     fig = binary_map_grid(rows, n, 1.25 * n + 1.0, 1.05)
     figs.save(fig, fig_id, caption, "strategy")
@@ -281,9 +184,7 @@ def real_vs_synthetic_figure(
 
 
 def _full(preset: dict, geometry: MelGeometry, seed: int, n: int) -> np.ndarray:
-    from analysis.masks import full_size_masks
-
-    return full_size_masks(build_strategy(preset, geometry, seed=seed), n)
+    return build_strategy(preset, geometry.spectrogram_shape, seed=seed).full_size(n)
 
 
 def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> None:
@@ -292,11 +193,11 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
     records = []
     for machine_type, rows in real_by_type.items():
         for r in rows:
-            if r["found"] == "1":
-                records += [(f"real: {machine_type}", f, float(r[f])) for f in SCORE_FEATURES]
+            if r["found"]:
+                records += [(f"real: {machine_type}", f, r[f]) for f in SCORE_FEATURES]
     for r in mask_rows:
-        if r["area_fraction"]:
-            records += [(f"preset: {r['preset']}", f, float(r[f])) for f in SCORE_FEATURES]
+        if not np.isnan(r["area_fraction"]):  # empty masks have no features
+            records += [(f"preset: {r['preset']}", f, r[f]) for f in SCORE_FEATURES]
     sources = list(dict.fromkeys(s for s, _, _ in records))
     # Two rows of panels, so the figure stays readable at A4 width.
     cols = 3
@@ -341,7 +242,7 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
 
 
 def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
-    rows = [r for r in recs if r["machine_id"] == "all" and r.get("status") == "ok"]
+    rows = [r for r in recs if r["machine_id"] == "all" and is_ok(r)]
     names = [*presets, "recommended"]
     matrix = np.array([[r.get(f"score_{p}", np.nan) for r in rows] for p in names], dtype=float)
     fig, ax = plt.subplots(
@@ -456,15 +357,15 @@ def overview_figure(figs, machine_types, loc_by_type, geometry) -> None:
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, machine_type in zip(axes.flat, machine_types, strict=False):
-        loc = loc_by_type[machine_type]
-        ids = sorted({k.split("__")[0] for k in loc if k.endswith("__diff")})
+        maps = loc_by_type[machine_type].maps
+        ids = sorted(maps)
         if not ids:
             ax.set_title(f"{machine_type}: no localization", fontsize=8)
             ax.axis("off")
             continue
         im = show_map(
             ax,
-            loc[f"{ids[0]}__diff"],
+            maps[ids[0]]["diff"],
             f"{machine_type} / {ids[0]}",
             "RdBu_r",
             geometry,
@@ -492,6 +393,148 @@ def _draw(task: tuple) -> list[dict[str, Any]]:
     return figs.entries
 
 
+@dataclass(frozen=True)
+class FigureInputs:
+    """What the figures stage reads, once (the jobs take the parts they draw)."""
+
+    geometry: MelGeometry
+    cfg: dict[str, Any]
+    machine_types: list[str]
+    presets: dict[str, dict[str, Any]]
+    grids: dict[str, tuple[int, int]]
+    resize_methods: list[str]
+    samples: dict[str, dict[str, np.ndarray]]
+    recs: list[dict[str, Any]]
+    fitted: dict[str, dict[str, Any]]
+    loc_arrays: dict[str, Any]
+    summaries: dict[str, dict[str, Any]]
+    region_rows: dict[str, list[dict[str, Any]]]
+    seed: int
+
+
+def read_inputs(params: dict[str, Any], build_dir: Path) -> FigureInputs:
+    masks_meta = read_masks_meta(build_dir / "masks")
+    recs = read_recommendations(build_dir / "recommendations.json")
+    machine_types = params["data"]["machine_types"]
+    loc_dir = build_dir / "localization"
+    return FigureInputs(
+        geometry=MelGeometry.from_params(params),
+        cfg=params["figures"],
+        machine_types=machine_types,
+        presets=masks_meta["presets"],
+        grids=masks_meta["grids"],
+        resize_methods=masks_meta["resize_methods"],
+        samples=read_mask_samples(build_dir / "masks"),
+        recs=recs["rows"],
+        fitted=fitted_settings(recs),
+        loc_arrays={t: read_localization_arrays(loc_dir, t) for t in machine_types},
+        summaries={t: read_localization_summary(loc_dir, t) for t in machine_types},
+        region_rows={t: read_region_rows(loc_dir, t) for t in machine_types},
+        seed=params["masks"]["seed"],
+    )
+
+
+def localization_jobs(inp: FigureInputs) -> list[tuple]:
+    """The overview and one six-panel figure per localized machine ID."""
+    jobs: list[tuple] = [(overview_figure, inp.machine_types, inp.loc_arrays, inp.geometry)]
+    for machine_type in inp.machine_types:
+        arrays = inp.loc_arrays[machine_type]
+        for machine_id, summary in inp.summaries[machine_type]["ids"].items():
+            if summary.get("status") == "ok":
+                pooled = arrays.pooled.get(machine_id, {}).get("all")
+                maps = arrays.maps[machine_id]
+                jobs.append(
+                    (
+                        localization_figure,
+                        machine_type,
+                        machine_id,
+                        maps,
+                        pooled,
+                        summary,
+                        inp.geometry,
+                        inp.cfg,
+                    )
+                )
+    return jobs
+
+
+def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> list[tuple]:
+    """Mask samples per preset, resize fidelity, and the strategy's own outputs on q_bot."""
+    n = inp.cfg["n_mask_samples"]
+    jobs: list[tuple] = [
+        (mask_grid_figure, preset, inp.samples[preset], inp.grids, inp.resize_methods, n)
+        for preset in inp.presets
+    ]
+    jobs.append((fidelity_figure, fidelity_rows))
+    q_bot = inp.grids.get("q_bot", next(iter(inp.grids.values())))
+    grid_text = f"on the {q_bot[0]}×{q_bot[1]} grid"
+    seed_settings = {
+        name: inp.presets[name] for name in ("current", "proposed") if name in inp.presets
+    }
+    if seed_settings:
+        caption = (
+            f"AudioSpecificStrategy outputs {grid_text} (any-cell projection, as training "
+            "projects it) with the seed's current and proposed settings."
+        )
+        jobs.append(
+            (
+                strategy_outputs_figure,
+                seed_settings,
+                inp.geometry,
+                q_bot,
+                inp.seed,
+                "fig-strategy-seed",
+                caption,
+            )
+        )
+    if inp.fitted:
+        settings = {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in inp.fitted.items()}
+        caption = f"AudioSpecificStrategy outputs {grid_text} with the setting fitted for each machine type."
+        jobs.append(
+            (
+                strategy_outputs_figure,
+                settings,
+                inp.geometry,
+                q_bot,
+                inp.seed,
+                "fig-strategy-fitted",
+                caption,
+            )
+        )
+    return jobs
+
+
+def comparison_jobs(inp: FigureInputs) -> list[tuple]:
+    """Real regions beside masks of every preset and of the fitted setting, per machine type.
+
+    The masks stage's own samples stand for the presets (no second draw, and no torch
+    import for Perlin in the figure workers); the fitted setting is drawn here.
+    """
+    preset_masks = {name: list(inp.samples[name]["full"][:4].astype(bool)) for name in inp.presets}
+    jobs = []
+    for machine_type in inp.machine_types:
+        found = [r["file"] for r in inp.region_rows[machine_type] if r["found"]][:4]
+        if not found:
+            continue
+        fitted = inp.fitted.get(machine_type)
+        fitted_masks = (
+            list(_full({"kind": "audio_specific", **fitted}, inp.geometry, inp.seed, 4))
+            if fitted is not None
+            else None
+        )
+        arrays = inp.loc_arrays[machine_type]
+        jobs.append(
+            (
+                real_vs_synthetic_figure,
+                machine_type,
+                [arrays.region_of(f) for f in found],
+                preset_masks,
+                fitted_masks,
+            )
+        )
+    return jobs
+
+
 def figures(
     params: dict[str, Any], build_dir: str | Path = "build", out_dir: str | Path = "report/figures"
 ) -> Path:
@@ -502,123 +545,27 @@ def figures(
     params
         Validated params; reads ``figures.*``, ``data.machine_types`` and the mel geometry.
     """
-    cfg = params["figures"]
-    check_colormaps(cfg)  # also in check-params; here for a stage run by hand
-    geometry = MelGeometry.from_params(params)
+    check_colormaps(params["figures"])  # also in check-params; here for a stage run by hand
     build_dir = Path(build_dir)
-    masks_meta = read_masks_meta(build_dir / "masks")
-    presets = masks_meta["presets"]
-    grids = {g: tuple(s) for g, s in masks_meta["grids"].items()}
-    samples = load_npz(build_dir / "masks" / "samples.npz")
-    recs = read_json(build_dir / "recommendations.json")["rows"]
-    fitted = {
-        r["machine_type"]: {k: r[k] for k in FIT_KEYS}
-        for r in recs
-        if r["machine_id"] == "all" and r.get("status") == "ok"
-    }
-    machine_types = params["data"]["machine_types"]
-    loc_by_type = {t: load_npz(build_dir / "localization" / f"{t}.npz") for t in machine_types}
-    summaries = {t: read_json(build_dir / "localization" / f"{t}.json") for t in machine_types}
-    regions_by_type = {
-        t: read_csv(build_dir / "localization" / f"{t}.regions.csv") for t in machine_types
-    }
-    seed = params["masks"]["seed"]
-    jobs: list[tuple] = [(overview_figure, machine_types, loc_by_type, geometry)]
-    for machine_type in machine_types:
-        loc = loc_by_type[machine_type]
-        for machine_id, summary in summaries[machine_type]["ids"].items():
-            if summary.get("status") == "ok":
-                maps = {
-                    k.split("__", 1)[1]: v
-                    for k, v in loc.items()
-                    if k.startswith(f"{machine_id}__")
-                }
-                jobs.append(
-                    (localization_figure, machine_type, machine_id, maps, summary, geometry, cfg)
-                )
-    for preset in presets:
-        jobs.append(
-            (
-                mask_grid_figure,
-                preset,
-                samples,
-                grids,
-                masks_meta["resize_methods"],
-                cfg["n_mask_samples"],
-            )
-        )
-    jobs.append((fidelity_figure, read_csv(build_dir / "masks" / "fidelity.csv")))
-    q_bot = grids.get("q_bot", next(iter(grids.values())))
-    seed_settings = {name: presets[name] for name in ("current", "proposed") if name in presets}
-    if seed_settings:
-        caption = (
-            f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid (any-cell projection, as "
-            "training projects it) with the seed's current and proposed settings."
-        )
-        jobs.append(
-            (
-                strategy_outputs_figure,
-                seed_settings,
-                geometry,
-                q_bot,
-                seed,
-                "fig-strategy-seed",
-                caption,
-            )
-        )
-    if fitted:
-        settings = {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in fitted.items()}
-        caption = f"AudioSpecificStrategy outputs on the {q_bot[0]}×{q_bot[1]} grid with the setting fitted for each machine type."
-        jobs.append(
-            (
-                strategy_outputs_figure,
-                settings,
-                geometry,
-                q_bot,
-                seed,
-                "fig-strategy-fitted",
-                caption,
-            )
-        )
-    # The masks stage's own samples stand for the presets (no second draw, and no torch
-    # import for Perlin in the figure workers); the fitted setting is drawn here.
-    preset_masks = {name: list(samples[f"{name}__full"][:4].astype(bool)) for name in presets}
-    for machine_type in machine_types:
-        regions_csv = regions_by_type[machine_type]
-        found = [r["file"] for r in regions_csv if r["found"] == "1"][:4]
-        if found:
-            loc = loc_by_type[machine_type]
-            files = loc["region_files"].tolist()
-            fitted_masks = (
-                list(_full({"kind": "audio_specific", **fitted[machine_type]}, geometry, seed, 4))
-                if machine_type in fitted
-                else None
-            )
-            jobs.append(
-                (
-                    real_vs_synthetic_figure,
-                    machine_type,
-                    [loc["regions"][files.index(f)] for f in found],
-                    preset_masks,
-                    fitted_masks,
-                )
-            )
+    inp = read_inputs(params, build_dir)
+    jobs = localization_jobs(inp)
+    jobs += strategy_jobs(inp, read_fidelity(build_dir / "masks"))
+    jobs += comparison_jobs(inp)
     jobs.append(
         (
             feature_distributions_figure,
-            regions_by_type,
-            read_csv(build_dir / "masks" / "features.csv"),
-            geometry,
+            inp.region_rows,
+            read_mask_rows(build_dir / "masks"),
+            inp.geometry,
         )
     )
-    jobs.append((score_heatmap_figure, recs, list(presets)))
-    jobs.append((power_figure, read_json(build_dir / "power.json")))
-
+    jobs.append((score_heatmap_figure, inp.recs, list(inp.presets)))
+    jobs.append((power_figure, read_power(build_dir)))
     with atomic_dir(out_dir) as tmp:
-        tasks = [(tmp, cfg["dpi"], job) for job in jobs]
+        tasks = [(tmp, inp.cfg["dpi"], job) for job in jobs]
         # Figures are independent: draw them on all cores; map() keeps the manifest in order.
-        with process_pool(resolve_n_jobs(0)) as pool:
+        with process_pool(resolve_n_jobs(inp.cfg["n_jobs"])) as pool:
             entries = [entry for drawn in pool.map(_draw, tasks) for entry in drawn]
-        write_json(tmp / "manifest.json", {"figures": entries})
+        write_manifest(tmp, entries)
     log(f"figures: {len(entries)} figures -> {out_dir}")
     return Path(out_dir)

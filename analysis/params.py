@@ -16,11 +16,17 @@ from typing import Any
 
 import yaml
 
-from analysis.strategies import FAMILY_KINDS, OptionError
+from analysis.strategies.options import (
+    FAMILY_KIND_NAMES,
+    PERLIN_MAX_SCALE_EXP,
+    PERLIN_THRESHOLD_RANGE,
+    PROJECTIONS,
+    OptionError,
+    resolve_family,
+)
 
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-PROJECTIONS: tuple[str, ...] = ("any_cell", "nearest")
-PRESET_KINDS: tuple[str, ...] = ("audio_specific", "training_audio", "perlin", "python")
+PRESET_KINDS: tuple[str, ...] = (*FAMILY_KIND_NAMES, "perlin", "python")
 NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
@@ -98,7 +104,8 @@ def _positive_int(hi: float | None = None) -> Num:
 
 FRACTION = Num(float, 0.0, 1.0, lo_open=True)
 # The Perlin noise is scaled to reach at most 1 (never quite): a threshold of 1 masks nothing.
-PERLIN_THRESHOLD = Num(float, -1.0, 1.0, hi_open=True)
+PERLIN_THRESHOLD = Num(float, *PERLIN_THRESHOLD_RANGE, hi_open=True)
+PERLIN_SCALE_EXP = Num(int, 0, PERLIN_MAX_SCALE_EXP)
 N_JOBS = Num(int, 0, 512)
 
 # Every option of the band-times-segments family is optional: ``audio_specific`` fills in the
@@ -125,8 +132,8 @@ FAMILY_OPTIONAL: dict[str, Any] = {
     "min_full_coverage": FRACTION,
     "max_full_coverage": FRACTION,
     "perlin_prob": Num(float, 0.0, 1.0),
-    "perlin_min_scale_exp": Num(int, 0, 8),
-    "perlin_max_scale_exp": Num(int, 0, 8),
+    "perlin_min_scale_exp": PERLIN_SCALE_EXP,
+    "perlin_max_scale_exp": PERLIN_SCALE_EXP,
     "perlin_threshold": PERLIN_THRESHOLD,
     "perlin_rotate": Flag(),
 }
@@ -134,8 +141,8 @@ PYTHON_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS), "target": Text()}
 PYTHON_OPTIONAL: dict[str, Any] = {"kwargs": "kwargs", "path": Text()}
 PERLIN_PRESET: dict[str, Any] = {
     "kind": Text(PRESET_KINDS),
-    "min_scale_exp": Num(int, 0, 8),
-    "max_scale_exp": Num(int, 0, 8),
+    "min_scale_exp": PERLIN_SCALE_EXP,
+    "max_scale_exp": PERLIN_SCALE_EXP,
     "threshold": PERLIN_THRESHOLD,
     "rotate": Flag(),
 }
@@ -180,10 +187,12 @@ SPEC: dict[str, Any] = {
         "merge_gap_frames": Num(int, 0, 100000),
         "min_region_cells": _positive_int(),
         "min_normal_clips": Num(int, 4),
+        "n_jobs": N_JOBS,
     },
     "power": {
         "seed": Num(int, 0),
         "deltas": ListOf(Num(float, 0.0, 100.0, lo_open=True)),
+        "n_jobs": N_JOBS,
     },
     "masks": {
         "seed": Num(int, 0),
@@ -192,6 +201,7 @@ SPEC: dict[str, Any] = {
         "q_grids": "q_grids",
         "resize_methods": ListOf(Text(PROJECTIONS)),
         "presets": "presets",
+        "n_jobs": N_JOBS,
     },
     "recommend": {
         "seed": Num(int, 0),
@@ -203,12 +213,14 @@ SPEC: dict[str, Any] = {
         "n_refine_rounds": Num(int, 0, 50),
         "n_bootstrap": Num(int, 10),
         "ci_level": Num(float, 0.5, 0.999),
+        "n_jobs": N_JOBS,
     },
     "figures": {
         "dpi": Num(int, 50, 600),
         "n_mask_samples": _positive_int(12),
         "cmap_spectrogram": Text(),
         "cmap_deviation": Text(),
+        "n_jobs": N_JOBS,
     },
     "report": {
         "title": Text(),
@@ -317,11 +329,11 @@ def _cross_checks(p: dict) -> None:
         )
     for name, preset in p["masks"]["presets"].items():
         key = f"masks.presets.{name}"
-        if preset["kind"] in FAMILY_KINDS:
+        if preset["kind"] in FAMILY_KIND_NAMES:
             options = {k: v for k, v in preset.items() if k != "kind"}
             try:
-                FAMILY_KINDS[preset["kind"]].resolve(
-                    n_mels, T, **options, fmin_hz=f["fmin"], fmax_hz=f["fmax"]
+                resolve_family(
+                    preset["kind"], n_mels, T, **options, fmin_hz=f["fmin"], fmax_hz=f["fmax"]
                 )
             except OptionError as err:
                 raise ParamsError(f"{key}.{err.option}: {err}") from None

@@ -24,40 +24,29 @@ least ``ID_LEVEL_DETECTED`` of the IDs.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analysis.io import Progress, load_npz, log, write_csv, write_json
-from analysis.localize import (
-    alternate_halves,
-    calibrate_clip_level,
-    detect_regions,
-    iou,
+from analysis.artifacts import read_test_features, write_power
+from analysis.io import Progress, log
+from analysis.localization.clip_level import calibrate_clip_level, detect_regions
+from analysis.localization.id_level import (
     null_group_size,
     permutation_null,
     pooled_test,
+    region_found,
     scale_maps,
     time_scales,
 )
+from analysis.localization.maps import alternate_halves, iou
 from analysis.workers import process_pool, resolve_n_jobs
 
 PATTERNS = ("stationary band", "lines in a window")
 CLIP_LEVEL_DETECTED = 0.5  # clip-level recall at which a delta counts as detected
 ID_LEVEL_DETECTED = 0.75  # share of IDs with a pooled region on the truth
-POWER_COLUMNS = (
-    "machine_type",
-    "pattern",
-    "delta",
-    "n_ids",
-    "n_spiked",
-    "clip_recall",
-    "clip_iou",
-    "clip_false_region_rate",
-    "id_found_share",
-    "id_iou",
-)
 
 
 def truth_pattern(pattern: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -77,62 +66,91 @@ def truth_pattern(pattern: str, shape: tuple[int, int], rng: np.random.Generator
     return out
 
 
+@dataclass(frozen=True)
+class IdReference:
+    """One ID's normal half (the reference), its spiked half (clips that get the pattern), and
+    the normal half's maps and permutation null for the ID-level test."""
+
+    normal: np.ndarray
+    spiked: np.ndarray
+    maps: dict[int, np.ndarray]
+    null: dict[int, np.ndarray]
+
+
+def id_references(
+    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], seed: int
+) -> dict[str, IdReference]:
+    """Split every ID's normal clips in a reference and a spiked half (alternate files)."""
+    out = {}
+    for mid, x in normal_by_id.items():
+        first, second = alternate_halves(x.shape[0])
+        normal = x[first]
+        maps = {L: scale_maps(normal, loc["smooth_bins"], L) for L in time_scales(loc, x.shape[2])}
+        m = null_group_size(normal.shape[0], second.size)
+        out[mid] = IdReference(
+            normal, x[second], maps, permutation_null(maps, m, loc["n_permutations"], seed)
+        )
+    return out
+
+
+def spike_one_id(
+    ref: IdReference,
+    signed: np.ndarray,
+    delta: float,
+    loc: dict[str, Any],
+    calibration: tuple[float, float],
+    seed: int,
+) -> tuple[list[bool], list[float], bool, float]:
+    """Add ``delta`` within-ID SDs of a signed pattern to the spiked half and localize it.
+
+    Returns per spiked clip whether its region overlaps the truth and its IoU, and whether
+    the ID-level test found a region on the truth, with its IoU.
+    """
+    truth = signed != 0
+    sd = float(np.std(ref.normal - ref.normal.mean(axis=0)))
+    anomalous = ref.spiked + delta * sd * signed
+    threshold, cell_level = calibration
+    # Regions are empty for clips not detected, so a hit is overlap with the truth.
+    regions, _ = detect_regions(
+        ref.normal, anomalous, threshold, loc, cell_level, with_levels=False
+    )
+    hits = [bool((region & truth).any()) for region in regions]
+    ious = [iou(region, truth) if region.any() else 0.0 for region in regions]
+    maps = {L: scale_maps(anomalous, loc["smooth_bins"], L) for L in ref.maps}
+    pooled = pooled_test(ref.maps, maps, signed.shape, loc, seed, ref.null)
+    found = region_found(pooled["p_value"], pooled["region"] & truth, loc["id_level_alpha"])
+    return hits, ious, found, iou(pooled["region"], truth) if found else 0.0
+
+
 def evaluate_type(
     normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], deltas: list[float], seed: int
 ) -> list[dict[str, Any]]:
     """Power rows of one machine type from its IDs' normal clips (see the module docstring)."""
-    halves = {mid: alternate_halves(x.shape[0]) for mid, x in normal_by_id.items()}
+    refs = id_references(normal_by_id, loc, seed)
     # Calibrate the clip level on the normal halves only, exactly as localize does.
-    calibration = calibrate_clip_level(
-        {mid: x[halves[mid][0]] for mid, x in normal_by_id.items()}, loc
-    )
-    threshold, cell_level = calibration.threshold, calibration.cell_level
+    calibration = calibrate_clip_level({mid: r.normal for mid, r in refs.items()}, loc)
+    levels = (calibration.threshold, calibration.cell_level)
     false_rate = float(np.concatenate(list(calibration.flagged.values())).mean())
-    scales = time_scales(loc, next(iter(normal_by_id.values())).shape[2])
-    normal_maps, nulls = {}, {}
-    for mid, x in normal_by_id.items():
-        normal, n_spiked = x[halves[mid][0]], halves[mid][1].size
-        normal_maps[mid] = {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales}
-        m = null_group_size(normal.shape[0], n_spiked)
-        nulls[mid] = permutation_null(normal_maps[mid], m, loc["n_permutations"], seed)
     rows = []
     for p_index, pattern in enumerate(PATTERNS):
         for delta in deltas:
-            hits, ious, id_hits, id_ious, n_spiked = [], [], [], [], 0
-            for mid, x in normal_by_id.items():
-                normal, spiked = x[halves[mid][0]], x[halves[mid][1]]
+            hits, ious, id_hits, id_ious = [], [], [], []
+            for mid, ref in refs.items():
                 rng = np.random.default_rng([seed, zlib.crc32(mid.encode()), p_index])
-                signed = truth_pattern(pattern, x.shape[1:], rng)
-                truth = signed != 0
-                sd = float(np.std(normal - normal.mean(axis=0)))
-                anomalous = spiked + delta * sd * signed
-                # Regions are empty for clips not detected, so a hit is overlap with the truth.
-                regions, _ = detect_regions(
-                    normal, anomalous, threshold, loc, cell_level, with_levels=False
+                signed = truth_pattern(pattern, ref.normal.shape[1:], rng)
+                clip_hits, clip_ious, found, id_iou = spike_one_id(
+                    ref, signed, delta, loc, levels, seed
                 )
-                n_spiked += len(regions)
-                for region in regions:
-                    hits.append(bool((region & truth).any()))
-                    ious.append(iou(region, truth) if region.any() else 0.0)
-                pooled = pooled_test(
-                    normal_maps[mid],
-                    {L: scale_maps(anomalous, loc["smooth_bins"], L) for L in scales},
-                    x.shape[1:],
-                    loc,
-                    seed,
-                    nulls[mid],
-                )
-                found = pooled["p_value"] < loc["id_level_alpha"] and bool(
-                    (pooled["region"] & truth).any()
-                )
+                hits += clip_hits
+                ious += clip_ious
                 id_hits.append(found)
-                id_ious.append(iou(pooled["region"], truth) if found else 0.0)
+                id_ious.append(id_iou)
             rows.append(
                 {
                     "pattern": pattern,
                     "delta": float(delta),
                     "n_ids": len(normal_by_id),
-                    "n_spiked": n_spiked,
+                    "n_spiked": len(hits),
                     "clip_recall": float(np.mean(hits)) if hits else None,
                     "clip_iou": float(np.mean(ious)) if ious else None,
                     "clip_false_region_rate": false_rate,
@@ -158,11 +176,11 @@ def detection_limits(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | 
 
 
 def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
-    machine_type, features_path, loc, deltas, seed = task
-    data = load_npz(features_path)
+    machine_type, features_dir, loc, deltas, seed = task
+    test = read_test_features(features_dir)
     normal_by_id = {}
-    for mid in sorted(set(data["machine_id"].tolist())):
-        x = data["logmel"][(data["machine_id"] == mid) & (data["label"] == 0)].astype(np.float64)
+    for mid in test.machine_ids():
+        x = test.logmel[test.pick(mid, 0)].astype(np.float64)
         if x.shape[0] >= 2 * loc["min_normal_clips"]:
             normal_by_id[mid] = x
     if not normal_by_id:
@@ -184,12 +202,12 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
     build_dir = Path(build_dir)
     cfg, loc = params["power"], params["localization"]
     tasks = [
-        (t, build_dir / "features" / t / "test.npz", loc, cfg["deltas"], cfg["seed"])
+        (t, build_dir / "features" / t, loc, cfg["deltas"], cfg["seed"])
         for t in params["data"]["machine_types"]
     ]
     progress = Progress("power: machine types", len(tasks))
     rows, summary = [], {}
-    with process_pool(resolve_n_jobs(0)) as pool:
+    with process_pool(resolve_n_jobs(cfg["n_jobs"])) as pool:
         for machine_type, result in pool.map(_type_task, tasks):
             progress.advance()
             if isinstance(result, str):
@@ -198,15 +216,14 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
             rows += [{"machine_type": machine_type, **r} for r in result]
             summary[machine_type] = {"status": "ok", "detection_limits": detection_limits(result)}
     progress.close()
-    write_csv(build_dir / "power.csv", rows, POWER_COLUMNS)
-    write_json(
-        build_dir / "power.json",
+    write_power(
+        build_dir,
+        rows,
         {
             "deltas": cfg["deltas"],
             "clip_level_detected": CLIP_LEVEL_DETECTED,
             "id_level_detected": ID_LEVEL_DETECTED,
             "types": summary,
-            "rows": rows,
         },
     )
     for machine_type, s in summary.items():

@@ -17,16 +17,9 @@ import time
 from pathlib import Path
 
 from analysis.params import ParamsError, load_params
+from analysis.render import REPORT_DIR, TEMPLATE_FILES
 
-WATCHED = (
-    "params.yaml",
-    "report/report.qmd.j2",
-    "report/crossref.lua",
-    "report/tabsets.lua",
-    "report/report-js.html",
-    "report/style.css",
-    "report/typst-metadata.yaml",
-)
+WATCHED = ("params.yaml", *(f"{REPORT_DIR}/{name}" for name in TEMPLATE_FILES))
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 
 

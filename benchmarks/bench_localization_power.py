@@ -30,13 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.dcase import MACHINE_IDS  # noqa: E402
 from analysis.extract import STD_FLOOR_DB, normalize_clip  # noqa: E402
-from analysis.localize import (  # noqa: E402
-    calibrate_clip_level,
-    detect_regions,
-    iou,
-    pooled_evidence,
-    truth_map,
-)
+from analysis.localization.clip_level import calibrate_clip_level, detect_regions  # noqa: E402
+from analysis.localization.id_level import pooled_evidence  # noqa: E402
+from analysis.localization.maps import iou, truth_map  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
 from analysis.params import load_params  # noqa: E402
 from analysis.synthesize import ClipJob, render_clip  # noqa: E402

@@ -36,18 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.dcase import MACHINE_IDS  # noqa: E402
+from analysis.render import REPORT_DIR, TEMPLATE_FILES  # noqa: E402
 
 FILES = [
     "analysis",
     "dvc.yaml",
     "params.yaml",
     ".gitignore",
-    "report/report.qmd.j2",
-    "report/crossref.lua",
-    "report/tabsets.lua",
-    "report/report-js.html",
-    "report/style.css",
-    "report/typst-metadata.yaml",
+    *(f"{REPORT_DIR}/{name}" for name in TEMPLATE_FILES),
 ]
 # A quarter of the development set, per machine ID (23 IDs): 7,015 clips.
 SCALE = {

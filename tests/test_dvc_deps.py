@@ -10,26 +10,58 @@ from pathlib import Path
 import yaml
 
 from analysis.params import SPEC
+from analysis.render import REPORT_DIR, TEMPLATE_FILES
 from tests.conftest import ROOT
+
+
+def _module_files(module: str, names: list[str]) -> set[str]:
+    """Files that ``from module import names`` (or ``import module``) runs.
+
+    A package runs its ``__init__.py`` (and its parents'); a name imported from a package
+    is its submodule, or, for ``analysis.strategies``, the submodule its ``EXPORTS`` names.
+    """
+    parts = module.split(".")
+    files = {
+        "/".join(parts[:i]) + "/__init__.py"
+        for i in range(2, len(parts) + 1)
+        if (ROOT / "/".join(parts[:i]) / "__init__.py").is_file()
+    }
+    base = ROOT / module.replace(".", "/")
+    if base.with_suffix(".py").is_file():
+        files.add(base.with_suffix(".py").relative_to(ROOT).as_posix())
+    elif base.is_dir():
+        exports = package_exports(base / "__init__.py")
+        for name in names:
+            sub = exports.get(name, name)
+            if (base / f"{sub}.py").is_file():
+                files |= _module_files(f"{module}.{sub}", [])
+    return files
+
+
+def package_exports(init: Path) -> dict[str, str]:
+    """A package's lazy ``EXPORTS`` (public name -> submodule), read from its source."""
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(getattr(t, "id", None) == "EXPORTS" for t in targets):
+                return ast.literal_eval(node.value)
+    return {}
 
 
 def analysis_imports(path: Path) -> set[str]:
     """Files of the ``analysis`` package that ``path`` imports, anywhere in the module (for
     ``__main__.py`` only at module level: each stage's handler imports just its own module)."""
-    found = set()
+    files = set()
     tree = ast.parse(path.read_text())
     nodes = tree.body if path.name == "__main__.py" else ast.walk(tree)
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("analysis"):
-            found.add(node.module)
+            files |= _module_files(node.module, [a.name for a in node.names])
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("analysis"))
-    files = set()
-    for module in found:
-        target = ROOT / (module.replace(".", "/") + ".py")
-        if target.is_file():
-            files.add(target.relative_to(ROOT).as_posix())
-    return files
+            for alias in node.names:
+                if alias.name.startswith("analysis"):
+                    files |= _module_files(alias.name, [])
+    return files - {"analysis/__init__.py", path.relative_to(ROOT).as_posix()}
 
 
 def closure(start: set[str]) -> set[str]:
@@ -78,3 +110,13 @@ def test_every_stage_waits_for_the_params_check():
     for name, stage in stages.items():
         if name != "check_params":
             assert stamp in stage.get("do", stage)["deps"], name
+
+
+def test_the_report_stage_lists_every_template_file():
+    """The one list of report template files (analysis.render.TEMPLATE_FILES) is what the
+    report stage depends on, what `watch` watches and what the pipeline tests copy."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listed = {d for d in stages["report"]["deps"] if d.startswith(f"{REPORT_DIR}/")}
+    listed -= {f"{REPORT_DIR}/figures"}
+    assert listed == {f"{REPORT_DIR}/{name}" for name in TEMPLATE_FILES}
+    assert all((ROOT / REPORT_DIR / name).is_file() for name in TEMPLATE_FILES)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from analysis.figures import map_mosaic
+from analysis.plotting import map_mosaic
 
 
 def test_map_mosaic_places_flips_and_upsamples_every_map():

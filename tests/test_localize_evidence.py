@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from analysis.localize import (
+from analysis.artifacts import parse_region_row
+from analysis.evidence import id_evidence
+from analysis.localization.clip_level import (
     calibrated_threshold,
-    clean_region,
     critical_level,
     detect_regions,
     out_of_fold_levels,
     out_of_sample_false_rate,
-    pooled_evidence,
     reference_stats,
     z_maps,
 )
-from analysis.recommend import id_evidence
+from analysis.localization.id_level import pooled_evidence
+from analysis.localization.maps import clean_region
 from analysis.regions import region_features
 
 
@@ -161,7 +162,7 @@ def rows_for(machine_id, found_centres, n_missing):
         row = {"file": f"t/test/anomaly_{machine_id}_{i:08d}.wav", "machine_id": machine_id}
         row["found"] = "0" if centre is None else "1"
         row["band_centre_bin"] = "" if centre is None else str(centre)
-        rows.append(row)
+        rows.append(parse_region_row(row))
     return rows
 
 
@@ -236,7 +237,7 @@ def test_split_statistic_equals_scipys_welch_t():
     """The null's fast float32 statistic against scipy's Welch t, split by split."""
     from scipy import stats
 
-    from analysis.localize import max_abs_split_t
+    from analysis.localization.id_level import max_abs_split_t
 
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((14, 300)) * 2 + 5).astype(np.float32)
@@ -299,7 +300,7 @@ def test_exceeds_critical_level_agrees_with_the_bisection_exactly():
     region; the power stage relies on it in place of the level."""
     from scipy import ndimage
 
-    from analysis.localize import critical_level, exceeds_critical_level
+    from analysis.localization.clip_level import critical_level, exceeds_critical_level
 
     rng = np.random.default_rng(3)
     min_cells = 40

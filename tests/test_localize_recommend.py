@@ -3,19 +3,21 @@ import copy
 import numpy as np
 import pytest
 
+from analysis.artifacts import parse_region_row
+from analysis.fit import FIT_KEYS, fit_preset, strategy_features
 from analysis.io import read_csv, read_json
-from analysis.localize import (
+from analysis.localization.clip_level import (
     calibrated_threshold,
     delineation_level,
     detect_regions,
-    iou,
-    localization_maps,
     out_of_fold_levels,
 )
+from analysis.localization.maps import iou, localization_maps
 from analysis.masks import AudioSpecificStrategy
 from analysis.mel import MelGeometry
-from analysis.recommend import FIT_KEYS, fit_preset, recommend_group, score, strategy_features
+from analysis.recommend import recommend_group
 from analysis.regions import FEATURE_COLUMNS, profile_features
+from analysis.scoring import score
 
 GEOMETRY = MelGeometry()
 
@@ -188,7 +190,7 @@ def fake_rows(n_found, n_missing, machine_id="id_00"):
             "found": "1" if found else "0",
         }
         row.update({c: (str(rng.uniform(0.1, 0.9)) if found else "") for c in FEATURE_COLUMNS})
-        rows.append(row)
+        rows.append(parse_region_row(row))
     return rows
 
 

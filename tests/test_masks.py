@@ -6,17 +6,12 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
+from analysis.fidelity import resize_fidelity
 from analysis.io import read_csv, read_json
-from analysis.masks import (
-    AudioSpecificStrategy,
-    PerlinStrategy,
-    TrainingAudioStrategy,
-    full_size_masks,
-    masks_stage,
-    resize_fidelity,
-)
+from analysis.masks import masks_stage
 from analysis.regions import region_features
-from analysis.strategies import perlin_noise, perlin_noise_gathered, rotation_grid
+from analysis.strategies import AudioSpecificStrategy, PerlinStrategy, TrainingAudioStrategy
+from analysis.strategies.perlin import perlin_noise, perlin_noise_gathered, rotation_grid
 
 SPEC, Q_BOT, Q_TOP = (128, 320), (32, 80), (16, 40)
 
@@ -97,7 +92,7 @@ def test_band_position_range_is_respected():
 
 def test_narrow_band_vanishes_under_nearest_never_under_any_cell():
     narrow = {"min_band_fraction": 2 / 128, "max_band_fraction": 2 / 128}  # 2 rows < stride 4
-    full = full_size_masks(AudioSpecificStrategy(SPEC, SPEC, seed=3, **narrow), 1000)
+    full = AudioSpecificStrategy(SPEC, SPEC, seed=3, **narrow).full_size(1000)
     nearest = resize_fidelity(full, Q_BOT, "nearest")
     lossless = resize_fidelity(full, Q_BOT, "any_cell")
     assert nearest["vanished"].mean() > 0.3
@@ -180,9 +175,9 @@ def test_current_preset_matches_the_seed_generator_distribution():
     reference = np.stack(
         [seed_notebook_mask(rng, 128, 320, *current.values()) for _ in range(3000)]
     ).astype(bool)
-    ours = full_size_masks(
-        AudioSpecificStrategy(SPEC, SPEC, 128, 320, 0.05, 0.15, 10, 160, 1, 80, seed=0), 3000
-    )
+    ours = AudioSpecificStrategy(
+        SPEC, SPEC, 128, 320, 0.05, 0.15, 10, 160, 1, 80, seed=0
+    ).full_size(3000)
     # The seed's sketch draws starts with an exclusive bound, so it never masks the last frame and
     # its segment ends crowd less toward the right edge; the project's generator fixes that by
     # design. Segments only reach the last max_seg_len frames through that change, so compare on
@@ -257,7 +252,7 @@ def test_masks_stage_writes_statistics(params, tmp_path):
 @pytest.mark.parametrize("method", ["any_cell", "nearest"])
 def test_resize_fidelity_equals_drawing_the_mask_back(shape, q_shape, method):
     """The block-count shortcut against the plain way: upsample, then count."""
-    from analysis.masks import resize_fidelity, upsample_nearest
+    from analysis.fidelity import resize_fidelity, upsample_nearest
     from analysis.strategies import project_maps
 
     rng = np.random.default_rng(sum(shape) + sum(q_shape))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from analysis.render import REPORT_DIR, TEMPLATE_FILES
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -37,12 +38,7 @@ PROJECT_FILES = [
     "dvc.yaml",
     "params.yaml",
     ".gitignore",
-    "report/report.qmd.j2",
-    "report/crossref.lua",
-    "report/tabsets.lua",
-    "report/report-js.html",
-    "report/style.css",
-    "report/typst-metadata.yaml",
+    *(f"{REPORT_DIR}/{name}" for name in TEMPLATE_FILES),
 ]
 
 
@@ -239,6 +235,30 @@ def test_template_change_reruns_only_the_report(cold):
     template = project / "report/report.qmd.j2"
     template.write_text(template.read_text() + "\nAn added closing line.\n")
     assert repro(project) == {"report"}
+
+
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        # Only the stages that draw masks run the Perlin code (the band engine imports it for
+        # perlin_prob > 0); the params check, the data and the localization do not.
+        ("analysis/strategies/perlin.py", {"masks", "recommend", "figures", "report"}),
+        # The clip-level method is run by localize and power only; their outputs are the same
+        # bytes after a comment, so nothing downstream reruns.
+        ("analysis/localization/clip_level.py", {"localize@fan", "localize@valve", "power"}),
+        ("analysis/scoring.py", {"recommend", "report"}),
+    ],
+)
+def test_a_method_change_reruns_only_the_stages_that_run_it(cold, module, expected):
+    project, _, _ = cold
+    path = project / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit that changes no result\n")
+    try:
+        assert repro(project) == expected
+    finally:
+        path.write_text(original)
+        repro(project)
 
 
 def test_a_users_strategy_from_another_folder_is_scored_by_dvc_repro(cold, tmp_path):

@@ -1,6 +1,6 @@
 """The report's sentences and data banner, written from small hand-made contexts."""
 
-from analysis.report import data_found, findings, type_pattern
+from analysis.report_text import data_found, findings, type_pattern
 
 
 def source(per_id: dict, n_train: int, n_skipped: int = 0) -> dict:

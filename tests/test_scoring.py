@@ -6,21 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.masks import resize_fidelity
+from analysis.artifacts import parse_region_row
+from analysis.artifacts import region_feature_arrays as _features_of
+from analysis.evidence import split_halves
+from analysis.fidelity import resize_fidelity
+from analysis.fit import strategy_features
 from analysis.mel import MelGeometry
-from analysis.recommend import (
+from analysis.recommend import group_seed, recommend_group
+from analysis.regions import FEATURE_COLUMNS, region_features
+from analysis.scoring import (
     EMPTY_POINT,
     MIN_HOLDOUT_FOR_CI,
-    _features_of,
     cluster_resamples,
-    group_seed,
     paired_bootstrap,
-    recommend_group,
     score,
-    split_halves,
-    strategy_features,
 )
-from analysis.regions import FEATURE_COLUMNS, region_features
 
 N_MELS, T = 128, 320
 GEOMETRY = MelGeometry()
@@ -170,7 +170,7 @@ def fake_rows(n, machine_id="id_00", seed=0):
         row.update({c: str(rng.uniform(0.1, 0.9)) for c in FEATURE_COLUMNS})
         row["n_bands"], row["n_segments"] = "1", str(int(rng.integers(1, 5)))
         row["band_centre_bin"] = str(float(row["band_centre_fraction"]) * N_MELS - 0.5)
-        rows.append(row)
+        rows.append(parse_region_row(row))
     return rows
 
 

@@ -4,7 +4,7 @@ import soundfile as sf
 
 from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, parse_clip_name
 from analysis.io import read_csv
-from analysis.localize import truth_map
+from analysis.localization.maps import truth_map
 from analysis.mel import MelGeometry
 from analysis.params import MACHINE_TYPES
 from analysis.synthesize import band, shaped_noise, synthesize, tone

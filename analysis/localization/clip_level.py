@@ -1,0 +1,234 @@
+"""Clip level: a region per anomalous clip, against the normal clips of its machine ID.
+
+Per cell, the clip's z against the normal clips' mean and a scale pooled over a
+window of frames (:func:`reference_stats`), box-smoothed (:func:`z_maps`). A clip
+has a region at threshold t when ``|z| > t`` holds a connected piece of at least
+``min_region_cells`` cells; its *critical level* is the highest such t. The
+threshold is calibrated on normal clips only: each normal clip's critical level
+is measured against a reference without its fold, and the threshold is the level
+that at most ``clip_false_region_rate`` of them exceed (:func:`calibrate_clip_level`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from analysis.localization.maps import clean_region
+
+
+def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean normal map and a per-cell scale from reference normal clips.
+
+    The scale is the RMS of the normal clips' residuals per mel bin, pooled over
+    clips and over a window of ``window_frames`` frames around each frame, so an
+    active window (toy machines, valve clicks) gets its own, larger scale instead
+    of the clip-wide one that under-scales it.
+    """
+    n = normal.shape[0]
+    mean = normal.mean(axis=0)
+    var = ((normal - mean) ** 2).mean(axis=0) * (n / max(n - 1, 1))
+    var = ndimage.uniform_filter1d(
+        var, size=min(window_frames, var.shape[1]), axis=1, mode="nearest"
+    )
+    return mean, np.sqrt(var) + 1e-6
+
+
+def z_maps(
+    clips: np.ndarray, mean: np.ndarray, scale: np.ndarray, smooth: tuple[int, int]
+) -> np.ndarray:
+    """|box-smoothed signed z| of ``clips`` against a reference (mean, scale).
+
+    Smoothing the signed z keeps consistent shifts (a tone that is lost, a band
+    that rises) and averages isolated noisy cells away.
+    """
+    z = (clips - mean) / scale
+    return np.abs(ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest"))
+
+
+def has_region(z: np.ndarray, threshold: float, min_cells: int) -> bool:
+    """Whether ``z > threshold`` holds a connected piece of at least ``min_cells`` cells."""
+    mask = z > threshold
+    if np.count_nonzero(mask) < min_cells:
+        return False
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    return bool(count) and int(np.bincount(labels.ravel())[1:].max()) >= min_cells
+
+
+def critical_level(z: np.ndarray, min_cells: int, tol: float = 1e-3) -> float:
+    """The highest threshold at which ``z`` still holds a region of ``min_cells`` cells.
+
+    A clip has a region at threshold t exactly when its critical level exceeds t,
+    so calibrating a threshold is taking a quantile of normal clips' critical
+    levels. Found by bisection (the region only shrinks as t grows).
+    """
+    return _bisect_level(z, min_cells, tol)
+
+
+def exceeds_critical_level(
+    z: np.ndarray, threshold: float, min_cells: int, tol: float = 1e-3
+) -> bool:
+    """Exactly ``critical_level(z, min_cells, tol) > threshold``, with less work.
+
+    No region at the threshold means the level cannot exceed it (one labelling
+    instead of a bisection); otherwise the same bisection runs and stops once
+    its lower end passes the threshold or its upper end falls to it, since the
+    answer can then no longer change.
+    """
+    if threshold < 0:  # a map without any region has level 0, which exceeds a negative t
+        return critical_level(z, min_cells, tol) > threshold
+    if not has_region(z, threshold, min_cells):
+        return False
+    level = _bisect_level(z, min_cells, tol, lambda lo, hi: lo > threshold or hi <= threshold)
+    return level > threshold
+
+
+def _bisect_level(z: np.ndarray, min_cells: int, tol: float, stop=None) -> float:
+    lo, hi = 0.0, float(z.max())
+    if not has_region(z, lo, min_cells):
+        return 0.0
+    while hi - lo > tol * max(hi, 1.0) and not (stop and stop(lo, hi)):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if has_region(z, mid, min_cells) else (lo, mid)
+    return lo
+
+
+def fold_of(n: int, n_folds: int) -> np.ndarray:
+    """Fold index of each of ``n`` clips (in file order), round robin."""
+    return np.arange(n) % max(1, min(n_folds, n))
+
+
+CELL_SAMPLE = 4096  # out-of-fold |z| cells kept per normal clip for the delineation level
+
+
+def out_of_fold_levels(
+    normal: np.ndarray, loc: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Critical levels of every normal clip against a reference that excludes its fold.
+
+    Returns the levels, the fold of each clip, and an evenly spaced sample of
+    every clip's out-of-fold |z| cells (for :func:`delineation_level`). No clip
+    is ever part of the reference it is measured against.
+    """
+    normal = np.asarray(normal, dtype=np.float64)  # no copy when it already is
+    smooth = (loc["smooth_bins"], loc["smooth_frames"])
+    folds = fold_of(normal.shape[0], loc["n_folds"])
+    levels = np.zeros(normal.shape[0])
+    cells = []
+    for k in np.unique(folds):
+        mean, scale = reference_stats(normal[folds != k], loc["window_frames"])
+        for i in np.flatnonzero(folds == k):
+            z = z_maps(normal[i : i + 1], mean, scale, smooth)[0]
+            levels[i] = critical_level(z, loc["min_region_cells"])
+            cells.append(z.ravel()[:: max(1, z.size // CELL_SAMPLE)])
+    return levels, folds, np.concatenate(cells) if cells else np.zeros(0)
+
+
+def delineation_level(cells: np.ndarray, loc: dict[str, Any]) -> float:
+    """The |z| that only ``region_cell_rate`` of normal cells (out of fold) pass.
+
+    A detected clip's region is drawn at the higher of this and the detection
+    threshold, so noise next to a weak anomaly does not join its region.
+    """
+    return float(np.quantile(cells, 1.0 - loc["region_cell_rate"])) if cells.size else 0.0
+
+
+def calibrated_threshold(levels: np.ndarray, rate: float) -> float:
+    """The threshold that at most ``rate`` of these normal critical levels exceed.
+
+    The "higher" quantile, so with few clips the threshold errs on the side of
+    fewer false regions.
+    """
+    return float(np.quantile(levels, 1.0 - rate, method="higher"))
+
+
+def out_of_sample_false_rate(levels: np.ndarray, folds: np.ndarray, rate: float) -> np.ndarray:
+    """Per normal clip: whether it has a region at a threshold calibrated without its fold."""
+    flagged = np.zeros(levels.size, dtype=bool)
+    for k in np.unique(folds):
+        others = levels[folds != k]
+        if others.size:
+            flagged[folds == k] = levels[folds == k] > calibrated_threshold(others, rate)
+    return flagged
+
+
+@dataclass(frozen=True)
+class ClipCalibration:
+    """The clip level's calibration for one machine type (see :func:`calibrate_clip_level`)."""
+
+    threshold: float  # a clip has a region when its critical level passes this
+    cell_level: float  # a detected clip's region is drawn at max(threshold, cell_level)
+    flagged: dict[str, np.ndarray]  # per ID: normal clips with a region at a threshold set
+    #                                  without their fold (the out-of-sample false regions)
+
+
+def calibrate_clip_level(
+    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], mapper: Callable = map
+) -> ClipCalibration:
+    """Calibrate the clip level on a machine type's normal clips, pooled over its IDs.
+
+    Each normal clip's critical level is measured against the other folds of its
+    ID (:func:`out_of_fold_levels`); the threshold is the level at most
+    ``clip_false_region_rate`` of them exceed, and each clip is judged for the
+    false-region rate by a threshold set without its fold. ``mapper`` (a pool's
+    ``map``) measures the IDs in parallel; results do not depend on it.
+    """
+    rate = loc["clip_false_region_rate"]
+    levels, folds, owners, cells = [], [], [], []
+    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
+    for machine_id, (id_levels, id_folds, id_cells) in zip(normal_by_id, measured, strict=True):
+        levels.append(id_levels)
+        folds.append(id_folds)
+        cells.append(id_cells)
+        owners += [machine_id] * id_levels.size
+    all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
+    flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
+    owners_arr = np.array(owners)
+    return ClipCalibration(
+        threshold=calibrated_threshold(all_levels, rate),
+        cell_level=delineation_level(np.concatenate(cells), loc),
+        flagged={m: flagged[owners_arr == m] for m in normal_by_id},
+    )
+
+
+def detect_regions(
+    normal: np.ndarray,
+    anomaly: np.ndarray,
+    threshold: float,
+    loc: dict[str, Any],
+    cell_level: float = 0.0,
+    with_levels: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Clip-level regions of anomalous clips against all normal clips of their ID.
+
+    A clip is detected when its critical level passes ``threshold``; its region
+    is drawn at ``max(threshold, cell_level)``. Returns the (n_anomaly, n_mels,
+    T) bool regions and each clip's critical level (None without
+    ``with_levels``: the same regions, found with less work).
+    """
+    smooth = (loc["smooth_bins"], loc["smooth_frames"])
+    mean, scale = reference_stats(normal, loc["window_frames"])
+    z = z_maps(anomaly, mean, scale, smooth)
+    min_cells = loc["min_region_cells"]
+    levels = np.array([critical_level(zi, min_cells) for zi in z]) if with_levels else None
+    # A clip has a region exactly when its critical level passes the threshold (as calibrated);
+    # gap closing then only reshapes the region it has.
+    detected = (
+        levels > threshold
+        if levels is not None
+        else [exceeds_critical_level(zi, threshold, min_cells) for zi in z]
+    )
+    regions = np.stack(
+        [
+            clean_region(zi > max(threshold, cell_level), min_cells, loc["merge_gap_frames"])
+            if found
+            else np.zeros(zi.shape, dtype=bool)
+            for zi, found in zip(z, detected, strict=True)
+        ]
+    )
+    return regions, levels

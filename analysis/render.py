@@ -1,0 +1,193 @@
+"""Rendering the report's ``.qmd``: Jinja2 for the source, then Quarto or pandoc + Typst.
+
+The Quarto CLI renders it where it is installed; otherwise pandoc (from the
+``pypandoc-binary`` wheel) makes a self-contained HTML file and a Typst file that
+the ``typst`` wheel compiles to PDF. The Lua filter ``report/crossref.lua`` resolves
+``@fig-``/``@tbl-`` references there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from subprocess import PIPE
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from analysis.io import atomic_path
+
+REPORT_DIR = Path("report")
+TEMPLATE = "report.qmd.j2"
+# Every file under report/ that the render reads: the report stage's deps in dvc.yaml, what
+# `watch` watches, and what the benchmarks copy.
+TEMPLATE_FILES: tuple[str, ...] = (
+    TEMPLATE,
+    "crossref.lua",
+    "tabsets.lua",
+    "report-js.html",
+    "style.css",
+    "typst-metadata.yaml",
+)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$@~^\"'=:;])")
+
+
+def md_escape(value: Any) -> str:
+    """Text safe inside Markdown and HTML: every ASCII punctuation mark backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value))
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table cell; blank for missing values."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return md_escape(value)
+    if not np.isfinite(f):
+        return "–"
+    return f"{f:.{digits}f}"
+
+
+def pandoc_path() -> str:
+    import pypandoc
+
+    return pypandoc.get_pandoc_path()
+
+
+def choose_engine(setting: str) -> str:
+    """``quarto`` when asked for or (``auto``) when on PATH; otherwise ``pandoc``."""
+    if setting == "quarto" and not shutil.which("quarto"):
+        raise RuntimeError(
+            "report.engine is 'quarto' but the quarto CLI is not on PATH (use auto or pandoc)"
+        )
+    if setting == "quarto" or (setting == "auto" and shutil.which("quarto")):
+        return "quarto"
+    return "pandoc"
+
+
+def engine_version(engine: str) -> str:
+    if engine == "quarto":
+        return (
+            "quarto "
+            + subprocess.run(["quarto", "--version"], capture_output=True, text=True).stdout.strip()
+        )
+    pandoc = subprocess.run(
+        [pandoc_path(), "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
+    return f"{pandoc} + typst {importlib.metadata.version('typst')} (pandoc-typst fallback)"
+
+
+def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        # Quarto attributes look like {#fig-x}: keep Jinja comments out of their way.
+        comment_start_string="<#--",
+        comment_end_string="--#>",
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md"] = md_escape
+    # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
+    env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
+    env.filters["num"] = fmt
+    # Identifiers shown with spaces so long names (narrow_band_few_segments) wrap in table cells.
+    env.filters["label"] = lambda v: md_escape(str(v).replace("_", " "))
+    # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
+    env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v) * 100:.3g}%"
+    env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End ``proc`` if it still runs (no-op after it finished)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
+    """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler."""
+    pandoc = pandoc_path()
+    lua = (qmd.parent / "crossref.lua").resolve()
+    common = [
+        pandoc,
+        qmd.name,
+        "--from=markdown",
+        f"--lua-filter={(qmd.parent / 'tabsets.lua').resolve()}",
+        f"--lua-filter={lua}",
+        "--number-sections",
+        "--toc",
+        "--toc-depth=2",
+    ]
+    made = []
+    with contextlib.ExitStack() as stack:
+        html = None
+        if "html" in formats:
+            # The HTML render runs while the PDF is made: two processes, about half the wait.
+            tmp = stack.enter_context(atomic_path(out_dir / "report.html"))
+            cmd = [
+                *common,
+                "--to=html5",
+                "--standalone",
+                "--embed-resources",
+                "--mathml",
+                f"--css={(qmd.parent / 'style.css').resolve()}",
+                f"--include-after-body={(qmd.parent / 'report-js.html').resolve()}",
+                f"--output={tmp.resolve()}",
+            ]
+            proc = subprocess.Popen(cmd, cwd=qmd.parent, stdout=PIPE, stderr=PIPE, text=True)
+            stack.callback(_stop, proc)  # a failed PDF must not leave pandoc writing the HTML
+            html = (cmd, proc)
+        if "pdf" in formats:
+            import typst
+
+            typ = qmd.with_suffix(".typ")
+            cmd = [
+                *common,
+                "--to=typst",
+                "--standalone",
+                "--metadata-file=typst-metadata.yaml",
+                f"--output={typ.name}",
+            ]
+            subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
+            with atomic_path(out_dir / "report.pdf") as tmp_pdf:
+                typst.compile(str(typ), output=str(tmp_pdf), root=str(qmd.parent.resolve()))
+            made.append(out_dir / "report.pdf")
+        if html is not None:
+            cmd, proc = html
+            stdout, stderr = proc.communicate()
+            if proc.returncode:
+                raise subprocess.CalledProcessError(proc.returncode, cmd, stdout, stderr)
+            made.insert(0, out_dir / "report.html")
+    return made
+
+
+def render_with_quarto(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
+    made = []
+    for fmt_name, target in (("html", "html"), ("pdf", "typst")):
+        if fmt_name in formats:
+            out = out_dir / f"report.{fmt_name}"
+            subprocess.run(
+                ["quarto", "render", qmd.name, "--to", target, "--output", out.name],
+                cwd=qmd.parent,
+                check=True,
+            )
+            shutil.move(qmd.parent / out.name, out)
+            made.append(out)
+    return made

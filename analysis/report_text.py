@@ -1,0 +1,161 @@
+"""The report's words: sentences, fitted settings in words, table cells, the data banner.
+
+Pure functions of the stage outputs (dicts as the artifacts readers return them),
+so tests can check what the reader is told without rendering anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analysis.fit import FIT_KEYS
+from analysis.mel import MelGeometry
+from analysis.scoring import MIN_HOLDOUT_FOR_CI
+from analysis.strategies.options import SEED_DEFAULTS
+
+
+def _span(lo: Any, hi: Any) -> str:
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def full_clip_words() -> str:
+    """The family's full-clip coverage range in words ("85–100 % of the clip")."""
+    lo, hi = SEED_DEFAULTS["min_full_coverage"], SEED_DEFAULTS["max_full_coverage"]
+    return f"{lo * 100:.0f}–{hi * 100:.0f} % of the clip"
+
+
+def describe_fit(row: dict[str, Any], T: int) -> str:
+    """Fitted ranges in words (``T``: frames per clip)."""
+    bands = _span(row["min_bands"], row["max_bands"])
+    plural = "" if row["max_bands"] == 1 else "s"
+    segments = (
+        f"{_span(row['min_segments'], row['max_segments'])} segment{'' if row['max_segments'] == 1 else 's'} "
+        f"of {_span(row['min_seg_len'], row['max_seg_len'])} frames"
+        + (" (up to the whole clip)" if row["max_seg_len"] >= 0.9 * T else "")
+    )
+    full = row["full_time_prob"]
+    if full >= 0.995:
+        time = f"one segment over {full_clip_words()}"
+    elif full > 0:
+        time = f"one segment over {full_clip_words()} in {full:.0%} of masks, else {segments}"
+    else:
+        time = segments
+    return (
+        f"{bands} band{plural} of {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} "
+        f"of the mel bins within {row['min_band_position']:.0%}–{row['max_band_position']:.0%} "
+        f"of the axis; {time}"
+    )
+
+
+def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | None = None) -> str:
+    """A ready-to-paste constructor call with the fitted values, in the training code's convention.
+
+    ``q_factor`` None gives spectrogram-size masks (``q_shape=None``), which the
+    model then projects onto its latent grids itself.
+    """
+    n_mels, T = geometry.spectrogram_shape
+    if q_factor is None:
+        q_text = "None"
+    else:
+        q = geometry.q_shape(q_factor)
+        q_text = f"({q[0]}, {q[1]})"
+    args = [f"({n_mels}, {T})", q_text, str(n_mels), str(T)]
+    args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
+    return (
+        "from analysis.strategies import AudioSpecificStrategy\n\n"
+        "strategy = AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
+    )
+
+
+def type_pattern(loc: dict[str, Any]) -> str:
+    """A machine type's pattern from the evidence it has: its clip-level regions where they
+    stand out in at least half of the anomalous clips, else its IDs' pooled regions."""
+    if not loc["n_anomaly"]:
+        return "no anomalous clips"
+    if loc["n_anomaly"] and loc["n_regions_found"] >= 0.5 * loc["n_anomaly"]:
+        return loc["pattern"]
+    pooled = [s["id_level_pattern"] for s in loc["ids"].values() if s.get("id_level_pattern")]
+    pooled = [p for p in pooled if p != "none found"]
+    if not pooled:
+        return "none found"
+    return max(sorted(set(pooled)), key=pooled.count) + " (pooled over clips)"
+
+
+def comparison_sentence(row: dict[str, Any], T: int) -> str:
+    """What one row's paired interval supports, in words (evidence and held-out count included);
+    ``T`` is the clip length in frames."""
+    t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
+    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): "
+    if not row.get("intervals"):
+        return (
+            head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
+            f"setting and '{best}' are not distinguishable."
+        )
+    diff = (
+        f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
+        f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
+    )
+    verdict = row["diff_fitted_vs_best_verdict"]
+    if verdict == "closer":
+        claim = f"the fitted setting ({describe_fit(row, T)}) is closer than '{best}', the closest preset"
+    elif verdict == "farther":
+        claim = f"'{best}', the closest preset, is closer than the fitted setting"
+    else:
+        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
+    return head + f"{claim} (score difference fitted − {best} {diff})."
+
+
+def findings(context: dict[str, Any]) -> list[str]:
+    """The first page's summary, written from the numbers."""
+    out = []
+    types = context["machine_types"]
+    patterns = {t: type_pattern(context["localization"][t]) for t in types}
+    groups: dict[str, list[str]] = {}
+    for t, p in patterns.items():
+        groups.setdefault(p.split(",")[0], []).append(t)
+    words = {
+        "stationary": "stationary band anomalies (lasting the whole clip)",
+        "transient": "short transient anomalies",
+        "windowed": "anomalies confined to a time window",
+        "none found": "no anomaly region standing out",
+        "no anomalous clips": "no labelled anomalous test clips, so nothing to localize",
+    }
+    for kind, members in groups.items():
+        out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
+    ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
+    if ok:
+        closer = [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == "closer"]
+        out.append(
+            f"The fitted setting is closer to the real regions than the closest preset (chosen on "
+            f"the fit half), with a {context['ci_level']:.0%} paired interval of the held-out score "
+            f"difference excluding 0, for {len(closer)} of {len(ok)} machine types"
+            + (f" ({', '.join(closer)})" if closer else "")
+            + "; for the others the two are not distinguishable with their held-out clips."
+        )
+        for r in ok:
+            out.append(comparison_sentence(r, context["T"]))
+    lacking = [r for r in context["type_rows"] if r.get("status") != "ok"]
+    for r in lacking:
+        out.append(f"{r['machine_type']}: {r['status']}.")
+    worst = max(context["fidelity"], key=lambda r: float(r["vanished_share"]), default=None)
+    if worst and float(worst["vanished_share"]) > 0:
+        out.append(
+            f"Resizing: up to {float(worst['vanished_share']):.1%} of '{worst['preset']}' masks vanish on the "
+            f"{worst['grid']} grid with {worst['method']} resize; the any-cell projection never loses a masked cell."
+        )
+    return out
+
+
+def data_found(sources: dict[str, dict[str, Any]]) -> str:
+    """What the extract stage found under the data root, in one line (for the data banner)."""
+    ids = sum(len(s["per_id"]) for s in sources.values())
+    normal = sum(c["test_normal"] for s in sources.values() for c in s["per_id"].values())
+    anomaly = sum(c["test_anomaly"] for s in sources.values() for c in s["per_id"].values())
+    train = sum(s["n_train_used"] for s in sources.values())
+    skipped = sum(s["n_skipped"] for s in sources.values())
+    return (
+        f"{len(sources)} machine type{'s' if len(sources) != 1 else ''} "
+        f"({', '.join(sources)}), {ids} machine ID{'s' if ids != 1 else ''}, {train} train clips, "
+        f"{normal} normal and {anomaly} anomalous test clips used"
+        + (f", {skipped} file{'s' if skipped != 1 else ''} skipped" if skipped else "")
+    )

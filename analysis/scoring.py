@@ -1,0 +1,224 @@
+"""The score: how close a set of masks is to a set of real anomaly regions, and its intervals.
+
+The score (defined once, in :func:`score`) is the energy distance between the
+joint distribution of the masks' features and that of the real regions'
+features, each map a point in a weighted feature space (:func:`score_points`)
+where frequency position, band width, number of bands and time structure each
+weigh once. 0 means the two joint distributions are identical; lower is closer.
+Empty masks are points far from every real region, so a preset that draws empty
+masks pays for them, and an all-empty preset is worst.
+
+Paired bootstrap intervals (:func:`paired_bootstrap`: the same resampled held-out
+regions for every candidate; IDs first, then regions within them, where a row
+pools IDs) give intervals of score *differences*; :func:`held_out_comparison`
+calls a difference "closer" or "farther" only where its interval excludes 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from analysis.mel import MelGeometry
+from analysis.regions import score_transform
+
+# The joint score's coordinates, each scaled to about [0, 1], and their weights: frequency
+# position, band width, number of bands and time structure weigh once each (the two time
+# coordinates share one weight: coverage and the number of segments together fix the mean
+# segment length, which is therefore not a coordinate of its own).
+SCORE_COORDINATES: tuple[tuple[str, float], ...] = (
+    ("band_centre_fraction", 1.0),
+    ("band_width_log", 1.0),
+    ("n_bands", 1.0),
+    ("time_coverage", float(np.sqrt(0.5))),
+    ("n_segments", float(np.sqrt(0.5))),
+)
+EMPTY_POINT = -1.0  # every coordinate of an empty mask: at least 2 (weighted) from any region
+MIN_HOLDOUT_FOR_CI = 5  # fewer held-out regions than this: no interval, and no claim
+
+SCORE_DEFINITION = (
+    "score = energy distance between the joint distribution of the masks' features and that of "
+    "the real anomaly regions' features: 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Euclidean; the "
+    "within-sample means over pairs of different members, so it is unbiased and can fall "
+    "slightly below 0 by chance when the two are alike). "
+    "Each map is a point with coordinates band centre (fraction of n_mels), band width "
+    "(log(1 + rows) / log(1 + n_mels)), number of bands (log(1 + n) / log(1 + n_mels/2)), each "
+    "with weight 1, and time coverage and number of segments (log(1 + n) / log(1 + T/2)), each "
+    "with weight sqrt(1/2), so frequency position, band width, band count and time structure "
+    "weigh once each. An empty mask is the point with every coordinate -1, far from every real "
+    "region. 0 means identical joint distributions; lower is closer. The score cannot see where "
+    "the bands of a multi-band map sit beyond their cell-weighted centre, nor where in the clip "
+    "the segments lie."
+)
+
+
+def score_points(features: dict[str, np.ndarray], n_mels: int, T: int) -> np.ndarray:
+    """(B, d) points of maps in the score's weighted feature space; empty maps at EMPTY_POINT."""
+    rows = np.asarray(features["band_fraction"], dtype=np.float64) * n_mels
+    columns = {
+        "band_centre_fraction": np.asarray(features["band_centre_fraction"], dtype=np.float64),
+        "band_width_log": np.log1p(rows) / np.log1p(n_mels),
+        "n_bands": score_transform("n_bands", features["n_bands"], n_mels, T),
+        "time_coverage": np.asarray(features["time_coverage"], dtype=np.float64),
+        "n_segments": score_transform("n_segments", features["n_segments"], n_mels, T),
+    }
+    points = np.stack([columns[name] for name, _ in SCORE_COORDINATES], axis=1)
+    points[~np.all(np.isfinite(points), axis=1)] = EMPTY_POINT
+    return points * np.array([w for _, w in SCORE_COORDINATES])
+
+
+def _within(distances: np.ndarray) -> float:
+    """Mean distance between two different members of one sample (0 for a single member).
+
+    The U-statistic: the zero self-distances are left out, so the score of a
+    sample against its own distribution is 0 on average at every sample size,
+    and differences of scores are unbiased (what the bootstrap intervals need).
+    """
+    n = distances.shape[0]
+    return float(distances.sum() / (n * (n - 1))) if n > 1 else 0.0
+
+
+def _mean_pair_distance(points: np.ndarray) -> float:
+    """``_within(cdist(points, points))`` from the n(n-1)/2 distinct pairs only (half the work)."""
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(points).mean()) if points.shape[0] > 1 else 0.0
+
+
+def _cdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``x`` and of ``y`` (scipy, imported when used:
+    0.3 s that the stages importing this module for its constants do not need)."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(x, y)
+
+
+def _energy(cross: float, self_masks: float, self_real: float) -> float:
+    return float(2 * cross - self_masks - self_real)
+
+
+def score(
+    mask_features: dict[str, np.ndarray], real_features: dict[str, np.ndarray], n_mels: int, T: int
+) -> float:
+    """The distance between mask features and real region features (lower is closer).
+
+    See ``SCORE_DEFINITION``. Raises ValueError when either side has no maps.
+    """
+    x, y = score_points(mask_features, n_mels, T), score_points(real_features, n_mels, T)
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError("score needs at least one mask and one real region")
+    return _energy(_cdist(x, y).mean(), _mean_pair_distance(x), _mean_pair_distance(y))
+
+
+def cluster_resamples(groups: list[str], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bootstrap index sets: with several groups (machine IDs), groups are drawn with
+    replacement first and clips within each drawn group next; with one group, clips only."""
+    groups_arr = np.asarray(groups)
+    members = [np.flatnonzero(groups_arr == g) for g in sorted(set(groups))]
+    draws = []
+    for _ in range(n_boot):
+        if len(members) > 1:
+            chosen = rng.integers(0, len(members), len(members))
+            draws.append(np.concatenate([rng.choice(members[c], members[c].size) for c in chosen]))
+        else:
+            draws.append(rng.integers(0, len(groups), len(groups)))
+    return draws
+
+
+def paired_bootstrap(
+    candidates: dict[str, dict[str, np.ndarray]],
+    real: dict[str, np.ndarray],
+    groups: list[str],
+    n_mels: int,
+    T: int,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Every candidate's score on ``real`` and on ``n_boot`` paired resamples of it.
+
+    The same resampled clips score every candidate, so differences between
+    candidates carry only the resampling noise they share. Returns the point
+    scores and a (n_boot, n_candidates) matrix in ``candidates`` order.
+    """
+    y = score_points(real, n_mels, T)
+    d_yy = _cdist(y, y)
+    names = list(candidates)
+    cross, self_terms = {}, {}
+    for name in names:
+        x = score_points(candidates[name], n_mels, T)
+        cross[name] = _cdist(x, y).mean(axis=0)  # each real region's mean distance to the masks
+        self_terms[name] = _mean_pair_distance(x)
+    point = {n: _energy(cross[n].mean(), self_terms[n], _within(d_yy)) for n in names}
+    draws = cluster_resamples(groups, n_boot, np.random.default_rng(seed))
+    boots = np.empty((n_boot, len(names)))
+    for b, idx in enumerate(draws):
+        yy = _within(d_yy[np.ix_(idx, idx)])
+        for j, name in enumerate(names):
+            boots[b, j] = _energy(cross[name][idx].mean(), self_terms[name], yy)
+    return point, boots
+
+
+def interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap values at ``level``."""
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+# The paired differences every ok row reports: (name, a, b) is score(a) - score(b).
+def comparisons(best: str, presets: list[str]) -> list[tuple[str, str, str]]:
+    out = [("fitted_vs_best", "recommended", best)]
+    if "current" in presets:
+        out.append(("fitted_vs_current", "recommended", "current"))
+        if best != "current":
+            out.append(("best_vs_current", best, "current"))
+    return out
+
+
+def held_out_comparison(
+    candidates: dict[str, dict[str, np.ndarray]],
+    held_out: dict[str, np.ndarray],
+    groups: list[str],
+    best: str,
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+    seed: int,
+    n_independent: int | None = None,
+) -> dict[str, Any]:
+    """Held-out scores of every candidate, and paired intervals of score differences.
+
+    With fewer than ``MIN_HOLDOUT_FOR_CI`` independent held-out regions (a
+    pooled region counts once, however many clips it stands for) no interval
+    is given (``*_ci_*`` None) and no difference can be called distinguishable.
+    """
+    n_mels, T = geometry.spectrogram_shape
+    point, boots = paired_bootstrap(
+        candidates, held_out, groups, n_mels, T, settings["n_bootstrap"], seed
+    )
+    names = list(candidates)
+    n_independent = len(groups) if n_independent is None else n_independent
+    with_ci = n_independent >= MIN_HOLDOUT_FOR_CI
+    out: dict[str, Any] = {"intervals": with_ci, "n_independent_holdout": n_independent}
+    for j, name in enumerate(names):
+        lo, hi = interval(boots[:, j], settings["ci_level"]) if with_ci else (None, None)
+        out[f"score_{name}"], out[f"score_{name}_ci_low"], out[f"score_{name}_ci_high"] = (
+            point[name],
+            lo,
+            hi,
+        )
+    for label, a, b in comparisons(best, [n for n in names if n != "recommended"]):
+        diff = point[a] - point[b]
+        if with_ci:
+            lo, hi = interval(
+                boots[:, names.index(a)] - boots[:, names.index(b)], settings["ci_level"]
+            )
+            verdict = "closer" if hi < 0 else "farther" if lo > 0 else "not distinguishable"
+        else:
+            lo, hi, verdict = None, None, "not distinguishable"
+        out[f"diff_{label}"], out[f"diff_{label}_ci_low"], out[f"diff_{label}_ci_high"] = (
+            diff,
+            lo,
+            hi,
+        )
+        out[f"diff_{label}_verdict"] = verdict
+    return out

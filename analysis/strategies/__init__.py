@@ -1,0 +1,64 @@
+"""Mask strategies: every way this project draws synthetic anomaly masks, behind one seam.
+
+The call convention is the training code's: a strategy is built as
+``Strategy(spectrogram_shape, q_shape, n_mels, T, **options)`` (``q_shape`` and
+``spectrogram_shape`` may be ``None``: spectrogram size) and called as
+``strategy(batch_size, device)``, returning a float ``(B, 1, H_q, W_q)`` 0/1
+tensor. Every strategy also offers ``full_size(batch_size)``, the masks as a
+``(B, n_mels, T)`` bool array, which is what the ``masks`` stage measures.
+
+Where each piece lives:
+
+* ``options``: the family's options, defaults and rules (no torch; params checks use it);
+* ``projection``: masks onto latent grids (``any_cell``, ``nearest``);
+* ``band``: :class:`AudioSpecificStrategy` (bands of mel rows times time segments) and
+  :class:`TrainingAudioStrategy` (the same engine with today's training-code defaults);
+* ``perlin``: :class:`PerlinStrategy`, the DSR/DRAEM baseline;
+* ``imported``: :class:`ImportedStrategy`, any user class or factory by import path;
+* ``machine``: :class:`MachineSpecificStrategy`, one fitted strategy per machine type;
+* ``factory``: :func:`build_strategy`, a strategy from a preset entry.
+
+``from analysis.strategies import AudioSpecificStrategy`` works for every public name
+below; the submodule is imported on first use, so importing ``options`` alone (as
+``params.py`` does) loads neither numpy-heavy engines nor torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> the submodule that defines it (read by tests/test_dvc_deps.py too).
+EXPORTS: dict[str, str] = {
+    "OptionError": "options",
+    "StrategyError": "options",
+    "SEED_DEFAULTS": "options",
+    "TRAINING_DEFAULTS": "options",
+    "OPTION_NAMES": "options",
+    "resolve_options": "options",
+    "PROJECTIONS": "projection",
+    "LATENT_PROJECTION": "projection",
+    "projection_name": "projection",
+    "project_axis": "projection",
+    "project_maps": "projection",
+    "AudioSpecificStrategy": "band",
+    "TrainingAudioStrategy": "band",
+    "PerlinStrategy": "perlin",
+    "ImportedStrategy": "imported",
+    "load_target": "imported",
+    "MachineSpecificStrategy": "machine",
+    "build_strategy": "factory",
+    "FAMILY_KINDS": "factory",
+}
+
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in EXPORTS:
+        raise AttributeError(f"module 'analysis.strategies' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"analysis.strategies.{EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
