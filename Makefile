@@ -8,9 +8,12 @@ RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 .PHONY: setup report test test-fast lint bench clean
 
-$(STAMP): requirements.txt constraints.txt
+# The package with its pipeline and dev extras, every version pinned by constraints.txt; editable,
+# so `python -m analysis` and `import analysis.strategies` work from any folder.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt setuptools
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -c constraints.txt -e ".[pipeline,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

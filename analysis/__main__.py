@@ -16,6 +16,7 @@ from typing import Any
 from analysis.dcase import DataLayoutError
 from analysis.io import clean_own_scratch, clean_stale_scratch, probe_writable, write_text
 from analysis.params import ParamsError, load_params
+from analysis.strategies.options import StrategyError
 
 
 def _synthesize(params: dict[str, Any], args: argparse.Namespace) -> None:
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataLayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except StrategyError as err:
+        # A user's strategy failed (masks.presets.NAME: ...): the message, not our traceback.
+        print(f"error: {args.stage}: {err}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         print(f"error: {args.stage}: {err}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The params checks that need librosa, matplotlib or the data folder.
+"""The params checks that need librosa, matplotlib, torch or the data folder.
 
 ``python -m analysis check-params`` runs them, and it is the pipeline's first
 stage, so a bad colormap, empty mel filters or a missing machine-type folder
@@ -76,6 +76,35 @@ def check_data_root(data: Mapping[str, Any]) -> None:
             )
 
 
+PRESET_LOG = Path("build/logs/python_presets.log")
+
+
+def check_python_presets(params: dict[str, Any], log_path: Path = PRESET_LOG) -> None:
+    """Import, build and call once every ``kind: python`` preset (else ``masks`` fails later).
+
+    A failure stops with a message naming the preset; its traceback goes to ``log_path``
+    (named in the message), not to the terminal.
+    """
+    import traceback
+
+    from analysis.strategies.imported import ImportedStrategy
+    from analysis.strategies.options import StrategyError
+
+    shape = (params["features"]["n_mels"], params["features"]["target_T"])
+    for name, preset in params["masks"]["presets"].items():
+        if preset["kind"] != "python":
+            continue
+        try:
+            strategy = ImportedStrategy(
+                preset["target"], shape, preset.get("kwargs"), preset.get("path"), name=name
+            )
+            strategy.full_size(1)
+        except StrategyError as err:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(traceback.format_exc(), encoding="utf-8")
+            raise ParamsError(f"masks.presets.{name}: {err} (traceback in {log_path})") from None
+
+
 def check_all(params: dict[str, Any]) -> None:
     """The checks that need librosa, matplotlib or the data folder.
 
@@ -86,3 +115,4 @@ def check_all(params: dict[str, Any]) -> None:
     check_data_root(params["data"])
     check_mel_filters(MelGeometry.from_params(params))
     check_colormaps(params["figures"])
+    check_python_presets(params)

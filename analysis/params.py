@@ -17,16 +17,24 @@ from typing import Any
 import yaml
 
 from analysis.strategies.options import (
+    DSR_PERLIN_DEFAULTS,
     FAMILY_KIND_NAMES,
     PERLIN_MAX_SCALE_EXP,
     PERLIN_THRESHOLD_RANGE,
     PROJECTIONS,
     OptionError,
+    check_training_options,
     resolve_family,
 )
 
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-PRESET_KINDS: tuple[str, ...] = (*FAMILY_KIND_NAMES, "perlin", "python")
+PRESET_KINDS: tuple[str, ...] = (
+    *FAMILY_KIND_NAMES,
+    "training_audio",
+    "perlin",
+    "dsr_perlin",
+    "python",
+)
 NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
@@ -109,7 +117,7 @@ PERLIN_SCALE_EXP = Num(int, 0, PERLIN_MAX_SCALE_EXP)
 N_JOBS = Num(int, 0, 512)
 
 # Every option of the band-times-segments family is optional: ``audio_specific`` fills in the
-# seed notebook's defaults, ``training_audio`` today's training code's (analysis.strategies).
+# seed notebook's defaults (analysis.strategies.options).
 FAMILY_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS)}
 FAMILY_OPTIONAL: dict[str, Any] = {
     "min_band_fraction": FRACTION,
@@ -145,6 +153,27 @@ PERLIN_PRESET: dict[str, Any] = {
     "max_scale_exp": PERLIN_SCALE_EXP,
     "threshold": PERLIN_THRESHOLD,
     "rotate": Flag(),
+}
+# The training code's strategy and its Perlin mode: only the options it has, all optional.
+TRAINING_OPTIONAL: dict[str, Any] = {
+    "perlin_prob": Num(float, 0.0, 1.0),
+    "full_time_prob": Num(float, 0.0, 1.0),
+    "max_band_frac": FRACTION,
+    "max_segments": Num(int, 2),
+}
+DSR_PERLIN_OPTIONAL: dict[str, Any] = {
+    "min_scale_exp": PERLIN_SCALE_EXP,
+    "max_scale_exp": PERLIN_SCALE_EXP,
+    "min_threshold": PERLIN_THRESHOLD,
+    "max_threshold": PERLIN_THRESHOLD,
+    "rotate": Flag(),
+}
+KIND_SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "audio_specific": (FAMILY_PRESET, FAMILY_OPTIONAL),
+    "training_audio": (FAMILY_PRESET, TRAINING_OPTIONAL),
+    "perlin": (PERLIN_PRESET, {}),
+    "dsr_perlin": (FAMILY_PRESET, DSR_PERLIN_OPTIONAL),
+    "python": (PYTHON_PRESET, PYTHON_OPTIONAL),
 }
 
 SPEC: dict[str, Any] = {
@@ -282,18 +311,14 @@ def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(preset, Mapping) or "kind" not in preset:
             raise ParamsError(f"{pkey}.kind: missing (one of {', '.join(PRESET_KINDS)})")
         kind = Text(PRESET_KINDS).check(f"{pkey}.kind", preset["kind"])
-        if kind in ("audio_specific", "training_audio"):
-            out[name] = _check_mapping(pkey, preset, FAMILY_PRESET, FAMILY_OPTIONAL)
-        elif kind == "python":
-            out[name] = _check_mapping(pkey, preset, PYTHON_PRESET, PYTHON_OPTIONAL)
+        out[name] = _check_mapping(pkey, preset, *KIND_SPECS[kind])
+        if kind == "python":
             target = out[name]["target"]
             module, _, attr = target.partition(":")
             if not module or not attr:
                 raise ParamsError(f"{pkey}.target: {target!r} must look like 'module.path:Name'")
             if "path" in out[name] and not Path(out[name]["path"]).is_dir():
                 raise ParamsError(f"{pkey}.path: {out[name]['path']!r} is not a folder")
-        else:
-            out[name] = _check_mapping(pkey, preset, PERLIN_PRESET)
     return out
 
 
@@ -339,8 +364,20 @@ def _cross_checks(p: dict) -> None:
                 raise ParamsError(f"{key}.{err.option}: {err}") from None
             except (TypeError, ValueError) as err:
                 raise ParamsError(f"{key}: {err}") from None
+        elif preset["kind"] == "training_audio":
+            try:
+                check_training_options(
+                    n_mels, T, **{k: v for k, v in preset.items() if k != "kind"}
+                )
+            except OptionError as err:
+                raise ParamsError(f"{key}.{err.option}: {err}") from None
         elif preset["kind"] == "perlin":
             _check_min_max({key: preset}, key, "min_scale_exp", "max_scale_exp")
+        elif preset["kind"] == "dsr_perlin":
+            for lo, hi in (("min_scale_exp", "max_scale_exp"), ("min_threshold", "max_threshold")):
+                low = preset.get(lo, DSR_PERLIN_DEFAULTS[lo])
+                high = preset.get(hi, DSR_PERLIN_DEFAULTS[hi])
+                require(low <= high, f"{key}.{lo}", f"{low} is above {key}.{hi} = {high}")
 
 
 def validate_params(raw: Any) -> dict[str, Any]:

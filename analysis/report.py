@@ -39,7 +39,14 @@ from analysis.render import (
     render_with_pandoc,
     render_with_quarto,
 )
-from analysis.report_text import data_found, describe_fit, findings, strategy_call
+from analysis.report_text import (
+    data_found,
+    describe_fit,
+    findings,
+    shareable_path,
+    strategy_call,
+    training_code_call,
+)
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
 
 PACKAGES = (
@@ -138,14 +145,32 @@ def results_context(build_dir: Path, figures_dir: Path, geometry: MelGeometry) -
         "type_rows": type_rows,
         "id_rows": [r for r in rows if r["machine_id"] != "all"],
         "score_definition": recs["score_definition"],
-        "presets": presets_meta["presets"],
+        "presets": shareable_presets(presets_meta["presets"]),
         "preset_names": list(presets_meta["presets"]),
         "grids": presets_meta["grids"],
         "fidelity": read_fidelity(build_dir / "masks"),
         "figures": figures_by_section,
         "figure_ids": {e["id"] for e in manifest},
         "calls": {r["machine_type"]: strategy_call(r, geometry) for r in type_rows if is_ok(r)},
+        "training_calls": {
+            r["machine_type"]: training_code_call(r, geometry) for r in type_rows if is_ok(r)
+        },
     }
+
+
+def shareable_presets(presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Presets with every ``kind: python`` preset's ``path`` made shareable (see
+    :func:`~analysis.report_text.shareable_path`)."""
+    return {
+        name: {**p, "path": shareable_path(p["path"])} if "path" in p else p
+        for name, p in presets.items()
+    }
+
+
+def shareable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the report prints them (shareable preset paths)."""
+    presets = shareable_presets(params["masks"]["presets"])
+    return {**params, "masks": {**params["masks"], "presets": presets}}
 
 
 def build_context(
@@ -154,6 +179,7 @@ def build_context(
     """The template's context: data, results, provenance, and the first page's findings."""
     geometry = MelGeometry.from_params(params)
     git = git_state()
+    params = shareable_params(params)
     context = {
         **data_context(params, build_dir),
         **results_context(build_dir, figures_dir, geometry),

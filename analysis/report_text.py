@@ -6,6 +6,7 @@ so tests can check what the reader is told without rendering anything.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from analysis.fit import FIT_KEYS
@@ -65,6 +66,60 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
         "from analysis.strategies import AudioSpecificStrategy\n\n"
         "strategy = AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
     )
+
+
+def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str, list[str]]:
+    """The fitted setting as the training code's own constructor arguments, as far as its
+    family reaches, and what of the fit it cannot express.
+
+    The training strategy draws 1..int(n_mels * max_band_frac) rows anywhere on the mel axis,
+    one band, and either one segment over 85-100 % of the clip (``full_time_prob``) or
+    2..max_segments segments of T // 10..T // 3 frames.
+    """
+    n_mels, T = geometry.spectrogram_shape
+    args = [
+        f"({n_mels}, {T})",
+        "None",
+        str(n_mels),
+        str(T),
+        "perlin_prob=0.0",
+        f"full_time_prob={row['full_time_prob']!r}",
+        f"max_band_frac={row['max_band_fraction']!r}",
+        f"max_segments={max(2, int(row['max_segments']))}",
+    ]
+    lost = []
+    if round(row["min_band_fraction"] * n_mels) > 1:
+        lost.append(f"the minimum band width ({row['min_band_fraction']:.0%} of the mel bins)")
+    if row["min_band_position"] > 0 or row["max_band_position"] < 1:
+        lost.append(
+            f"the band position ({row['min_band_position']:.0%}–{row['max_band_position']:.0%} "
+            "of the mel axis)"
+        )
+    if row["max_bands"] > 1:
+        lost.append(f"several bands at once ({_span(row['min_bands'], row['max_bands'])})")
+    if row["full_time_prob"] < 1 and (
+        row["min_seg_len"] < T // 10 or row["max_seg_len"] > T // 3 or row["min_segments"] != 2
+    ):
+        lost.append(
+            f"the segments ({_span(row['min_segments'], row['max_segments'])} of "
+            f"{_span(row['min_seg_len'], row['max_seg_len'])} frames; the training code draws "
+            f"2..max_segments of {T // 10}–{T // 3})"
+        )
+    call = (
+        "from analysis.strategies import TrainingAudioStrategy\n\n"
+        "strategy = TrainingAudioStrategy(\n    " + ",\n    ".join(args) + ",\n)"
+    )
+    return call, lost
+
+
+def shareable_path(path: str, root: Path | None = None) -> str:
+    """A folder as the shared report may print it: relative to the project when inside it,
+    else only its last part (no user's absolute paths in a PDF that is mailed around)."""
+    root = (root or Path.cwd()).resolve()
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root).as_posix() or "."
+    return f"…/{resolved.name}"
 
 
 def type_pattern(loc: dict[str, Any]) -> str:

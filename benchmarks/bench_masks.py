@@ -3,9 +3,10 @@
 Two call patterns, each against its baseline measured in the same run:
 
 * **batch 1, spectrogram size** (the training code's dataset calls
-  ``strategy(1, device)`` once per item): ``TrainingAudioStrategy`` against a
-  plain per-item loop that draws today's training strategy the way such code
-  does (numpy draws, ``np.zeros``, slice assignment, ``torch.from_numpy``).
+  ``strategy(1, device)`` once per item): ``TrainingAudioStrategy`` and
+  ``MachineSpecificStrategy`` (a fitted type) against the plain per-item
+  transcription of today's training strategy (``tests/training_transcription.py``:
+  Python's ``random``, ``np.zeros``, slice assignment, ``torch.from_numpy``).
 * **batch 256 on the q_bot grid (32 x 80)**: ``AudioSpecificStrategy`` with the
   seed's 'current' preset against the seed notebook's per-mask loop followed
   by the same projection (``nearest`` via ``F.interpolate``; ``any_cell`` via
@@ -17,8 +18,10 @@ Usage: python benchmarks/bench_masks.py [--masks 4096] [--batch 256] [--items 20
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +31,28 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.strategies import AudioSpecificStrategy, TrainingAudioStrategy  # noqa: E402
+from analysis.strategies import (  # noqa: E402
+    AudioSpecificStrategy,
+    MachineSpecificStrategy,
+    TrainingAudioStrategy,
+)
+from tests.training_transcription import training_item  # noqa: E402
+
+# A fitted type as the recommend stage writes it: full-clip bands half of the time, else 1..3
+# segments (the setting is typical of the default run's fits).
+FITTED = {
+    "min_band_fraction": 0.03,
+    "max_band_fraction": 0.12,
+    "min_bands": 1,
+    "max_bands": 1,
+    "full_time_prob": 0.5,
+    "min_segments": 1,
+    "max_segments": 3,
+    "min_seg_len": 20,
+    "max_seg_len": 120,
+    "min_band_position": 0.2,
+    "max_band_position": 0.8,
+}
 
 N_MELS, T, Q = 128, 320, (32, 80)
 
@@ -50,31 +74,6 @@ def project(mask: torch.Tensor, method: str) -> torch.Tensor:
         return F.interpolate(mask, size=Q, mode="nearest")
     stride = (N_MELS // Q[0], T // Q[1])
     return (F.avg_pool2d(mask, kernel_size=stride, stride=stride) > 0).float()
-
-
-def training_item(rng: random.Random) -> torch.Tensor:
-    """Today's training strategy for one item as a plain loop: a band of 1..int(0.1 n_mels)
-    rows; with probability 0.3 one segment over 85-100 % of the clip, else 2..5 disjoint
-    segments of T/10..T/3 frames placed by rejection. Python's ``random`` for the scalar draws
-    (the fastest plain choice), numpy for the mask."""
-    mask = np.zeros((1, 1, N_MELS, T), dtype=np.float32)
-    width = rng.randint(1, int(N_MELS * 0.1))
-    low = rng.randint(0, N_MELS - width)
-    if rng.random() < 0.3:
-        length = max(1, int(T * rng.uniform(0.85, 1.0)))
-        start = rng.randint(0, T - length)
-        mask[0, 0, low : low + width, start : start + length] = 1.0
-        return torch.from_numpy(mask)
-    taken = []
-    for _ in range(rng.randint(2, 5)):
-        length = rng.randint(T // 10, T // 3)
-        for _attempt in range(20):
-            start = rng.randint(0, T - length)
-            if all(start > e or start + length < s for s, e in taken):  # a gap of one frame
-                taken.append((start, start + length))
-                mask[0, 0, low : low + width, start : start + length] = 1.0
-                break
-    return torch.from_numpy(mask)
 
 
 def rate(fn, n: int) -> float:
@@ -100,9 +99,19 @@ def main() -> None:
     loop_rate = rate(lambda: training_item(py_rng), args.items)
     ours = TrainingAudioStrategy((N_MELS, T), None, N_MELS, T, seed=0)
     ours_rate = rate(lambda: ours(1, "cpu"), args.items)
-    print(f"  plain per-item loop (training strategy): {loop_rate:10.0f} masks/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        recs = Path(tmp) / "recommendations.json"
+        row = {"machine_type": "fan", "machine_id": "all", "status": "ok", "fitted": FITTED}
+        recs.write_text(json.dumps({"rows": [row]}))
+        machine = MachineSpecificStrategy(
+            (N_MELS, T), None, N_MELS, T, machine_type="fan", recommendations=recs, seed=0
+        )
+    machine_rate = rate(lambda: machine(1, "cpu"), args.items)
+    print(f"  plain transcription (training strategy): {loop_rate:10.0f} masks/s")
     print(f"  TrainingAudioStrategy(1, 'cpu'):         {ours_rate:10.0f} masks/s")
-    print(f"  batch-1 ratio: {ours_rate / loop_rate:.2f}x")
+    print(f"  MachineSpecificStrategy(1, 'cpu'), fit:  {machine_rate:10.0f} masks/s")
+    print(f"  batch-1 ratio, training strategy / transcription: {ours_rate / loop_rate:.2f}x")
+    print(f"  batch-1 ratio, machine-specific / transcription:  {machine_rate / loop_rate:.2f}x")
 
     n_batches = max(1, args.masks // args.batch)
     n_seed = max(256, args.masks // 8)  # the seed loop is slow; its rate is per mask anyway

@@ -147,8 +147,8 @@ def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedP
         ),
         (lambda p: p["features"].update(fmin=100.0, fmax=400.0), "features.n_mels", "empty"),
         (
-            lambda p: p["masks"]["presets"]["perlin"].update(threshold=1.0),
-            "masks.presets.perlin.threshold",
+            lambda p: p["masks"]["presets"]["perlin"].update(max_threshold=1.0),
+            "masks.presets.perlin.max_threshold",
             "< 1.0",
         ),
     ],

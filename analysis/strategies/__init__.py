@@ -11,9 +11,12 @@ Where each piece lives:
 
 * ``options``: the family's options, defaults and rules (no torch; params checks use it);
 * ``projection``: masks onto latent grids (``any_cell``, ``nearest``);
-* ``band``: :class:`AudioSpecificStrategy` (bands of mel rows times time segments) and
-  :class:`TrainingAudioStrategy` (the same engine with today's training-code defaults);
-* ``perlin``: :class:`PerlinStrategy`, the DSR/DRAEM baseline;
+* ``band``: :class:`AudioSpecificStrategy` (bands of mel rows times time segments, the
+  family the fit searches);
+* ``training``: :class:`TrainingAudioStrategy`, today's training strategy drawn exactly as
+  the training code draws it;
+* ``perlin``: :class:`PerlinStrategy` (DRAEM-style) and :class:`TrainingPerlinStrategy`
+  (the training code's Perlin mode);
 * ``imported``: :class:`ImportedStrategy`, any user class or factory by import path;
 * ``machine``: :class:`MachineSpecificStrategy`, one fitted strategy per machine type;
 * ``factory``: :func:`build_strategy`, a strategy from a preset entry.
@@ -33,7 +36,6 @@ EXPORTS: dict[str, str] = {
     "OptionError": "options",
     "StrategyError": "options",
     "SEED_DEFAULTS": "options",
-    "TRAINING_DEFAULTS": "options",
     "OPTION_NAMES": "options",
     "resolve_options": "options",
     "PROJECTIONS": "projection",
@@ -42,13 +44,14 @@ EXPORTS: dict[str, str] = {
     "project_axis": "projection",
     "project_maps": "projection",
     "AudioSpecificStrategy": "band",
-    "TrainingAudioStrategy": "band",
+    "TrainingAudioStrategy": "training",
     "PerlinStrategy": "perlin",
+    "TrainingPerlinStrategy": "perlin",
     "ImportedStrategy": "imported",
     "load_target": "imported",
     "MachineSpecificStrategy": "machine",
     "build_strategy": "factory",
-    "FAMILY_KINDS": "factory",
+    "STRATEGY_KINDS": "factory",
 }
 
 __all__ = sorted(EXPORTS)

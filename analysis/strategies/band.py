@@ -1,5 +1,7 @@
-"""The band-times-segments engine: :class:`AudioSpecificStrategy` and today's training
-strategy (:class:`TrainingAudioStrategy`, the same engine with the training code's defaults).
+"""The band-times-segments engine: :class:`AudioSpecificStrategy`, the seed notebook's
+generator grown into the family the ``recommend`` stage fits in (several bands, full-clip
+segments, widths in rows or Hz, a share of Perlin masks). Today's training strategy, drawn
+exactly as the training code draws it, is :mod:`analysis.strategies.training`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
+from analysis.strategies.base import ProcessRng, htk_mel_frequencies, resolve_shapes, to_tensor
 from analysis.strategies.options import family_defaults, resolve_family
 from analysis.strategies.projection import project_axis, project_maps, projection_name
 
@@ -122,18 +124,14 @@ class AudioSpecificStrategy:
         }
         self.options = self.resolve(H, W, max_band_frac=max_band_frac, **given)
         self.projection = projection_name(resize if resize is not None else projection)
-        self.rng = numpy_rng(seed, generator)
+        self._rng = ProcessRng(seed, generator)
         o = self.options
         # Rows a band may occupy: [pos_lo, pos_hi), at least one row.
         self.pos_lo = min(int(math.floor(o["min_band_position"] * H)), H - 1)
         self.pos_hi = max(int(math.ceil(o["max_band_position"] * H)), self.pos_lo + 1)
         self._centres_hz = None
         if o["min_band_hz"] is not None:
-            import librosa
-
-            self._centres_hz = librosa.mel_frequencies(
-                n_mels=H + 2, fmin=o["fmin_hz"], fmax=o["fmax_hz"], htk=True
-            )[1:-1]
+            self._centres_hz = htk_mel_frequencies(H + 2, o["fmin_hz"], o["fmax_hz"])[1:-1]
             self._centres_list = self._centres_hz.tolist()
         self._perlin = None
         if o["perlin_prob"] > 0:
@@ -146,8 +144,13 @@ class AudioSpecificStrategy:
                 max_scale_exp=o["perlin_max_scale_exp"],
                 threshold=o["perlin_threshold"],
                 rotate=o["perlin_rotate"],
-                seed=int(self.rng.integers(2**31)),
+                seed=int(self.rng.integers(2**31)) if self._rng.seeded else None,
             )
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator this strategy draws from (see :class:`~analysis.strategies.base.ProcessRng`)."""
+        return self._rng.generator
 
     def __getattr__(self, name: str) -> Any:
         # Options read as attributes (``strategy.max_seg_len``), as on the seed's class.
@@ -362,14 +365,3 @@ class AudioSpecificStrategy:
         """The options that differ from this class's defaults (for reports and paste-ready calls)."""
         defaults = self.resolve(self.n_mels, self.T)
         return {k: v for k, v in self.options.items() if v != defaults[k]}
-
-
-class TrainingAudioStrategy(AudioSpecificStrategy):
-    """The same engine with today's training-code defaults (``perlin_prob`` 0, ``full_time_prob``
-    0.3, ``max_band_frac`` 0.1, ``max_segments`` 5, segments of T/10..T/3 frames, disjoint).
-
-    A drop-in for the training code's strategy: same positional arguments, same
-    keyword names, same call.
-    """
-
-    family = "training_audio"

@@ -1,7 +1,17 @@
-"""What every strategy shares: the training code's shape convention, seeding, tensors."""
+"""What every strategy shares: the training code's shape convention, seeding, tensors.
+
+Randomness follows what training code expects. An explicit ``seed`` (or generator)
+gives a fixed stream. Without one, a strategy draws from the process's global RNGs:
+its numpy generator is seeded on first use *in each process* by one draw of torch's
+global RNG, so the workers of a ``torch.utils.data.DataLoader`` (each seeded by
+PyTorch) draw different masks, and ``torch.manual_seed`` makes a run repeatable. A
+copy of a strategy sent to another process therefore never repeats the parent's
+stream.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -29,6 +39,34 @@ def resolve_shapes(
     return (H, W), q
 
 
+class ProcessRng:
+    """A numpy Generator: fixed when seeded; else made on first use in each process.
+
+    Parameters
+    ----------
+    seed, generator
+        An int seed, or a numpy or torch generator; both None means "from the
+        process's global RNGs" (see the module docstring).
+    """
+
+    def __init__(self, seed: int | None = None, generator: Any = None) -> None:
+        self.seeded = seed is not None or generator is not None
+        self._fixed = numpy_rng(seed, generator) if self.seeded else None
+        self._pid: int | None = None
+        self._local: np.random.Generator | None = None
+
+    @property
+    def generator(self) -> np.random.Generator:
+        if self._fixed is not None:
+            return self._fixed
+        if self._pid != os.getpid():
+            import torch
+
+            self._local = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            self._pid = os.getpid()
+        return self._local
+
+
 def numpy_rng(seed: int | None, generator: Any) -> np.random.Generator:
     """A numpy Generator from an int seed, a numpy Generator or a torch.Generator."""
     if generator is not None and seed is not None:
@@ -46,3 +84,10 @@ def to_tensor(masks: np.ndarray, device: Any):
     import torch
 
     return torch.from_numpy(masks).to(device)
+
+
+def htk_mel_frequencies(n: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
+    """``n`` frequencies (Hz) evenly spaced on the HTK mel scale from ``fmin_hz`` to ``fmax_hz``:
+    ``librosa.mel_frequencies(n, fmin, fmax, htk=True)`` without librosa (a test compares)."""
+    low, high = (2595.0 * np.log10(1.0 + f / 700.0) for f in (fmin_hz, fmax_hz))
+    return 700.0 * (10.0 ** (np.linspace(low, high, n) / 2595.0) - 1.0)

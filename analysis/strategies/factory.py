@@ -1,14 +1,24 @@
-"""A strategy from a ``masks.presets`` entry or a fitted setting: ``kind`` decides which."""
+"""A strategy from a ``masks.presets`` entry or a fitted setting: ``kind`` decides which.
+
+``audio_specific``: :class:`AudioSpecificStrategy`; ``training_audio``: today's training
+strategy, exactly; ``perlin``: the DRAEM-style :class:`PerlinStrategy`; ``dsr_perlin``: the
+training code's Perlin mode; ``python``: a user's strategy by import path.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from analysis.strategies.band import AudioSpecificStrategy, TrainingAudioStrategy
+from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.imported import ImportedStrategy
-from analysis.strategies.perlin import PerlinStrategy
+from analysis.strategies.perlin import PerlinStrategy, TrainingPerlinStrategy
+from analysis.strategies.training import TrainingAudioStrategy
 
-FAMILY_KINDS = {"audio_specific": AudioSpecificStrategy, "training_audio": TrainingAudioStrategy}
+STRATEGY_KINDS = {
+    "audio_specific": AudioSpecificStrategy,
+    "training_audio": TrainingAudioStrategy,
+    "dsr_perlin": TrainingPerlinStrategy,
+}
 
 
 def build_strategy(
@@ -37,6 +47,6 @@ def build_strategy(
             seed=0 if seed is None else seed,
             name=name,
         )
-    return FAMILY_KINDS[kind](
+    return STRATEGY_KINDS[kind](
         spectrogram_shape, q_shape, projection=projection, seed=seed, **settings
     )

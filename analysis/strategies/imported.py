@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import inspect
 import random
 import sys
 from collections.abc import Callable
@@ -15,18 +18,50 @@ from analysis.strategies.base import resolve_shapes, to_tensor
 from analysis.strategies.options import StrategyError
 from analysis.strategies.projection import project_maps, projection_name
 
+CONVENTION_NAMES = ("spectrogram_shape", "q_shape", "n_mels", "T")
 
-def load_target(target: str, path: str | Path | None = None) -> Callable:
-    """The object named ``"package.module:Name"``, importing from ``path`` first when given."""
+
+def _import_from_folder(module_name: str, folder: Path, unique: str):
+    """Import ``module_name`` from ``folder`` under the module name ``unique``, so two presets
+    whose modules share a name but live in different folders never share a module."""
+    parts = module_name.split(".")
+    base = folder.joinpath(*parts)
+    file = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+    if not file.is_file():
+        raise ModuleNotFoundError(f"no {module_name.replace('.', '/')}.py under {folder}")
+    spec = importlib.util.spec_from_file_location(unique, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    # The module's own imports of its neighbours resolve in its folder.
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(unique, None)
+        raise
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def load_target(target: str, path: str | Path | None = None, name: str | None = None) -> Callable:
+    """The object named ``"package.module:Name"``.
+
+    With ``path``, the module file is loaded from that folder under a module name of
+    its own (derived from the preset ``name`` and the folder), never from Python's
+    module cache; without it, ``module`` is imported as usual.
+    """
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise StrategyError(f"target {target!r} must look like 'module.path:Name'")
-    if path is not None:
-        folder = str(Path(path).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
     try:
-        module = importlib.import_module(module_name)
+        if path is None:
+            module = importlib.import_module(module_name)
+        else:
+            folder = Path(path).resolve()
+            tag = hashlib.sha256(f"{name}|{folder}|{module_name}".encode()).hexdigest()[:12]
+            unique = f"_mask_preset_{tag}_{module_name.replace('.', '_')}"
+            module = sys.modules.get(unique) or _import_from_folder(module_name, folder, unique)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
         raise StrategyError(f"cannot import {module_name!r}: {type(err).__name__}: {err}") from err
     obj = module
@@ -37,6 +72,35 @@ def load_target(target: str, path: str | Path | None = None) -> Callable:
     if not callable(obj):
         raise StrategyError(f"{target!r} is not a class or function")
     return obj
+
+
+def convention_arguments(
+    factory: Callable, shape: tuple[int, int], kwargs: dict[str, Any]
+) -> tuple[tuple, dict[str, Any]]:
+    """The arguments to build ``factory`` with: the convention's names its signature accepts
+    (``spectrogram_shape``, ``q_shape`` (None: spectrogram size), ``n_mels``, ``T``), by
+    keyword, plus ``kwargs``; a signature that names none of them (``*args, **kwargs``, or
+    unreadable) gets the convention positionally, ``(shape, None, n_mels, T)``."""
+    H, W = shape
+    values = {"spectrogram_shape": (H, W), "q_shape": None, "n_mels": H, "T": W}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    named = {
+        n: p
+        for n, p in params.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n in values
+    }
+    if not named:
+        return ((H, W), None, H, W), dict(kwargs)
+    return (), {**{n: values[n] for n in named if n not in kwargs}, **kwargs}
+
+
+def describe_call(target: str, args: tuple, kwargs: dict[str, Any]) -> str:
+    """``target(...)`` as it was called, for the log."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{target}({', '.join(parts)})"
 
 
 def seed_everything(seed: int) -> None:
@@ -51,10 +115,10 @@ def seed_everything(seed: int) -> None:
 class ImportedStrategy:
     """A user's strategy by import path, treated as a black box.
 
-    ``target`` is a class or factory function called as
-    ``target(spectrogram_shape, None, n_mels, T, **kwargs)`` (the training
-    code's convention: ``q_shape=None`` asks for spectrogram size); the object
-    it returns is called as ``obj(batch_size, "cpu")`` and must return
+    ``target`` is a class or factory function called with the convention's
+    arguments its signature names (:func:`convention_arguments`; ``q_shape=None``
+    asks for spectrogram size) and the preset's ``kwargs``; :attr:`call` says how
+    it was called. The object it returns is called as ``obj(batch_size, "cpu")`` and must return
     (B, 1, n_mels, T) 0/1 values (a tensor or an array). Global RNGs are seeded
     before construction, so draws are reproducible when the strategy uses them.
     """
@@ -75,14 +139,18 @@ class ImportedStrategy:
             spectrogram_shape, q_shape, None, None
         )
         self.projection = projection_name(projection)
-        factory = load_target(target, path)
+        factory = load_target(target, path, self.name)
         seed_everything(seed)
-        H, W = self.spectrogram_shape
+        args, call_kwargs = convention_arguments(factory, self.spectrogram_shape, kwargs or {})
+        self.call = describe_call(target, args, call_kwargs)
         try:
-            self.strategy = factory((H, W), None, H, W, **(kwargs or {}))
+            self.strategy = factory(*args, **call_kwargs)
         except Exception as err:  # noqa: BLE001
             raise StrategyError(
-                f"preset {self.name!r}: building {target} failed: {type(err).__name__}: {err}"
+                f"preset {self.name!r}: building {target} failed: {type(err).__name__}: {err} "
+                f"(called as {self.call}: the convention's arguments "
+                f"{', '.join(CONVENTION_NAMES)} are passed by the names the signature uses, "
+                "every other argument comes from the preset's kwargs)"
             ) from err
         if not callable(self.strategy):
             raise StrategyError(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from analysis.strategies.band import AudioSpecificStrategy, TrainingAudioStrategy
+from analysis.artifacts import fitted_settings, is_ok, read_recommendations, type_rows
+from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.base import numpy_rng, resolve_shapes
+from analysis.strategies.training import TrainingAudioStrategy
 
 
 class MachineSpecificStrategy:
@@ -32,40 +35,50 @@ class MachineSpecificStrategy:
         projection: str = "any_cell",
         seed: int | None = None,
     ) -> None:
-        import json
-
         shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
-        rows = json.loads(Path(recommendations).read_text())["rows"]
-        rng = numpy_rng(seed, None)
-        self.strategies: dict[str, Any] = {}
-        self.fallback_types: list[str] = []
-        self.machine_type = machine_type
-        for row in rows:
-            if row["machine_id"] != "all":
-                continue
-            if row.get("status") != "ok":
-                self.fallback_types.append(row["machine_type"])
-                continue
-            self.strategies[row["machine_type"]] = AudioSpecificStrategy(
-                shape,
-                self.q_shape,
-                projection=projection,
-                seed=int(rng.integers(2**31)),
-                **row["fitted"],
+        path = Path(recommendations)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no recommendations file here (working directory {Path.cwd()}); copy "
+                "build/recommendations.json out of the analysis and pass its absolute path"
             )
+        recs = read_recommendations(path)
+        # Seeded: one fixed stream per type; unseeded: each draws from its process's RNGs.
+        rng = numpy_rng(seed, None) if seed is not None else None
+
+        def child_seed() -> int | None:
+            return None if rng is None else int(rng.integers(2**31))
+
+        self.strategies: dict[str, Any] = {
+            t: AudioSpecificStrategy(
+                shape, self.q_shape, projection=projection, seed=child_seed(), **fitted
+            )
+            for t, fitted in fitted_settings(recs).items()
+        }
+        self.fallback_types = [r["machine_type"] for r in type_rows(recs) if not is_ok(r)]
         self.fallback = fallback or TrainingAudioStrategy(
-            shape, self.q_shape, projection=projection, seed=int(rng.integers(2**31))
+            shape, self.q_shape, projection=projection, seed=child_seed()
         )
-        if machine_type is not None and machine_type not in {
-            *self.strategies,
-            *self.fallback_types,
-        }:
-            known = ", ".join(sorted({*self.strategies, *self.fallback_types}))
-            raise ValueError(f"machine_type {machine_type!r} is not in {recommendations} ({known})")
+        self._warned: set[str] = set()
+        self.machine_type = machine_type
+        known = {*self.strategies, *self.fallback_types}
+        if machine_type is not None and machine_type not in known:
+            raise ValueError(
+                f"machine_type {machine_type!r} is not in {path} ({', '.join(sorted(known))})"
+            )
 
     def for_type(self, machine_type: str):
-        """The strategy used for ``machine_type`` (the fallback where no fit was made)."""
-        return self.strategies.get(machine_type, self.fallback)
+        """The strategy used for ``machine_type``: its fit, or the fallback (warned once)."""
+        if machine_type in self.strategies:
+            return self.strategies[machine_type]
+        if machine_type not in self._warned:
+            self._warned.add(machine_type)
+            warnings.warn(
+                f"MachineSpecificStrategy: {machine_type!r} has no fitted setting (not enough "
+                f"evidence); drawing from the fallback, {type(self.fallback).__name__}",
+                stacklevel=3,
+            )
+        return self.fallback
 
     def __call__(self, batch_size: int, device: Any = "cpu", machine_type: str | None = None):
         chosen = machine_type or self.machine_type

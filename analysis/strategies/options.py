@@ -150,53 +150,69 @@ def resolve_options(
     return o
 
 
-# Today's training strategy (DESIGN §8): no minimum band width, 1..int(n_mels * 0.1) rows; with
-# probability 0.3 one segment over 85-100 % of the clip, else 2..5 disjoint segments of
-# T/10..T/3 frames; no Perlin masks.
-TRAINING_DEFAULTS: dict[str, Any] = {
-    **SEED_DEFAULTS,
-    "min_segments": 2,
-    "max_segments": 5,
-    "min_seg_len": None,  # T // 10, set per shape
-    "max_seg_len": None,  # T // 3, set per shape
-    "full_time_prob": 0.3,
-    "disjoint_segments": True,
-}
-
-
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "audio_specific": SEED_DEFAULTS,
-    "training_audio": TRAINING_DEFAULTS,
-}
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {"audio_specific": SEED_DEFAULTS}
 FAMILY_KIND_NAMES: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
-_BAND_WIDTH_OPTIONS = {
-    f"{end}_band_{unit}" for end in ("min", "max") for unit in ("fraction", "rows", "hz")
-}
 
 
 def family_defaults(kind: str, T: int) -> dict[str, Any]:
-    """The default options of a family ``kind`` for clips of ``T`` frames.
-
-    ``audio_specific``: the seed notebook's "current" preset; ``training_audio``:
-    today's training code (segments of T // 10 .. T // 3 frames).
-    """
-    if kind == "training_audio":
-        return {**TRAINING_DEFAULTS, "min_seg_len": max(1, T // 10), "max_seg_len": max(1, T // 3)}
+    """The default options of a family ``kind`` (``audio_specific``: the seed notebook's
+    "current" preset; ``max_seg_len`` None means T // 4)."""
     return FAMILY_DEFAULTS[kind]
 
 
 def resolve_family(kind: str, n_mels: int, T: int, **given: Any) -> dict[str, Any]:
     """The checked options a strategy of family ``kind`` would use for (n_mels, T).
 
-    ``max_band_frac`` is the training code's band (1..int(n_mels * frac) rows);
-    ``training_audio`` uses 0.1 when no band width is given. Raises ValueError
-    or TypeError naming the option. Needs no torch, so ``params.yaml`` presets
-    are checked with it before any stage works.
+    ``max_band_frac`` is the training code's band (1..int(n_mels * frac) rows).
+    Raises ValueError or TypeError naming the option. Needs no torch, so
+    ``params.yaml`` presets are checked with it before any stage works.
     """
     given = {k: v for k, v in given.items() if v is not None}
-    if kind == "training_audio" and not set(given) & {"max_band_frac", *_BAND_WIDTH_OPTIONS}:
-        given["max_band_frac"] = 0.1
     frac = given.pop("max_band_frac", None)
     if frac is not None:  # the training code's band: 1..int(n_mels * frac) rows
         given.update(min_band_rows=1, max_band_rows=max(1, int(n_mels * float(frac))))
     return resolve_options(given, family_defaults(kind, T), n_mels, T)
+
+
+# Today's training strategy (analysis.strategies.training): its options and their rules.
+FULL_COVERAGE = (0.85, 1.0)  # the full-clip segment's share of the clip
+PLACEMENT_TRIES = 400  # tries per segment before the placement ends
+TRAINING_OPTIONS: dict[str, Any] = {
+    "perlin_prob": 0.0,
+    "full_time_prob": 0.3,
+    "max_band_frac": 0.1,
+    "max_segments": 5,
+}
+
+
+def check_training_options(n_mels: int, T: int, **options: Any) -> dict[str, Any]:
+    """The training strategy's options over its defaults; raises ``OptionError`` naming one."""
+    unknown = sorted(set(options) - set(TRAINING_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(TRAINING_OPTIONS)}"
+        )
+    o = {**TRAINING_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    for name in ("perlin_prob", "full_time_prob"):
+        if not 0.0 <= o[name] <= 1.0:
+            raise OptionError(name, f"{name} = {o[name]} must lie in [0, 1]")
+    if not 0.0 < o["max_band_frac"] <= 1.0:
+        raise OptionError(
+            "max_band_frac", f"max_band_frac = {o['max_band_frac']} must lie in (0, 1]"
+        )
+    if int(o["max_segments"]) != o["max_segments"] or o["max_segments"] < 2:
+        raise OptionError("max_segments", f"max_segments = {o['max_segments']} must be 2 or more")
+    if T // 10 < 1:
+        raise OptionError("max_segments", f"T = {T} frames is too short for segments of T // 10")
+    return o
+
+
+# The training code's Perlin mode (analysis.strategies.perlin.TrainingPerlinStrategy): lattice
+# exponents drawn inclusive, threshold drawn uniform. Its stand-alone Perlin strategy uses
+# exponents 0..6 and a threshold of 0.5.
+DSR_PERLIN_DEFAULTS: dict[str, Any] = {
+    "min_scale_exp": 1,
+    "max_scale_exp": 5,
+    "min_threshold": 0.3,
+    "max_threshold": 0.6,
+}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
+from analysis.strategies.options import DSR_PERLIN_DEFAULTS
 from analysis.strategies.projection import project_maps, projection_name
 
 
@@ -35,7 +36,6 @@ class PerlinStrategy:
         seed: int | None = None,
         generator: Any = None,
     ) -> None:
-        import torch
 
         if not 0 <= min_scale_exp <= max_scale_exp:
             raise ValueError(
@@ -45,12 +45,7 @@ class PerlinStrategy:
         self.min_scale_exp, self.max_scale_exp = int(min_scale_exp), int(max_scale_exp)
         self.threshold, self.rotate = float(threshold), bool(rotate)
         self.projection = projection_name(resize if resize is not None else projection)
-        if isinstance(generator, torch.Generator) and seed is None:
-            self.generator = generator
-        else:
-            self.generator = torch.Generator().manual_seed(
-                int(numpy_rng(seed, generator).integers(2**62))
-            )
+        self.generator = torch_generator(seed, generator)
 
     def full_size(self, batch_size: int) -> np.ndarray:
         """(B, n_mels, T) bool masks at spectrogram size."""
@@ -74,6 +69,103 @@ class PerlinStrategy:
     def __call__(self, batch_size: int, device: Any = "cpu"):
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+
+def torch_generator(seed: int | None, generator: Any):
+    """A torch.Generator from a seed or a numpy/torch generator; None (torch's global RNG,
+    seeded per DataLoader worker by PyTorch) when neither is given."""
+    import torch
+
+    if seed is None and generator is None:
+        return None
+    if isinstance(generator, torch.Generator) and seed is None:
+        return generator
+    return torch.Generator().manual_seed(int(numpy_rng(seed, generator).integers(2**62)))
+
+
+class TrainingPerlinStrategy:
+    """DSR's Perlin masks as the training code draws them (its Perlin mode by default).
+
+    Per mask: a lattice of ``2**k`` cells per axis, k drawn independently per axis
+    uniform in ``min_scale_exp..max_scale_exp`` *inclusive* (training Perlin mode 1..5;
+    the stand-alone Perlin strategy 0..6); the noise map rotated in pixel space by an
+    angle uniform in (-90°, 90°) about its centre (bilinear, zero fill, same size);
+    cells above a threshold uniform in ``[min_threshold, max_threshold]`` (0.3..0.6;
+    stand-alone 0.5..0.5) are masked.
+    """
+
+    def __init__(
+        self,
+        spectrogram_shape: tuple[int, int] | None = None,
+        q_shape: tuple[int, int] | None = None,
+        n_mels: int | None = None,
+        T: int | None = None,
+        *,
+        min_scale_exp: int = DSR_PERLIN_DEFAULTS["min_scale_exp"],
+        max_scale_exp: int = DSR_PERLIN_DEFAULTS["max_scale_exp"],
+        min_threshold: float = DSR_PERLIN_DEFAULTS["min_threshold"],
+        max_threshold: float = DSR_PERLIN_DEFAULTS["max_threshold"],
+        rotate: bool = True,
+        projection: str = "any_cell",
+        seed: int | None = None,
+        generator: Any = None,
+    ) -> None:
+        if not 0 <= min_scale_exp <= max_scale_exp:
+            raise ValueError(
+                f"need 0 <= min_scale_exp <= max_scale_exp, got {min_scale_exp}, {max_scale_exp}"
+            )
+        if not -1.0 <= min_threshold <= max_threshold < 1.0:
+            raise ValueError(
+                f"need -1 <= min_threshold <= max_threshold < 1, got {min_threshold}, "
+                f"{max_threshold}"
+            )
+        self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
+        self.min_scale_exp, self.max_scale_exp = int(min_scale_exp), int(max_scale_exp)
+        self.min_threshold, self.max_threshold = float(min_threshold), float(max_threshold)
+        self.rotate = bool(rotate)
+        self.projection = projection_name(projection)
+        self.generator = torch_generator(seed, generator)
+
+    def full_size(self, batch_size: int) -> np.ndarray:
+        """(B, n_mels, T) bool masks at spectrogram size."""
+        import torch
+        import torch.nn.functional as F
+
+        g, (H, W) = self.generator, self.spectrogram_shape
+        exps = torch.randint(
+            self.min_scale_exp, self.max_scale_exp + 1, (batch_size, 2), generator=g
+        )
+        angles = (torch.rand(batch_size, generator=g) * 180 - 90) * math.pi / 180
+        span = self.max_threshold - self.min_threshold
+        thresholds = self.min_threshold + span * torch.rand(batch_size, generator=g)
+        noise = torch.empty(batch_size, H, W)
+        for ey, ex in torch.unique(exps, dim=0).tolist():  # one pass per lattice size
+            idx = torch.nonzero((exps[:, 0] == ey) & (exps[:, 1] == ex)).flatten()
+            noise[idx] = perlin_noise((H, W), (min(2**ey, H), min(2**ex, W)), idx.numel(), g)
+        if self.rotate:
+            grid = pixel_rotation_grid(angles, H, W)
+            noise = F.grid_sample(
+                noise[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )[:, 0]
+        return (noise > thresholds[:, None, None]).numpy()
+
+    def __call__(self, batch_size: int, device: Any = "cpu"):
+        small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
+        return to_tensor(small[:, None].astype(np.float32), device)
+
+
+def pixel_rotation_grid(angles, H: int, W: int):
+    """``grid_sample`` grid (align_corners=False) of rotations by ``angles`` about the map's
+    centre in pixel units, (B, H, W, 2): each output pixel samples the input pixel its
+    position rotated back lands on, so shapes keep their proportions on a non-square map."""
+    import torch
+
+    x = torch.arange(W, dtype=torch.float32) - (W - 1) / 2
+    y = (torch.arange(H, dtype=torch.float32) - (H - 1) / 2)[:, None]
+    cos, sin = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]
+    x_src = cos * x + sin * y + (W - 1) / 2
+    y_src = -sin * x + cos * y + (H - 1) / 2
+    return torch.stack([(2 * x_src + 1) / W - 1, (2 * y_src + 1) / H - 1], dim=-1)
 
 
 def rotation_grid(angles, H: int, W: int):
