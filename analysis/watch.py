@@ -105,8 +105,9 @@ def watch(
                 continue
             if changed_at is not None and time.monotonic() - changed_at >= debounce_s:
                 changed_at = None
+                # `seen` stays the state this run started from: a save during the run differs
+                # from it at the next poll and triggers the next run.
                 run_repro(params_path, command)
-                seen = snapshot(paths)
     except KeyboardInterrupt:
         print("watch: stopped", flush=True)
     finally:
