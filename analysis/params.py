@@ -9,6 +9,7 @@ a :class:`ParamsError` naming the dotted key.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ PRESET_KINDS: tuple[str, ...] = (
 NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
+
+
+TITLE_MAX_CHARS = 200  # report.title and report.author
 
 
 class ParamsError(ValueError):
@@ -75,10 +79,16 @@ class Num:
 @dataclass(frozen=True)
 class Text:
     choices: tuple[str, ...] | None = None
+    max_len: int | None = None
 
     def check(self, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ParamsError(f"{key}: expected a non-empty string, got {value!r}")
+        if self.max_len is not None and len(value) > self.max_len:
+            raise ParamsError(
+                f"{key}: {len(value)} characters; at most {self.max_len} (it is printed on the "
+                "report's first page)"
+            )
         if self.choices is not None and value not in self.choices:
             raise ParamsError(f"{key}: {value!r} is not one of {', '.join(self.choices)}")
         return value
@@ -252,8 +262,8 @@ SPEC: dict[str, Any] = {
         "n_jobs": N_JOBS,
     },
     "report": {
-        "title": Text(),
-        "author": Text(),
+        "title": Text(max_len=TITLE_MAX_CHARS),
+        "author": Text(max_len=TITLE_MAX_CHARS),
         "engine": Text(REPORT_ENGINES),
         "formats": ListOf(Text(REPORT_FORMATS)),
     },
@@ -262,7 +272,7 @@ SPEC: dict[str, Any] = {
 
 def _check_mapping(key: str, value: Any, spec: Mapping[str, Any], optional=None) -> dict:
     if not isinstance(value, Mapping):
-        raise ParamsError(f"{key or 'params.yaml'}: expected a mapping of keys")
+        raise ParamsError(f"{key + ': ' if key else ''}expected a mapping of keys")
     optional = optional or {}
     prefix = f"{key}." if key else ""
     for name in value:
@@ -397,6 +407,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` (YAML 1.1 merge keys): the base's keys may be overridden
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
@@ -407,23 +419,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads a float only with a dot ("1.0e-1"); "1e-1" and "2E3" would be strings.
+# Readers of YAML 1.2 and people read them as numbers, so this loader does too.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789")
+)
+
+
 def read_params_file(path: str | Path) -> Any:
-    """The parsed YAML of a params file, with clear errors for every way reading fails."""
+    """The parsed YAML of a params file, with clear errors for every way reading fails.
+
+    The messages do not repeat the file's name: the caller prints it in front.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the project root)") from None
+        raise ParamsError(f"not found at {path} (run from the project root)") from None
     except IsADirectoryError:
-        raise ParamsError(f"{path}: is a folder; --params takes a YAML file") from None
+        raise ParamsError(f"{path} is a folder; --params takes a YAML file") from None
     except UnicodeDecodeError as err:
-        raise ParamsError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise ParamsError(f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
-        raise ParamsError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise ParamsError(f"cannot read {path} ({err.strerror or err})") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        raise ParamsError(f"not valid YAML: {err}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -261,3 +261,51 @@ def test_an_unwritable_output_stops_a_stage_before_any_work(tmp_path):
     assert "cannot write" in result.stderr and "File too large" in result.stderr
     assert "clips:" not in result.stderr  # the clip counter never ran
     assert not (tmp_path / "out").exists()
+
+
+def test_yaml_merge_keys_and_exponent_floats_read_as_yaml_readers_do(tmp_path):
+    """`<<: *anchor` merges a mapping (keys given beside it override), and 2e-2 is a number."""
+    text = (ROOT / "params.yaml").read_text()
+    text = text.replace("  clip_false_region_rate: 0.02", "  clip_false_region_rate: 4e-2")
+    text = text.replace(
+        "    proposed:\n      kind: audio_specific\n      min_band_fraction: 0.05\n",
+        "    proposed:\n      <<: *current\n      min_band_fraction: 0.05\n",
+    )
+    text = text.replace("    current:\n", "    current: &current\n")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params["localization"]["clip_false_region_rate"] == 0.04
+    proposed = params["masks"]["presets"]["proposed"]
+    assert proposed["kind"] == "audio_specific"  # from the anchor
+    assert proposed["max_segments"] == 20  # given beside the merge key: overrides the anchor's 160
+    result = check_params_cli(tmp_path, text)
+    assert result.returncode == 0, result.stderr
+
+
+def test_messages_name_the_file_once(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "-m", "analysis", "--params", str(tmp_path / "nope.yaml"), "check-params"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    broken = check_params_cli(tmp_path, "a: [1, 2\n")
+    for result, words in ((missing, "not found at"), (broken, "not valid YAML")):
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        line = result.stderr.strip().splitlines()[0]
+        _, name, rest = line.split(": ", 2)
+        assert name in ("nope.yaml", "params.yaml"), line
+        # "error: params.yaml: params.yaml: ..." (the name twice in front) was the old message.
+        assert not rest.startswith((name, str(tmp_path))), line
+
+
+@pytest.mark.parametrize("key", ["title", "author"])
+def test_title_and_author_are_capped(tmp_path, key):
+    p = raw()
+    p["report"][key] = "x" * 201
+    result = check_params_cli(tmp_path, p)
+    assert result.returncode == 2
+    assert f"report.{key}: 201 characters; at most 200" in result.stderr
+    p["report"][key] = "x" * 200
+    assert check_params_cli(tmp_path, p).returncode == 0
