@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from analysis.dcase import dangling_links
 from analysis.mel import MelGeometry, empty_mel_filters
 from analysis.params import ParamsError, require
 
@@ -74,6 +75,16 @@ def check_data_root(data: Mapping[str, Any]) -> None:
                 f"{machine_type!r} is listed but {folder} is not a folder "
                 f"(expected {root}/{machine_type}/{{train,test}}/)",
             )
+        # DVC hashes every file of ROOT/TYPE (the extract stage's dependency) and stops on a
+        # link to nothing; extract itself would list it as skipped, but never gets to run.
+        links = dangling_links(root, machine_type)
+        require(
+            not links,
+            "data.root",
+            f"{len(links)} link(s) under {root / machine_type} point at files that do not exist "
+            f"({', '.join(links[:5])}{', ...' if len(links) > 5 else ''}); DVC cannot hash them: "
+            "remove them or restore their targets",
+        )
 
 
 PRESET_LOG = Path("build/logs/python_presets.log")

@@ -31,6 +31,23 @@ UNLABELLED_REASON = (
     "this analysis needs the labelled development set"
 )
 SPLITS = ("train", "test")
+DANGLING_REASON = "a link to a file that does not exist"
+
+
+def dangling_links(root: str | Path, machine_type: str) -> list[str]:
+    """Links under ``ROOT/TYPE/{train,test}/`` that point at nothing (relative to ``root``)."""
+    out = []
+    for split in SPLITS:
+        folder = Path(root) / machine_type / split
+        if folder.is_dir():
+            out += [
+                p.relative_to(root).as_posix()
+                for p in sorted(folder.iterdir())
+                if p.is_symlink() and not p.exists()
+            ]
+    return out
+
+
 # Columns of ground_truth.csv (the synthetic default writes it; real data has an empty one).
 GROUND_TRUTH_COLUMNS = ("file", "kind", "f_lo_hz", "f_hi_hz", "t_start_s", "t_end_s", "gain_db")
 
@@ -101,6 +118,9 @@ def discover_clips(root: str | Path, machine_type: str) -> tuple[list[Clip], lis
             rel = path.relative_to(root).as_posix()
             if printable_name(rel) != rel:
                 skipped.append((printable_name(rel), "file name is not valid UTF-8"))
+                continue
+            if path.is_symlink() and not path.exists():
+                skipped.append((rel, DANGLING_REASON))
                 continue
             if path.is_dir():
                 skipped.append((rel, "a folder, not a clip"))

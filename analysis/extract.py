@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,35 +54,80 @@ class Loaded:
     downmixed: bool = False
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Samples and native rate, as ``librosa.load(path, sr=None, mono=False)`` returns them.
+def declared_wav_frames(path: str | Path) -> int | None:
+    """The frames a RIFF/WAVE file's header declares (its ``data`` chunk size over the block
+    size), or None when it is not a readable RIFF header. libsndfile reports the frames the
+    file actually holds, so a file cut short would otherwise pass as a shorter clip."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(12)[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                header = fh.read(8)
+                if len(header) < 8:
+                    return None
+                chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
+                if chunk_id == b"fmt ":
+                    fmt = fh.read(size)
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                    fh.seek(size % 2, 1)
+                elif chunk_id == b"data":
+                    return size // block_align if block_align else None
+                else:
+                    fh.seek(size + size % 2, 1)
+    except OSError:
+        return None
 
-    WAV and the other formats libsndfile reads go straight through soundfile, as
-    inside librosa.load; anything soundfile cannot read goes to librosa.load itself
-    (its audioread fallback). librosa is imported only then: its import costs
-    about 2 s, more than a thousand clips take.
+
+def read_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:
+    """Samples, native rate and the clip's total frames, reading at most ``max_seconds``.
+
+    Returns samples as ``librosa.load(path, sr=None, mono=False)`` does. Formats
+    libsndfile reads go straight through soundfile (as inside librosa.load); only a
+    format it does not recognize goes to librosa.load itself (its audioread fallback;
+    librosa is imported only then: its import costs about 2 s). A file libsndfile
+    recognizes but cannot read (a broken chunk) raises with libsndfile's reason.
     """
     try:
-        with sf.SoundFile(path) as audio:
-            if audio.subtype == "PCM_16":
-                # libsndfile's own int16 -> float conversion is x / 32768, exact in float32;
-                # done here it is 5x faster than asking libsndfile for float32.
-                pcm = audio.read(dtype="int16", always_2d=False)
-                return (pcm.astype(np.float32) * PCM16_SCALE).T, audio.samplerate
-            return audio.read(dtype="float32", always_2d=False).T, audio.samplerate
-    except Exception:  # noqa: BLE001 - not for soundfile: let librosa try its fallback
+        audio = sf.SoundFile(path)
+    except sf.LibsndfileError as err:
+        if "recognised" not in str(err) and "recognized" not in str(err):
+            raise ClipError(f"unreadable or corrupt audio: {err.error_string}") from None
         import librosa
 
-        return librosa.load(path, sr=None, mono=False)
+        total = round(librosa.get_duration(path=path) * librosa.get_samplerate(path))
+        y, native_sr = librosa.load(path, sr=None, mono=False, duration=max_seconds)
+        return y, native_sr, total
+    with audio:
+        total = audio.frames
+        n = total if max_seconds is None else min(total, math.ceil(max_seconds * audio.samplerate))
+        if audio.subtype == "PCM_16":
+            # libsndfile's own int16 -> float conversion is x / 32768, exact in float32;
+            # done here it is 5x faster than asking libsndfile for float32.
+            pcm = audio.read(n, dtype="int16", always_2d=False)
+            return (pcm.astype(np.float32) * PCM16_SCALE).T, audio.samplerate, total
+        return audio.read(n, dtype="float32", always_2d=False).T, audio.samplerate, total
 
 
-def load_clip(path: str | Path, sr: int, min_duration_s: float) -> Loaded:
-    """Load a clip as mono float32 at ``sr``; raise ClipError with a reason if unusable."""
+def load_clip(
+    path: str | Path, sr: int, min_duration_s: float, max_seconds: float | None = None
+) -> Loaded:
+    """Load a clip as mono float32 at ``sr`` (at most its first ``max_seconds``, the part the
+    features keep); raise ClipError with a reason if it is unusable."""
     try:
-        y, native_sr = read_audio(path)
+        y, native_sr, total = read_audio(path, max_seconds)
+    except ClipError:
+        raise
     except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ClipError(f"unreadable or corrupt audio: {first_line}") from None
+    declared = declared_wav_frames(path) if str(path).lower().endswith(".wav") else None
+    if declared is not None and declared > total:
+        raise ClipError(
+            f"truncated file: the header promises {declared / native_sr:.2f} s, "
+            f"the file holds {total / native_sr:.2f} s"
+        )
     loaded = Loaded(y)
     if y.ndim == 2:
         import librosa  # rare in DCASE data: librosa's own downmix
@@ -92,15 +138,26 @@ def load_clip(path: str | Path, sr: int, min_duration_s: float) -> Loaded:
         raise ClipError("empty clip (no samples)")
     if not np.all(np.isfinite(loaded.samples)):
         raise ClipError("non-finite samples (NaN or inf)")
-    duration_s = loaded.samples.size / native_sr
+    duration_s = total / native_sr
     if duration_s < min_duration_s:
         raise ClipError(f"shorter than {min_duration_s:g} s ({duration_s:.2f} s)")
+    check_not_constant(loaded.samples)
     if native_sr != sr:
         import librosa  # rare in DCASE data: librosa's own resampler (soxr)
 
         loaded.samples = librosa.resample(loaded.samples, orig_sr=native_sr, target_sr=sr)
         loaded.resampled = True
     return loaded
+
+
+def check_not_constant(samples: np.ndarray) -> None:
+    """Digital silence and DC clips hold no sound: every log-mel cell is the same, so they
+    would enter every statistic as zero-variance clips. They are skipped with a reason."""
+    low, high = float(samples.min()), float(samples.max())
+    if high - low < float(PCM16_SCALE):  # below one 16-bit step
+        if max(abs(low), abs(high)) < float(PCM16_SCALE):
+            raise ClipError("silent clip (every sample is 0)")
+        raise ClipError(f"constant clip (every sample is {low:.4g}: DC, no sound)")
 
 
 @lru_cache(maxsize=4)
@@ -143,7 +200,9 @@ def _process_files(
     total_sq = np.zeros(geometry.n_mels)
     for file in files:
         try:
-            loaded = load_clip(Path(root) / file, geometry.sr, min_duration_s)
+            loaded = load_clip(
+                Path(root) / file, geometry.sr, min_duration_s, geometry.kept_seconds
+            )
         except ClipError as err:
             result.statuses.append((file, str(err)))
             continue
@@ -221,7 +280,9 @@ def extract(
     skipped.sort()
     progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
 
-    warnings = id_warnings(kept, skipped)
+    unusable = {f for f, _ in skipped}
+    train_ids = {c.machine_id for c in train if c.file not in unusable}
+    warnings = id_warnings(kept, skipped, train_ids)
     for message in warnings:
         log(f"warning: {machine_type}: {message}")
     for file, reason in skipped:
@@ -360,9 +421,14 @@ def n_train_used(clips: list[Clip], skipped: list[tuple[str, str]]) -> int:
     return len({c.file for c in clips if c.split == "train"} - {f for f, _ in skipped})
 
 
-def id_warnings(kept: list[Clip], skipped: list[tuple[str, str]] | None = None) -> list[str]:
-    """Say which machine IDs have no normal or no anomalous test clips, and whether the
-    type has no labelled test clip at all (an evaluation-set folder, for example)."""
+def id_warnings(
+    kept: list[Clip],
+    skipped: list[tuple[str, str]] | None = None,
+    train_ids: set[str] | None = None,
+) -> list[str]:
+    """Say which machine IDs have no normal or no anomalous test clips or no usable train clip
+    (``train_ids``: the IDs with one), and whether the type has no labelled test clip at all
+    (an evaluation-set folder, for example)."""
     messages = []
     if not kept:
         unlabelled = sum(1 for _, reason in skipped or [] if reason == UNLABELLED_REASON)
@@ -381,6 +447,11 @@ def id_warnings(kept: list[Clip], skipped: list[tuple[str, str]] | None = None) 
             messages.append(f"{machine_id} has no normal test clips")
         if 1 not in labels:
             messages.append(f"{machine_id} has no anomalous test clips")
+        if train_ids is not None and machine_id not in train_ids:
+            messages.append(
+                f"{machine_id} has test clips but no usable train clip: it is normalized with "
+                "the other IDs' train statistics"
+            )
     return messages
 
 

@@ -243,6 +243,8 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
 
 def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
     rows = [r for r in recs if r["machine_id"] == "all" and is_ok(r)]
+    if not rows:  # no machine type has a fit: nothing to compare (the report says so)
+        return
     names = [*presets, "recommended"]
     matrix = np.array([[r.get(f"score_{p}", np.nan) for r in rows] for p in names], dtype=float)
     fig, ax = plt.subplots(

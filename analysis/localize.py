@@ -29,7 +29,7 @@ from analysis.artifacts import (
 from analysis.io import log
 from analysis.localization.clip_level import calibrate_clip_level, detect_regions
 from analysis.localization.id_level import id_level_evidence
-from analysis.localization.maps import iou, localization_maps, truth_map
+from analysis.localization.maps import iou, localization_maps, pad_frames, truth_map
 from analysis.localization.patterns import classify_pattern
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
@@ -42,8 +42,8 @@ class IdTask:
 
     machine_type: str
     machine_id: str
-    normal: np.ndarray  # (n, n_mels, T) normal test clips of the ID (as stored, float32)
-    anomaly: np.ndarray  # (m, n_mels, T) anomalous test clips
+    normal: np.ndarray  # (n, n_mels, F) normal test clips of the ID, real frames only (float32)
+    anomaly: np.ndarray  # (m, n_mels, F) anomalous test clips, the same frames
     files: list[str]  # the anomalous clips' files
     threshold: float | None  # calibrated clip-level threshold (|z|)
     cell_level: float | None  # a detected clip's region level
@@ -63,6 +63,7 @@ def clip_rows(
     feats = region_features(regions)
     found = ~np.isnan(feats["area_fraction"])
     truth_union = np.zeros(geometry.spectrogram_shape, dtype=bool)
+    real_frames = task.normal.shape[2]  # the truth is judged where the clips have sound
     rows = []
     for i, file in enumerate(task.files):
         row = {"file": file, "machine_id": task.machine_id, "found": int(found[i])}
@@ -73,6 +74,7 @@ def clip_rows(
         )
         if file in task.truth_by_file:
             truth = truth_map(task.truth_by_file[file], geometry)
+            truth[:, real_frames:] = False
             truth_union |= truth
             row["truth_kind"] = task.truth_by_file[file][0]["kind"]
             row["iou"] = iou(regions[i], truth) if found[i] else 0.0
@@ -137,8 +139,10 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     if task.anomaly.shape[0] == 0:
         return {"status": "not enough evidence: no anomalous test clips"}
     normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
+    T = task.geometry.target_T
     maps = localization_maps(normal, anomaly)
     regions, levels = detect_regions(normal, anomaly, task.threshold, task.loc, task.cell_level)
+    regions = pad_frames(regions, T, False)
     rows, found, truth_union = clip_rows(task, regions, levels)
     id_level, pooled = id_level_evidence(
         normal,
@@ -146,9 +150,14 @@ def localize_id(task: IdTask) -> dict[str, Any]:
         task.loc,
         f"{task.machine_type}/{task.machine_id}",
         truth_union if truth_union.any() else None,
+        frames_total=T,
     )
+    # Padded frames are no data: NaN in the stored maps (the frequency profile has no frames).
+    stored = {
+        k: v if k == "excess_freq_profile" else pad_frames(v, T, np.nan) for k, v in maps.items()
+    }
     return {
-        "maps": {k: v.astype(np.float32) for k, v in maps.items()},
+        "maps": {k: v.astype(np.float32) for k, v in stored.items()},
         "pooled": pooled,
         "rows": rows,
         "regions": regions,
@@ -159,15 +168,26 @@ def localize_id(task: IdTask) -> dict[str, Any]:
 def split_by_id(
     test, loc: dict[str, Any], machine_type: str
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, list[str]]], dict[str, dict[str, Any]]]:
-    """Each ID's normal clips, anomalous clips and anomalous files (float32 as stored: the
-    workers compute in float64, half the memory sent to them), and per-ID counts; an ID with
-    too few normal clips gets a status instead of clips."""
+    """Each ID's normal clips, anomalous clips and anomalous files, and per-ID counts; an ID
+    with too few normal clips gets a status instead of clips.
+
+    The clips keep only the frames every clip of the ID really has (the padding to
+    ``target_T`` is constant and would enter every variance and test as zero-variance
+    cells); they stay float32 as stored (the workers compute in float64, half the memory
+    sent to them).
+    """
     by_id, per_id = {}, {}
     for machine_id in test.machine_ids():
-        normal = test.logmel[test.pick(machine_id, 0)]
-        anomaly = test.logmel[test.pick(machine_id, 1)]
+        ids = test.machine_id == machine_id
+        real = int(test.n_frames[ids].min())
+        normal = test.logmel[test.pick(machine_id, 0), :, :real]
+        anomaly = test.logmel[test.pick(machine_id, 1), :, :real]
         files = test.file[test.pick(machine_id, 1)].tolist()
-        per_id[machine_id] = {"n_normal": int(normal.shape[0]), "n_anomaly": int(anomaly.shape[0])}
+        per_id[machine_id] = {
+            "n_normal": int(normal.shape[0]),
+            "n_anomaly": int(anomaly.shape[0]),
+            "n_real_frames": real,
+        }
         if normal.shape[0] < loc["min_normal_clips"]:
             per_id[machine_id]["status"] = (
                 f"not enough evidence: {normal.shape[0]} normal test clips "

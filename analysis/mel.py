@@ -151,6 +151,13 @@ class MelGeometry:
     def seconds_to_frame(self, seconds: float | np.ndarray) -> float | np.ndarray:
         return np.asarray(seconds) / self.seconds_per_frame
 
+    @property
+    def kept_seconds(self) -> float:
+        """Seconds of a clip that its ``target_T`` kept frames depend on (centred frames reach
+        ``n_fft / 2`` past their hop), with ``n_fft`` samples to spare for a resampler's edge:
+        extract reads no more, so its memory does not grow with the clip's length."""
+        return ((self.target_T - 1) * self.hop_length + 2 * self.n_fft) / self.sr
+
     def n_frames(self, n_samples: int) -> int:
         """Frames of a centred STFT of ``n_samples`` samples."""
         return 1 + n_samples // self.hop_length

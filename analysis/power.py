@@ -180,7 +180,9 @@ def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
     test = read_test_features(features_dir)
     normal_by_id = {}
     for mid in test.machine_ids():
-        x = test.logmel[test.pick(mid, 0)].astype(np.float64)
+        # Real frames only, as localize sees them: a spike-in never lands in the padding.
+        real = int(test.n_frames[test.machine_id == mid].min())
+        x = test.logmel[test.pick(mid, 0), :, :real].astype(np.float64)
         if x.shape[0] >= 2 * loc["min_normal_clips"]:
             normal_by_id[mid] = x
     if not normal_by_id:

@@ -41,8 +41,10 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$@~^\"'=:;])")
 
 
 def md_escape(value: Any) -> str:
-    """Text safe inside Markdown and HTML: every ASCII punctuation mark backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", str(value))
+    """Text safe inside Markdown and HTML: every ASCII punctuation mark backslash-escaped, and
+    line breaks shown as ``\\n`` (a file name may hold one; it would split a table row)."""
+    text = str(value).replace("\r", "\\r").replace("\n", "\\n")
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def fmt(value: Any, digits: int = 3) -> str:

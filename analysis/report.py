@@ -7,6 +7,7 @@ writes ``report/report.qmd`` and renders it (:mod:`analysis.render`).
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import importlib.metadata
 import os
@@ -132,7 +133,9 @@ def results_context(build_dir: Path, figures_dir: Path, geometry: MelGeometry) -
     recs = read_recommendations(build_dir / "recommendations.json")
     presets_meta = read_masks_meta(build_dir / "masks")
     manifest = read_manifest(figures_dir)
-    figures_by_section: dict[str, list[dict]] = {}
+    # Every section the template asks for exists, empty where no figure was drawn (a run that
+    # found nothing draws no comparison figure and no score heat map).
+    figures_by_section: dict[str, list[dict]] = collections.defaultdict(list)
     for entry in manifest:
         figures_by_section.setdefault(entry["section"], []).append(entry)
     rows = recs["rows"]

@@ -163,6 +163,12 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
 def findings(context: dict[str, Any]) -> list[str]:
     """The first page's summary, written from the numbers."""
     out = []
+    if not any(r.get("status") == "ok" for r in context["type_rows"]):
+        out.append(
+            "Nothing to recommend in this run: no machine type has enough evidence of where its "
+            "anomalies sit for a fit, so no preset can be judged against them (each type's "
+            "reason is below)."
+        )
     types = context["machine_types"]
     patterns = {t: type_pattern(context["localization"][t]) for t in types}
     groups: dict[str, list[str]] = {}

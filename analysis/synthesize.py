@@ -29,6 +29,7 @@ The clips are synthetic: nothing computed on them is a finding about real machin
 
 from __future__ import annotations
 
+import io
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -532,7 +533,15 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
 def _write_clip(job_and_root: tuple[ClipJob, str]) -> list[dict[str, Any]]:
     job, root = job_and_root
     samples, rows = render_clip(job)
-    sf.write(Path(root) / job.file, samples, SR, subtype="PCM_16")
+    # Encoded in memory, written by Python: a full disk or a size limit then fails with an
+    # OSError that names the file and the cause (libsndfile says only "System error").
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SR, subtype="PCM_16", format="WAV")
+    path = Path(root) / job.file
+    try:
+        path.write_bytes(buffer.getvalue())
+    except OSError as err:  # a failed write() carries no file name: give it one
+        raise OSError(err.errno, err.strerror, str(path)) from None
     return rows
 
 

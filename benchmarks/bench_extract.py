@@ -95,11 +95,23 @@ def peak_memory_mb(data_root: Path, out: Path) -> float:
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
+def make_long_clip_tree(root: Path, seconds: float) -> Path:
+    """A type folder whose one test clip lasts ``seconds`` (written in blocks, never held)."""
+    make_clips(root, 4, 2)
+    path = root / "fan" / "test" / "normal_id_00_99999999.wav"
+    rng = np.random.default_rng(1)
+    with sf.SoundFile(path, "w", 16000, 1, subtype="PCM_16") as out:
+        for _ in range(int(seconds // 60)):
+            out.write((0.05 * rng.standard_normal(60 * 16000)).astype(np.float32))
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=900)
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--memory-clips", type=int, nargs="*", default=[500, 2000])
+    parser.add_argument("--long-clip-s", type=float, default=3600, help="one clip this long")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -124,6 +136,12 @@ def main() -> None:
             print(
                 f"peak memory at {count:5d} train clips: {peak_memory_mb(mem_root, tmp / f'memout{count}'):7.1f} MB"
             )
+        long_root = make_long_clip_tree(tmp / "long", args.long_clip_s)
+        peak = peak_memory_mb(long_root, tmp / "longout")
+        print(
+            f"peak memory with one {args.long_clip_s / 60:.0f}-minute clip: {peak:7.1f} MB "
+            "(target: at most 300 MB; extract reads only the frames it keeps)"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def test_every_unusable_clip_is_listed_with_a_reason(params, tree, tmp_path):
     assert "anomaly clip in train" in skipped["fan/train/anomaly_id_00_00000009.wav"]
     used = set(load_npz(out / "test.npz")["file"].tolist())
     assert not used & set(skipped)
+    assert skipped["fan/test/normal_id_02_00000103.wav"].startswith("silent clip")
     source = read_json(out / "source.json")
-    assert source["n_skipped"] == len(skipped) == 5
+    assert source["n_skipped"] == len(skipped) == 6
     assert source["n_resampled"] == 1 and source["n_downmixed"] == 1
 
 
@@ -74,13 +75,15 @@ def test_odd_lengths_and_silence(params, tree, tmp_path):
     files = data["file"].tolist()
     long_clip = files.index("fan/test/normal_id_00_00000101.wav")
     short_clip = files.index("fan/test/normal_id_00_00000102.wav")
-    silent = files.index("fan/test/normal_id_02_00000103.wav")
     assert data["n_frames"][long_clip] == 320  # 11 s cropped
     frames_3s = MelGeometry().n_frames(48000)
     assert data["n_frames"][short_clip] == frames_3s
     # Padding is the train mean, i.e. exactly 0 after normalization.
     assert np.all(data["logmel"][short_clip][:, frames_3s:] == 0)
-    assert np.isfinite(data["logmel"][silent]).all()
+    # Digital silence holds no sound: skipped with its reason, not a zero-variance clip.
+    assert "fan/test/normal_id_02_00000103.wav" not in files
+    skipped = {r["file"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert skipped["fan/test/normal_id_02_00000103.wav"] == "silent clip (every sample is 0)"
 
 
 def test_normalization_over_train_frames(params, tree, tmp_path):
@@ -243,7 +246,7 @@ def test_read_audio_returns_what_librosa_load_returns(tmp_path, subtype, channel
     samples = np.clip(0.3 * rng.standard_normal((4000, channels)), -1, 1).squeeze()
     path = tmp_path / "clip.wav"
     sf.write(path, samples, 16000, subtype=subtype)
-    ours, ours_sr = read_audio(path)
+    ours, ours_sr, _ = read_audio(path)
     theirs, theirs_sr = librosa.load(path, sr=None, mono=False)
     assert ours_sr == theirs_sr == 16000
     assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape
@@ -265,3 +268,53 @@ def test_power_to_db_matches_librosa():
     assert np.allclose(
         power_to_db(power, top_db=None), librosa.power_to_db(power, top_db=None), atol=1e-4
     )
+
+
+def test_odd_files_get_a_reason_of_their_own(params, tmp_path):
+    """A WAV cut short (its header promises more than it holds), a DC clip, a broken chunk,
+    and an ID with test clips but no train clip: each gets a reason or a warning that says it."""
+    root = write_tree(tmp_path / "data")
+    rng = np.random.default_rng(9)
+    test = root / "fan" / "test"
+    sf.write(test / "normal_id_00_00000300.wav", tone_clip(rng, 10.0), 16000, subtype="PCM_16")
+    whole = (test / "normal_id_00_00000300.wav").read_bytes()
+    (test / "normal_id_00_00000300.wav").write_bytes(whole[: len(whole) // 2])
+    sf.write(test / "normal_id_00_00000301.wav", np.full(32000, 0.25, np.float32), 16000)
+    broken = bytearray((root / "fan" / "train").glob("*.wav").__next__().read_bytes())
+    broken[36:40] = b"JUNK"  # the data chunk's id
+    (test / "normal_id_00_00000302.wav").write_bytes(bytes(broken))
+    sf.write(test / "normal_id_08_00000303.wav", tone_clip(rng, 2.0), 16000)  # no train clip
+    out = run(params, root, tmp_path / "out")
+    skipped = {r["file"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert skipped["fan/test/normal_id_00_00000300.wav"] == (
+        "truncated file: the header promises 10.00 s, the file holds 5.00 s"
+    )
+    assert skipped["fan/test/normal_id_00_00000301.wav"] == (
+        "constant clip (every sample is 0.25: DC, no sound)"
+    )
+    assert skipped["fan/test/normal_id_00_00000302.wav"].startswith("unreadable or corrupt audio: ")
+    assert "RuntimeError" not in skipped["fan/test/normal_id_00_00000302.wav"]
+    warnings = read_json(out / "source.json")["warnings"]
+    assert any(w.startswith("id_08 has test clips but no usable train clip") for w in warnings)
+
+
+def test_extract_reads_only_the_frames_it_keeps(params, tmp_path):
+    """A 60 s clip gives the same kept frames as its first part (the features crop to
+    target_T): extract reads only geometry.kept_seconds of it."""
+    root = write_tree(tmp_path / "data")
+    rng = np.random.default_rng(3)
+    long_clip = tone_clip(rng, 60.0)
+    sf.write(
+        root / "fan" / "test" / "normal_id_00_00000400.wav", long_clip, 16000, subtype="PCM_16"
+    )
+    geometry = MelGeometry()
+    loaded = load_clip(
+        root / "fan" / "test" / "normal_id_00_00000400.wav", 16000, 1.0, geometry.kept_seconds
+    )
+    assert loaded.samples.size == int(np.ceil(geometry.kept_seconds * 16000)) < 60 * 16000
+    full = load_clip(root / "fan" / "test" / "normal_id_00_00000400.wav", 16000, 1.0)
+    # The kept frames agree with the whole clip's (the dB floor may differ where the loudest
+    # frame lies beyond them: these clips are stationary, so it does not).
+    kept = geometry.log_mel(loaded.samples)[:, : geometry.target_T]
+    whole = geometry.log_mel(full.samples)[:, : geometry.target_T]
+    assert np.allclose(kept, whole, atol=1e-3)

@@ -86,7 +86,11 @@ def lock_hashes(cwd: Path, skip_stage: str = "report") -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("project")
+    return make_project(tmp_path_factory.mktemp("project"))
+
+
+def make_project(work: Path, **overrides) -> Path:
+    """A throwaway copy of the project on tiny params (``overrides``: more params), in git."""
     for name in PROJECT_FILES:
         src = ROOT / name
         dst = work / name
@@ -114,7 +118,7 @@ def project(tmp_path_factory) -> Path:
         "figures.dpi": 60,
         "figures.n_mask_samples": 3,
     }
-    for key, value in tiny.items():
+    for key, value in {**tiny, **overrides}.items():
         set_param(work, key, value)
     sh(work, "git", "init", "-q")
     sh(work, sys.executable, "-m", "dvc", "init", "-q")
@@ -170,6 +174,46 @@ def test_pdf_holds_every_machine_type_recommendations_and_commit(cold):
     assert "??" not in text and not re.search(r"@(fig|tbl|sec)-", text)
     assert reader.pages[0].mediabox.width == pytest.approx(595.3, abs=1)  # A4
     assert (project / "report/_output/report.pdf").stat().st_size < 15e6
+
+
+@pytest.fixture(scope="module")
+def nothing_found(tmp_path_factory) -> Path:
+    """Anomalies 1000 times weaker than realistic: no type can have evidence."""
+    work = make_project(tmp_path_factory.mktemp("nothing"), **{"synthetic.strength": 0.001})
+    repro(work)
+    return work
+
+
+def test_a_run_that_finds_nothing_renders_a_report_that_says_so(nothing_found):
+    from pypdf import PdfReader
+
+    recs = yaml.safe_load((nothing_found / "build/recommendations.json").read_text())["rows"]
+    assert all(r["status"].startswith("not enough evidence") for r in recs)
+    first_page = PdfReader(nothing_found / "report/_output/report.pdf").pages[0].extract_text()
+    flat = re.sub(r"\s+", " ", first_page)
+    assert "Nothing to recommend in this run" in flat, flat[:2000]
+    assert "not enough evidence" in flat
+    html = (nothing_found / "report/_output/report.html").read_text()
+    assert "Nothing to recommend in this run" in html
+    manifest = yaml.safe_load((nothing_found / "report/figures/manifest.json").read_text())
+    assert "fig-score-heatmap" not in {f["id"] for f in manifest["figures"]}
+
+
+def test_a_failed_render_keeps_the_previous_report(cold):
+    project, _, _ = cold
+    html = project / "report/_output/report.html"
+    before = html.read_bytes()
+    template = project / "report/report.qmd.j2"
+    original = template.read_text()
+    template.write_text(original + "\n{% if %}\n")  # a template error: the stage fails
+    try:
+        result = sh(project, sys.executable, "-m", "dvc", "repro", check=False)
+        assert result.returncode != 0
+        assert html.read_bytes() == before
+        assert (project / "report/_output/report.pdf").is_file()
+    finally:
+        template.write_text(original)
+    repro(project)
 
 
 def test_noop_repro_runs_nothing(cold):

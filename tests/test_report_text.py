@@ -38,3 +38,10 @@ def test_data_found_counts_what_extract_used():
         "2 machine types (fan, valve), 3 machine IDs, 17 train clips, 8 normal and 7 anomalous "
         "test clips used, 1 file skipped"
     )
+
+
+def test_a_newline_in_a_file_name_stays_in_its_table_cell():
+    from analysis.render import md_escape
+
+    cell = md_escape("fan/test/normal\nid_00_00000001.wav")
+    assert "\n" not in cell and "normal\\\\nid" in cell  # shown as \n, escaped for Markdown

@@ -36,7 +36,9 @@ def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray,
     var = ndimage.uniform_filter1d(
         var, size=min(window_frames, var.shape[1]), axis=1, mode="nearest"
     )
-    return mean, np.sqrt(var) + 1e-6
+    # The moving sum leaves tiny negative values (float rounding) next to constant cells;
+    # their square root would be NaN and silently switch the clip level off.
+    return mean, np.sqrt(np.maximum(var, 0.0)) + 1e-6
 
 
 def z_maps(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from analysis.localization.maps import alternate_halves, clean_region, iou
+from analysis.localization.maps import alternate_halves, clean_region, iou, pad_frames
 from analysis.regions import FEATURE_COLUMNS, region_features
 
 
@@ -47,6 +47,7 @@ def welch_t(sum_a, sq_a, n_a, sum_b, sq_b, n_b) -> np.ndarray:
 # Rows significant over the whole clip extend over the frames where the window-scale t agrees in
 # sign and passes this pointwise level (two-sided p about 0.01 for the usual group sizes).
 EXTENT_T = 2.6
+MIN_T = 1e-3  # |t| this small is float noise of zero-variance cells, never evidence
 
 
 def pooled_evidence(
@@ -166,10 +167,15 @@ def pooled_test(
         x, y = normal_maps[length], anomaly_maps[length]
         total, total_sq = x.sum(axis=0), (x**2).sum(axis=0)
         observed = welch_t(y.sum(0), (y**2).sum(0), n_anom, total, total_sq, n_norm)
-        threshold = float(np.quantile(null[length], 1 - alpha / len(scales), method="higher"))
+        # Clips without variance (every split's |t| is 0) leave float noise in the observed t:
+        # no |t| at or below MIN_T counts, and the threshold is at least MIN_T.
+        threshold = max(
+            MIN_T, float(np.quantile(null[length], 1 - alpha / len(scales), method="higher"))
+        )
         peak = float(np.abs(observed).max())
         thresholds[str(length)], max_t[str(length)] = threshold, peak
-        p_values.append((1 + np.count_nonzero(null[length] >= peak)) / (1 + n_perm))
+        exceed = np.count_nonzero(null[length] >= peak) if peak > MIN_T else n_perm
+        p_values.append((1 + exceed) / (1 + n_perm))
         t_by_scale[length] = observed.reshape(n_mels, -1)
         if length < T:
             region |= np.abs(t_by_scale[length]) > threshold
@@ -209,16 +215,20 @@ def _part_evidence(
     loc: dict[str, Any],
     seed: int,
     nulls: dict[int, dict[int, np.ndarray]],
+    frames_total: int,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The pooled test of one part of the anomalous clips; its summary and its region (empty
-    where nothing was found). ``nulls`` caches one permutation null per group size."""
+    where nothing was found), padded to ``frames_total`` frames. ``nulls`` caches one
+    permutation null per group size."""
     n_normal = next(iter(x.values())).shape[0]
     m = null_group_size(n_normal, next(iter(clips.values())).shape[0])
     if m not in nulls:
         nulls[m] = permutation_null(x, m, loc["n_permutations"], seed + m)
     result = pooled_test(x, clips, shape, loc, seed, nulls[m])
     found = region_found(result["p_value"], result["region"], loc["id_level_alpha"])
-    region = result["region"] if found else np.zeros_like(result["region"])
+    region = pad_frames(
+        result["region"] if found else np.zeros_like(result["region"]), frames_total, False
+    )
     summary = {
         "found": found,
         "p_value": result["p_value"],
@@ -247,7 +257,12 @@ def negative_control(
 
 
 def id_level_evidence(
-    normal: np.ndarray, anomaly: np.ndarray, loc: dict[str, Any], key: str, truth: np.ndarray | None
+    normal: np.ndarray,
+    anomaly: np.ndarray,
+    loc: dict[str, Any],
+    key: str,
+    truth: np.ndarray | None,
+    frames_total: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Pooled evidence on all anomalous clips, on each half, and a normal-only negative control.
 
@@ -258,7 +273,10 @@ def id_level_evidence(
     key
         ``"TYPE/ID"``: seeds the permutations (crc32, stable across runs).
     truth
-        Union of the ID's ground-truth regions, or None.
+        Union of the ID's ground-truth regions (``frames_total`` frames), or None.
+    frames_total
+        Frames of the stored maps: the clips hold only their real frames, and the
+        regions are padded back to this (their features are fractions of it).
 
     Returns
     -------
@@ -268,6 +286,7 @@ def id_level_evidence(
         and the region of each part (empty where the test found none).
     """
     seed = zlib.crc32(key.encode())
+    frames_total = frames_total or normal.shape[2]
     first, second = alternate_halves(anomaly.shape[0])
     scales = time_scales(loc, normal.shape[2])
     x = {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales}
@@ -281,7 +300,7 @@ def id_level_evidence(
         if clips[scales[0]].shape[0] == 0:
             out[part] = {"found": False, "p_value": None, "features": None}
             continue
-        out[part], regions[part] = _part_evidence(x, clips, shape, loc, seed, nulls)
+        out[part], regions[part] = _part_evidence(x, clips, shape, loc, seed, nulls, frames_total)
     if normal.shape[0] >= 4:
         out["negative_control"] = negative_control(x, shape, loc, seed)
     if truth is not None and "all" in regions:

@@ -77,3 +77,17 @@ def alternate_halves(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the two halves of n anomalous clips in file order (alternate files)."""
     idx = np.arange(n)
     return idx[0::2], idx[1::2]
+
+
+def pad_frames(x: np.ndarray, total: int, fill) -> np.ndarray:
+    """``x`` with its last (frame) axis padded with ``fill`` up to ``total`` frames.
+
+    The methods see only a clip's real frames (padded frames take part in no
+    statistic); their maps and regions are padded back to the spectrogram's size
+    for storage, so they line up with masks of ``target_T`` frames.
+    """
+    missing = total - x.shape[-1]
+    if missing <= 0:
+        return x
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, missing)]
+    return np.pad(x, widths, constant_values=fill)
