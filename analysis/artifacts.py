@@ -427,6 +427,22 @@ def fitted_settings(recommendations: dict[str, Any]) -> dict[str, dict[str, Any]
     return {r["machine_type"]: r["fitted"] for r in type_rows(recommendations) if is_ok(r)}
 
 
+def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per machine type with a fit, what its verdict recommends: ``("fitted", settings)`` or
+    ``(preset name, preset entry)`` where the verdict is "keep PRESET"."""
+    out = {}
+    for row in type_rows(recommendations):
+        if not is_ok(row):
+            continue
+        verdict = row.get("verdict", "use the fitted setting")
+        if verdict.startswith("keep "):
+            name = verdict.removeprefix("keep ")
+            out[row["machine_type"]] = (name, recommendations["presets"][name])
+        else:
+            out[row["machine_type"]] = ("fitted", {"kind": "audio_specific", **row["fitted"]})
+    return out
+
+
 def is_ok(row: dict[str, Any]) -> bool:
     """Whether a recommendations row has a fit and scores (else it says why not)."""
     return row.get("status") == "ok"

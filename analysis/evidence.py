@@ -33,6 +33,10 @@ def split_halves(files: list[str], groups: list[str], fit_fraction: float, seed:
 
 
 AGREEMENT_BINS = 3  # a clip-level region agrees with the pooled map within this many mel bins
+NEGATIVE_CONTROL_REASON = (
+    "left out: its negative control (half of its normal clips posing as anomalous) found a "
+    "region, so nothing found in its anomalous clips can be told from its normal variation"
+)
 
 
 def id_evidence(
@@ -46,11 +50,20 @@ def id_evidence(
     centre within ``AGREEMENT_BINS`` bins of a pooled-region row. Otherwise the
     ID-level (pooled) regions are used when the pooled test found a region in
     both halves of the anomalous clips (one to fit, one to score). Otherwise
-    there is not enough evidence. ``rows`` are parsed region rows
+    there is not enough evidence. An ID whose negative control found a region
+    supports nothing (its reason says so), whatever its regions. ``rows`` are parsed region rows
     (:func:`analysis.artifacts.read_region_rows`) of the ID's anomalous clips.
     """
     found = [r for r in rows if r["found"]]
     share = len(found) / len(rows) if rows else 0.0
+    if pooled_part(id_summary or {}, "negative_control").found:
+        return {
+            "n_clip_regions": len(found),
+            "clip_region_share": share,
+            "agreement": None,
+            "evidence": None,
+            "reason": NEGATIVE_CONTROL_REASON,
+        }
     pooled = {part: pooled_part(id_summary or {}, part) for part in ("all", "fit", "holdout")}
     pooled_rows = np.array(pooled["all"].rows, dtype=float)
     agreement = None

@@ -42,6 +42,7 @@ REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
 
 
 TITLE_MAX_CHARS = 200  # report.title and report.author
+RESERVED_PRESET_NAMES = ("recommended", "floor")  # the fitted setting and the yardstick
 
 
 class ParamsError(ValueError):
@@ -318,6 +319,10 @@ def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
         pkey = f"{key}.{name}"
         if not isinstance(name, str) or not name.replace("_", "").isalnum():
             raise ParamsError(f"{pkey}: preset names use letters, digits and underscores")
+        if name in RESERVED_PRESET_NAMES:
+            raise ParamsError(
+                f"{pkey}: {name!r} names a column of its own in the results; rename it"
+            )
         if not isinstance(preset, Mapping) or "kind" not in preset:
             raise ParamsError(f"{pkey}.kind: missing (one of {', '.join(PRESET_KINDS)})")
         kind = Text(PRESET_KINDS).check(f"{pkey}.kind", preset["kind"])

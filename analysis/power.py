@@ -4,19 +4,24 @@ Per machine type and ID, the normal test clips are split in two (alternate
 files): one half stays normal, the other half gets a known anomaly added in
 the feature domain, at strength ``delta`` in units of the ID's within-ID cell
 standard deviation (real anomalies are mostly below 1: below one clip's
-noise). Two patterns, after what real anomalies look like:
+noise). Three patterns, after what real anomalies look like:
 
 * ``stationary band``: 6 mel bins raised over the whole clip (fan, pump);
 * ``lines in a window``: three 2-bin lines over the middle 75 % of the clip
-  (toy machines), two raised and one lowered.
+  (toy machines), two raised and one lowered;
+* ``short segments``: 6 mel bins raised in three segments of 0.5–1 s (what a
+  band-times-segments mask draws; valve clicks, rail hits).
+
+Only the clips' real frames are used (never the padding to ``target_T``).
 
 Both levels of evidence then run exactly as ``localize`` runs them, with the
 same params: the clip-level threshold calibrated out of fold on the normal
 half (pooled over the type's IDs), and the ID-level permutation test. Per
 pattern and delta this gives the clip-level recall (share of spiked clips
-whose region overlaps the truth), their IoU, the false-region rate on the
-normal half, and the share of IDs with an ID-level region overlapping the
-truth, with its IoU. The *detection limit* is the smallest delta at which
+whose region *locates* the truth: IoU at least ``LOCATED_IOU``), their IoU, the
+false-region rate on the normal half, and the share of IDs whose ID-level region
+locates the truth, with its IoU. Any overlap is not enough: a region of a few
+cells on the edge of the truth does not say where the anomaly is. The *detection limit* is the smallest delta at which
 the clip level finds at least half of the spiked clips, or the ID level at
 least ``ID_LEVEL_DETECTED`` of the IDs.
 """
@@ -42,20 +47,37 @@ from analysis.localization.id_level import (
     time_scales,
 )
 from analysis.localization.maps import alternate_halves, iou
+from analysis.mel import MelGeometry
 from analysis.workers import process_pool, resolve_n_jobs
 
-PATTERNS = ("stationary band", "lines in a window")
+PATTERNS = ("stationary band", "lines in a window", "short segments")
 CLIP_LEVEL_DETECTED = 0.5  # clip-level recall at which a delta counts as detected
-ID_LEVEL_DETECTED = 0.75  # share of IDs with a pooled region on the truth
+ID_LEVEL_DETECTED = 0.75  # share of IDs whose pooled region locates the truth
+LOCATED_IOU = 0.5  # a region locates a spike-in when its IoU with the truth is at least this
+SEGMENT_SECONDS = (0.5, 1.0)  # length range of the short-segments pattern's three segments
 
 
-def truth_pattern(pattern: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Signed (n_mels, T) map of a spike-in pattern: +1 raised, -1 lowered, 0 untouched."""
+def truth_pattern(
+    pattern: str, shape: tuple[int, int], rng: np.random.Generator, frames_per_second: float
+) -> np.ndarray:
+    """Signed (n_mels, frames) map of a spike-in pattern: +1 raised, -1 lowered, 0 untouched."""
     n_mels, T = shape
     out = np.zeros(shape)
-    if pattern == "stationary band":
+    if pattern in ("stationary band", "short segments"):
         low = int(rng.integers(int(0.1 * n_mels), int(0.85 * n_mels)))
-        out[low : low + max(1, n_mels // 21)] = 1.0
+        rows = slice(low, low + max(1, n_mels // 21))
+        if pattern == "stationary band":
+            out[rows] = 1.0
+            return out
+        lo, hi = (max(1, round(s * frames_per_second)) for s in SEGMENT_SECONDS)
+        lengths = rng.integers(lo, hi + 1, 3)
+        # Three non-overlapping segments: the free frames split at random among four gaps.
+        gaps = rng.multinomial(max(0, T - int(lengths.sum())), np.ones(4) / 4)
+        start = 0
+        for length, gap in zip(lengths, gaps[:3], strict=True):
+            start += int(gap)
+            out[rows, start : start + int(length)] = 1.0
+            start += int(length)
         return out
     lows = np.sort(
         rng.choice(np.arange(int(0.1 * n_mels), int(0.9 * n_mels), 12), 3, replace=False)
@@ -114,16 +136,21 @@ def spike_one_id(
     regions, _ = detect_regions(
         ref.normal, anomalous, threshold, loc, cell_level, with_levels=False
     )
-    hits = [bool((region & truth).any()) for region in regions]
     ious = [iou(region, truth) if region.any() else 0.0 for region in regions]
+    hits = [value >= LOCATED_IOU for value in ious]
     maps = {L: scale_maps(anomalous, loc["smooth_bins"], L) for L in ref.maps}
     pooled = pooled_test(ref.maps, maps, signed.shape, loc, seed, ref.null)
-    found = region_found(pooled["p_value"], pooled["region"] & truth, loc["id_level_alpha"])
-    return hits, ious, found, iou(pooled["region"], truth) if found else 0.0
+    found = region_found(pooled["p_value"], pooled["region"], loc["id_level_alpha"])
+    pooled_iou = iou(pooled["region"], truth) if found else 0.0
+    return hits, ious, found and pooled_iou >= LOCATED_IOU, pooled_iou
 
 
 def evaluate_type(
-    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], deltas: list[float], seed: int
+    normal_by_id: dict[str, np.ndarray],
+    loc: dict[str, Any],
+    deltas: list[float],
+    seed: int,
+    frames_per_second: float = 16000 / 512,
 ) -> list[dict[str, Any]]:
     """Power rows of one machine type from its IDs' normal clips (see the module docstring)."""
     refs = id_references(normal_by_id, loc, seed)
@@ -137,7 +164,7 @@ def evaluate_type(
             hits, ious, id_hits, id_ious = [], [], [], []
             for mid, ref in refs.items():
                 rng = np.random.default_rng([seed, zlib.crc32(mid.encode()), p_index])
-                signed = truth_pattern(pattern, ref.normal.shape[1:], rng)
+                signed = truth_pattern(pattern, ref.normal.shape[1:], rng, frames_per_second)
                 clip_hits, clip_ious, found, id_iou = spike_one_id(
                     ref, signed, delta, loc, levels, seed
                 )
@@ -176,7 +203,7 @@ def detection_limits(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | 
 
 
 def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
-    machine_type, features_dir, loc, deltas, seed = task
+    machine_type, features_dir, loc, deltas, seed, frames_per_second = task
     test = read_test_features(features_dir)
     normal_by_id = {}
     for mid in test.machine_ids():
@@ -190,7 +217,7 @@ def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
             f"fewer than {2 * loc['min_normal_clips']} normal test clips in every ID: "
             "too few to split into a normal and a spiked half"
         )
-    return machine_type, evaluate_type(normal_by_id, loc, deltas, seed)
+    return machine_type, evaluate_type(normal_by_id, loc, deltas, seed, frames_per_second)
 
 
 def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
@@ -203,8 +230,9 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
     """
     build_dir = Path(build_dir)
     cfg, loc = params["power"], params["localization"]
+    frames_per_second = 1 / MelGeometry.from_params(params).seconds_per_frame
     tasks = [
-        (t, build_dir / "features" / t, loc, cfg["deltas"], cfg["seed"])
+        (t, build_dir / "features" / t, loc, cfg["deltas"], cfg["seed"], frames_per_second)
         for t in params["data"]["machine_types"]
     ]
     progress = Progress("power: machine types", len(tasks))
@@ -225,6 +253,8 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
             "deltas": cfg["deltas"],
             "clip_level_detected": CLIP_LEVEL_DETECTED,
             "id_level_detected": ID_LEVEL_DETECTED,
+            "located_iou": LOCATED_IOU,
+            "segment_seconds": list(SEGMENT_SECONDS),
             "types": summary,
         },
     )

@@ -31,7 +31,13 @@ from analysis.fit import FIT_KEYS, fit_preset, fitted_draw
 from analysis.io import Progress
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
-from analysis.scoring import SCORE_DEFINITION, held_out_comparison, score
+from analysis.scoring import (
+    FLOOR,
+    SCORE_DEFINITION,
+    held_out_comparison,
+    recommendation_verdict,
+    score,
+)
 from analysis.strategies.projection import LATENT_PROJECTION, project_axis, project_maps
 from analysis.workers import process_pool, resolve_n_jobs
 
@@ -113,7 +119,8 @@ def recommend_group(
     out["evidence"] = evidence_label(used) if any(v != "none" for v in used.values()) else "none"
     n_fit, n_held = fit_real[FEATURE_COLUMNS[0]].size, held_out[FEATURE_COLUMNS[0]].size
     if n_fit == 0 or n_held == 0:
-        return {**out, "status": not_enough_evidence(evidence, n_fit, n_held)}
+        out["status"] = not_enough_evidence(evidence, n_fit, n_held)
+        return {**out, "verdict": recommendation_verdict(out)}
     fitted, fit_score = fit_preset(fit_real, geometry, settings, seed)
     out.update(
         {"status": "ok", "n_fit": int(n_fit), "n_holdout": int(n_held), **fitted, "fitted": fitted}
@@ -125,6 +132,7 @@ def recommend_group(
     out["best_preset"], out["best_preset_fit_score"] = best, fit_scores[best]
     candidates = dict(preset_features)
     candidates["recommended"] = profile_features(*fitted_draw(fitted, geometry, settings, seed + 1))
+    candidates[FLOOR] = fit_real  # the yardstick: real regions against real regions
     # A pooled region stands for all its half's clips but is one observation.
     n_independent = len(set(labels["holdout_files"]))
     groups = labels["holdout_groups"]
@@ -134,6 +142,8 @@ def recommend_group(
         )
     )
     out["holdout_files"] = labels["holdout_files"]
+    out["fit_files"] = labels["fit_files"]
+    out["verdict"] = recommendation_verdict(out)
     real = {c: np.concatenate([fit_real[c], held_out[c]]) for c in FEATURE_COLUMNS}
     out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
     out["full_clip_share"] = float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE))
@@ -184,14 +194,20 @@ def latent_scores(row: dict[str, Any], task: GroupTask) -> dict[str, float]:
     seed = group_seed(task.settings, row["machine_type"], row["machine_id"]) + 1
     rows_full, frames_full = fitted_draw(row["fitted"], task.geometry, task.settings, seed)
     for grid, (h, w) in task.latent.grids.items():
-        held = [task.real_on_grids[grid][label] for label in row["holdout_files"]]
-        real = {c: np.array([f[c] for f in held]) for c in FEATURE_COLUMNS}
+        held, fit = (
+            {
+                c: np.array([task.real_on_grids[grid][label][c] for label in labels])
+                for c in FEATURE_COLUMNS
+            }
+            for labels in (row["holdout_files"], row["fit_files"])
+        )
+        out[f"score_{FLOOR}_{grid}"] = score(fit, held, h, w)
         fitted = profile_features(
             project_axis(rows_full, h, LATENT_PROJECTION, axis=1),
             project_axis(frames_full, w, LATENT_PROJECTION, axis=1),
         )
         for name, feats in {**task.latent.presets[grid], "recommended": fitted}.items():
-            out[f"score_{name}_{grid}"] = score(feats, real, h, w)
+            out[f"score_{name}_{grid}"] = score(feats, held, h, w)
     return out
 
 
@@ -202,6 +218,7 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
         "machine_type",
         "machine_id",
         "status",
+        "verdict",
         "evidence",
         "n_anomaly",
         "n_regions",
@@ -211,13 +228,14 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
         "score_current",
         "score_proposed",
         "score_recommended",
+        f"score_{FLOOR}",
     ]
     for grid in grids:
-        columns += [f"score_{name}_{grid}" for name in candidates]
+        columns += [f"score_{name}_{grid}" for name in [*candidates, FLOOR]]
     columns += [
         f"score_{name}" for name in candidates if name not in ("current", "proposed", "recommended")
     ]
-    for name in candidates:
+    for name in [*candidates, FLOOR]:
         columns += [f"score_{name}_ci_low", f"score_{name}_ci_high"]
     for label in ("fitted_vs_best", "fitted_vs_current", "best_vs_current"):
         columns += [f"diff_{label}{end}" for end in ("", "_ci_low", "_ci_high", "_verdict")]
@@ -238,6 +256,8 @@ def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "score_current": row.get("score_current"),
             "score_proposed": row.get("score_proposed"),
             "best_preset": row["best_preset"],
+            "score_floor": row.get(f"score_{FLOOR}"),
+            "verdict": row["verdict"],
         }
         for row in rows
         if row["machine_id"] == "all" and is_ok(row)

@@ -64,6 +64,17 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{f:.{digits}f}"
 
 
+def significant(value: Any, digits: int = 3) -> str:
+    """A score or difference with ``digits`` significant digits (0.00612, 0.147, -0.0123),
+    so small intervals do not round to the same two decimals; blank for missing values."""
+    if value is None or value == "":
+        return "–"
+    f = float(value)
+    if not np.isfinite(f):
+        return "–"
+    return np.format_float_positional(f, precision=digits, unique=False, fractional=False, trim="-")
+
+
 def pandoc_path() -> str:
     import pypandoc
 
@@ -108,6 +119,7 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
     env.filters["num"] = fmt
+    env.filters["sig"] = significant
     # Identifiers shown with spaces so long names (narrow_band_few_segments) wrap in table cells.
     env.filters["label"] = lambda v: md_escape(str(v).replace("_", " "))
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".

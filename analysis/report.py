@@ -29,8 +29,10 @@ from analysis.artifacts import (
     read_skipped,
     read_source,
 )
+from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
 from analysis.io import log, write_text
+from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
 from analysis.render import (
     REPORT_DIR,
@@ -201,6 +203,8 @@ def build_context(
         "ci_level": params["recommend"]["ci_level"],
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
         "parsimony": PARSIMONY,
+        # The methods text states the constants the code uses, read from the code.
+        "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
     }
     context["findings"] = findings(context)
     return context

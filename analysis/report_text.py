@@ -140,7 +140,7 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
     """What one row's paired interval supports, in words (evidence and held-out count included);
     ``T`` is the clip length in frames."""
     t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
-    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): "
+    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): {row['verdict']}; "
     if not row.get("intervals"):
         return (
             head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
@@ -157,7 +157,11 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
         claim = f"'{best}', the closest preset, is closer than the fitted setting"
     else:
         claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
-    return head + f"{claim} (score difference fitted − {best} {diff})."
+    floor = f"{row['score_floor']:.3g}"
+    return (
+        head + f"{claim} (score difference fitted − {best} {diff}; the real-vs-real floor is "
+        f"{floor}, '{best}' scores {row[f'score_{best}']:.3g})."
+    )
 
 
 def findings(context: dict[str, Any]) -> list[str]:

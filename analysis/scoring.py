@@ -36,6 +36,21 @@ SCORE_COORDINATES: tuple[tuple[str, float], ...] = (
 )
 EMPTY_POINT = -1.0  # every coordinate of an empty mask: at least 2 (weighted) from any region
 MIN_HOLDOUT_FOR_CI = 5  # fewer held-out regions than this: no interval, and no claim
+# The yardstick: the fit half's real regions scored against the held-out half's, as if they were
+# masks. As close as real anomalies are to themselves; a preset near it cannot get much closer.
+FLOOR = "floor"
+
+
+def recommendation_verdict(row: dict[str, Any]) -> str:
+    """The verdict of a recommendations row: "use the fitted setting" where the paired interval
+    of (fitted - closest preset) lies below 0, "keep PRESET" where it does not (the closest
+    preset is as close, or closer), "not enough evidence" without a fit."""
+    if row.get("status") != "ok":
+        return "not enough evidence"
+    if row.get("diff_fitted_vs_best_verdict") == "closer":
+        return "use the fitted setting"
+    return f"keep {row['best_preset']}"
+
 
 SCORE_DEFINITION = (
     "score = energy distance between the joint distribution of the masks' features and that of "
@@ -153,10 +168,24 @@ def paired_bootstrap(
     draws = cluster_resamples(groups, n_boot, np.random.default_rng(seed))
     boots = np.empty((n_boot, len(names)))
     for b, idx in enumerate(draws):
-        yy = _within(d_yy[np.ix_(idx, idx)])
+        yy = within_resampled(d_yy, idx)
         for j, name in enumerate(names):
             boots[b, j] = _energy(cross[name][idx].mean(), self_terms[name], yy)
     return point, boots
+
+
+def within_resampled(distances: np.ndarray, idx: np.ndarray) -> float:
+    """:func:`_within` of a resample ``idx`` of a sample, over pairs of *different* members.
+
+    A resample draws members more than once; a pair of two copies of one member has
+    distance 0 and is no pair of two different draws from the distribution. Counted, it
+    pulls the within-sample mean down and every resampled score up (5 of 78 point scores
+    lay below their own interval). With ``c_k`` copies of member k, the pairs of different
+    members weigh ``c_k c_l`` (k != l) out of ``n**2 - sum(c_k**2)``.
+    """
+    counts = np.bincount(idx, minlength=distances.shape[0]).astype(np.float64)
+    pairs = idx.size**2 - float(counts @ counts)
+    return float(counts @ distances @ counts / pairs) if pairs > 0 else 0.0
 
 
 def interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -206,7 +235,7 @@ def held_out_comparison(
             lo,
             hi,
         )
-    for label, a, b in comparisons(best, [n for n in names if n != "recommended"]):
+    for label, a, b in comparisons(best, [n for n in names if n not in ("recommended", FLOOR)]):
         diff = point[a] - point[b]
         if with_ci:
             lo, hi = interval(

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from analysis.artifacts import parse_region_row
 from analysis.evidence import id_evidence
+from analysis.io import read_json
 from analysis.localization.clip_level import (
     calibrated_threshold,
     critical_level,
@@ -318,3 +319,84 @@ def test_exceeds_critical_level_agrees_with_the_bisection_exactly():
             assert exceeds_critical_level(z, t, min_cells) == (level > t), (level, t)
             checked += 1
     assert checked == 15 * 17
+
+
+def test_an_id_whose_negative_control_found_a_region_supports_nothing(params):
+    """Its normal clips alone produce a region, so its anomalous clips' regions (clip level
+    or pooled) cannot be told from normal variation: it is left out of every fit, with a reason
+    that says why."""
+    settings = params["recommend"]
+    settings.update(min_anomaly_clips=6, min_region_share=0.5)
+    strong = summary(True, range(38, 44))
+    strong["id_level"]["negative_control"] = {"found": True, "p_value": 0.03}
+    decision = id_evidence(rows_for("id_00", [40.0] * 8, 2), strong, settings)
+    assert decision["evidence"] is None
+    assert "negative control" in decision["reason"]
+    strong["id_level"]["negative_control"]["found"] = False
+    assert id_evidence(rows_for("id_00", [40.0] * 8, 2), strong, settings)["evidence"] == (
+        "clip-level"
+    )
+
+
+def test_a_difference_only_in_the_padding_is_found_nowhere(params, tmp_path):
+    """DCASE clips are 313 frames padded to 320, and every normal clip holds the same value in
+    the padding (variance 0). A change planted only there is no anomaly of the sound: neither
+    level may find it (Welch's t over zero-variance cells used to make it 'significant')."""
+    from analysis.artifacts import TestFeatures, TrainStats, write_features
+    from analysis.localize import localize
+
+    rng = np.random.default_rng(11)
+    n, real = 12, 313
+    logmel = rng.standard_normal((2 * n, 128, 320)).astype(np.float32)
+    logmel[:, :, real:] = 0.0  # the padding: exactly the train mean, 0 after normalization
+    label = np.repeat(np.array([0, 1], np.int8), n)
+    logmel[label == 1, 40:46, real:] = 3.0  # planted in the padding only
+    folder = tmp_path / "features"
+    folder.mkdir()
+    write_features(
+        folder,
+        TestFeatures(
+            logmel,
+            label,
+            np.array(["id_00"] * (2 * n)),
+            np.array(
+                [
+                    f"fan/test/{'anomaly' if x else 'normal'}_id_00_{i:08d}.wav"
+                    for i, x in enumerate(label)
+                ]
+            ),
+            np.full(2 * n, real, np.int32),
+        ),
+        TrainStats(np.zeros(128, np.float32), np.ones(128, np.float32), 1, 1),
+        [],
+        None,
+        {},
+    )
+    out = localize(params, "fan", features_dir=folder, out_dir=tmp_path / "loc")
+    ids = read_json(out / "fan.json")["ids"]["id_00"]
+    assert not ids["id_level"]["all"]["found"]
+    assert ids["n_regions_found"] <= 1  # the clip level's calibrated 2 % false-region rate
+    assert ids["n_real_frames"] == real
+
+
+def test_power_patterns_are_planted_where_they_say():
+    from analysis.power import SEGMENT_SECONDS, truth_pattern
+
+    fps = 16000 / 512
+    for seed in range(20):
+        signed = truth_pattern("short segments", (128, 313), np.random.default_rng(seed), fps)
+        rows = np.flatnonzero(signed.any(axis=1))
+        assert rows.size == 128 // 21 and np.all(np.diff(rows) == 1)
+        frames = signed.any(axis=0)
+        edges = np.flatnonzero(np.diff(np.r_[0, frames.astype(int), 0]))
+        lengths = edges[1::2] - edges[0::2]
+        # Three segments of 0.5-1 s; two may abut and read as one longer run.
+        assert frames.sum() == pytest.approx(lengths.sum())
+        assert (
+            round(SEGMENT_SECONDS[0] * fps) * 3
+            <= frames.sum()
+            <= round(SEGMENT_SECONDS[1] * fps) * 3
+        )
+        assert 1 <= lengths.size <= 3
+    band = truth_pattern("stationary band", (128, 313), np.random.default_rng(0), fps)
+    assert band.any(axis=0).all()  # every real frame, nothing beyond the map's frames

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.render import REPORT_DIR, TEMPLATE_FILES
+from analysis.render import REPORT_DIR, TEMPLATE_FILES, significant
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -174,6 +174,25 @@ def test_pdf_holds_every_machine_type_recommendations_and_commit(cold):
     assert "??" not in text and not re.search(r"@(fig|tbl|sec)-", text)
     assert reader.pages[0].mediabox.width == pytest.approx(595.3, abs=1)  # A4
     assert (project / "report/_output/report.pdf").stat().st_size < 15e6
+
+
+def test_the_answer_table_gives_every_type_a_verdict_and_the_floor(cold):
+    project, _, _ = cold
+    recs = yaml.safe_load((project / "build/recommendations.json").read_text())["rows"]
+    qmd = (project / "report/report.qmd").read_text()
+    table = qmd[qmd.index("| machine type | verdict |") : qmd.index("{#tbl-answer}")]
+    for r in (r for r in recs if r["machine_id"] == "all"):
+        verdict = r["verdict"]
+        assert (
+            verdict == "not enough evidence"
+            or verdict == "use the fitted setting"
+            or (verdict == f"keep {r['best_preset']}")
+        ), r
+        line = next(x for x in table.splitlines() if f"[{r['machine_type']}]" in x)
+        assert f"**{verdict.replace('_', ' ')}**" in line
+        assert line.count("|") == 8  # seven cells, whatever the verdict
+        if r["status"] == "ok":
+            assert r["score_floor"] is not None and significant(r["score_floor"]) in line
 
 
 @pytest.fixture(scope="module")

@@ -418,3 +418,48 @@ def test_a_failing_python_preset_stops_check_params_naming_it(tmp_path, params):
     assert str(log) in str(info.value) and "Traceback" in log.read_text()
     del params["masks"]["presets"]["missing"]
     check_python_presets(params, log)  # the fine one passes
+
+
+def test_machine_specific_strategy_follows_each_types_verdict(tmp_path):
+    """Where the verdict keeps a preset, the type draws that preset's masks, not its fit."""
+    fitted = {
+        "min_band_fraction": 0.05,
+        "max_band_fraction": 0.05,
+        "min_bands": 1,
+        "max_bands": 1,
+        "full_time_prob": 1.0,
+        "min_segments": 1,
+        "max_segments": 1,
+        "min_seg_len": 10,
+        "max_seg_len": 10,
+        "min_band_position": 0.0,
+        "max_band_position": 0.25,
+    }
+    recs = {
+        "presets": {"current": {"kind": "audio_specific", "min_segments": 10, "max_segments": 160}},
+        "rows": [
+            {
+                "machine_type": "fan",
+                "machine_id": "all",
+                "status": "ok",
+                "fitted": fitted,
+                "verdict": "use the fitted setting",
+            },
+            {
+                "machine_type": "pump",
+                "machine_id": "all",
+                "status": "ok",
+                "fitted": fitted,
+                "verdict": "keep current",
+            },
+        ],
+    }
+    path = tmp_path / "recommendations.json"
+    path.write_text(json.dumps(recs))
+    s = MachineSpecificStrategy(SPEC, None, recommendations=path, seed=0)
+    assert s.choices == {"fan": "fitted", "pump": "current"}
+    fan = region_features(s(50, "cpu", machine_type="fan")[:, 0].numpy().astype(bool))
+    pump = region_features(s(50, "cpu", machine_type="pump")[:, 0].numpy().astype(bool))
+    assert np.all(fan["time_coverage"] >= 0.85) and np.all(fan["n_segments"] == 1)
+    assert np.all(fan["band_centre_fraction"] < 0.25)  # the fit's band position
+    assert np.mean(pump["band_centre_fraction"] > 0.25) > 0.5  # current: bands anywhere

@@ -306,4 +306,12 @@ def id_level_evidence(
     if truth is not None and "all" in regions:
         out["iou_with_truth_union"] = iou(regions["all"], truth) if out["all"]["found"] else 0.0
     out["n_permutations"] = loc["n_permutations"]
+    out["p_value_floor"] = p_value_floor(len(scales), loc["n_permutations"])
     return out, regions
+
+
+def p_value_floor(n_scales: int, n_permutations: int) -> float:
+    """The smallest p-value the pooled test can give: no permutation reaching the observed
+    maximum at one scale, Bonferroni over the scales. A printed p at this floor means
+    "smaller than the permutations can tell"."""
+    return min(1.0, n_scales / (1 + n_permutations))

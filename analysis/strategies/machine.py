@@ -6,14 +6,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import fitted_settings, is_ok, read_recommendations, type_rows
-from analysis.strategies.band import AudioSpecificStrategy
+from analysis.artifacts import is_ok, read_recommendations, recommended_settings, type_rows
 from analysis.strategies.base import numpy_rng, resolve_shapes
+from analysis.strategies.factory import build_strategy
 from analysis.strategies.training import TrainingAudioStrategy
 
 
 class MachineSpecificStrategy:
-    """One fitted strategy per machine type, from ``build/recommendations.json``.
+    """One strategy per machine type, as ``build/recommendations.json`` recommends it: the
+    fitted setting where its verdict is "use the fitted setting", the preset it keeps where the
+    verdict is "keep PRESET" (:attr:`choices` says which).
 
     Built with the training code's convention plus ``machine_type``; called as
     ``strategy(batch_size, device)`` for the machine type given at construction,
@@ -49,11 +51,13 @@ class MachineSpecificStrategy:
         def child_seed() -> int | None:
             return None if rng is None else int(rng.integers(2**31))
 
+        # What each type's verdict recommends: its fit, or the preset it keeps.
+        self.choices = {t: name for t, (name, _) in recommended_settings(recs).items()}
         self.strategies: dict[str, Any] = {
-            t: AudioSpecificStrategy(
-                shape, self.q_shape, projection=projection, seed=child_seed(), **fitted
+            t: build_strategy(
+                setting, shape, self.q_shape, projection, seed=child_seed(), name=name
             )
-            for t, fitted in fitted_settings(recs).items()
+            for t, (name, setting) in recommended_settings(recs).items()
         }
         self.fallback_types = [r["machine_type"] for r in type_rows(recs) if not is_ok(r)]
         self.fallback = fallback or TrainingAudioStrategy(
