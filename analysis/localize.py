@@ -123,7 +123,27 @@ def id_summary(
         else "none found",
         "mean_iou": float(np.mean(ious)) if ious else None,
         "median_centre_error_bins": float(np.median(centre_errors)) if centre_errors else None,
+        # For the report's words: the found regions' median features and where their bands sit.
+        "clip_features_median": (
+            {c: float(np.median(v)) for c, v in found_feats.items()} if found.any() else None
+        ),
+        "clip_band_hz": band_hz_range([r["band_centre_hz"] for r in rows if r["found"]]),
+        "pooled_band_hz": (
+            [
+                float(geometry.bin_to_hz(min(id_level["all"]["rows"]))),
+                float(geometry.bin_to_hz(max(id_level["all"]["rows"]))),
+            ]
+            if pooled is not None
+            else None
+        ),
     }
+
+
+def band_hz_range(centres_hz: list[float]) -> list[float] | None:
+    """The 25th to 75th percentile of the found regions' band centres (Hz), or None."""
+    if not centres_hz:
+        return None
+    return [float(np.percentile(centres_hz, 25)), float(np.percentile(centres_hz, 75))]
 
 
 def localize_id(task: IdTask) -> dict[str, Any]:

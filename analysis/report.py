@@ -49,6 +49,7 @@ from analysis.report_text import (
     shareable_path,
     strategy_call,
     training_code_call,
+    type_description,
 )
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
 
@@ -205,6 +206,12 @@ def build_context(
         "parsimony": PARSIMONY,
         # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
+    }
+    context["descriptions"] = {
+        t: type_description(
+            t, context["localization"][t], geometry.seconds_per_frame, geometry.target_T
+        )
+        for t in context["machine_types"]
     }
     context["findings"] = findings(context)
     return context

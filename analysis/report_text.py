@@ -122,18 +122,86 @@ def shareable_path(path: str, root: Path | None = None) -> str:
     return f"…/{resolved.name}"
 
 
-def type_pattern(loc: dict[str, Any]) -> str:
-    """A machine type's pattern from the evidence it has: its clip-level regions where they
-    stand out in at least half of the anomalous clips, else its IDs' pooled regions."""
+def hz_words(band_hz: list[float] | None) -> str:
+    """Where a band sits: "near 1.1–1.3 kHz", "near 820 Hz" (empty when unknown)."""
+    if not band_hz:
+        return ""
+
+    def one(f: float) -> str:
+        return f"{f / 1000:.1f} kHz" if f >= 1000 else f"{f:.0f} Hz"
+
+    lo, hi = one(band_hz[0]), one(band_hz[1])
+    return (
+        f"near {lo}"
+        if lo == hi
+        else f"near {lo.replace(' kHz', '')}–{hi}"
+        if (lo.endswith("kHz") and hi.endswith("kHz"))
+        else f"near {lo}–{hi}"
+    )
+
+
+def shape_words(features: dict[str, float | None], seconds_per_frame: float, T: int) -> str:
+    """What a set of regions looks like, from their median features: band width, several lines,
+    and time structure (over the whole clip, or N segments of about S s)."""
+    band = features.get("band_fraction") or 0.0
+    bands = features.get("n_bands") or 1.0
+    coverage = features.get("time_coverage") or 0.0
+    segments = features.get("n_segments") or 1.0
+    width = "narrow band" if band <= 0.12 else "broad band"
+    lines = " (several lines)" if bands >= 2 else ""
+    if coverage >= 0.8 and segments <= 2:
+        time = "over the whole clip"
+    else:
+        length_s = (features.get("mean_seg_len_frames") or 0.0) * seconds_per_frame
+        n = max(1, round(segments))
+        time = f"in {n} segment{'s' if n != 1 else ''} of about {length_s:.1f} s"
+    return f"{width}{lines} {time}"
+
+
+def id_description(summary: dict[str, Any], seconds_per_frame: float, T: int) -> tuple[str, str]:
+    """One machine ID's evidence in words: ``(shape, where)``; shape "" when nothing was found.
+
+    The clip level speaks where regions stand out in at least half of the ID's anomalous
+    clips; else the ID-level (pooled) region where the pooled test found one; else nothing.
+    """
+    if summary.get("status") != "ok":
+        return "", ""
+    clip = summary.get("clip_features_median")
+    if clip and summary["n_regions_found"] >= 0.5 * summary["n_anomaly"]:
+        return shape_words(clip, seconds_per_frame, T), hz_words(summary.get("clip_band_hz"))
+    pooled = (summary.get("id_level") or {}).get("all") or {}
+    if pooled.get("found") and pooled.get("features"):
+        where = hz_words(summary.get("pooled_band_hz"))
+        return shape_words(pooled["features"], seconds_per_frame, T) + " (pooled over clips)", where
+    return "", ""
+
+
+def type_description(
+    machine_type: str, loc: dict[str, Any], seconds_per_frame: float, T: int
+) -> str:
+    """A machine type's evidence, built from its IDs' descriptions (never a median over IDs):
+    "fan: 2 of 4 IDs: narrow band over the whole clip (id_00 near 1.1 kHz, id_02 near 1.3 kHz);
+    nothing found in id_04, id_06"."""
     if not loc["n_anomaly"]:
-        return "no anomalous clips"
-    if loc["n_anomaly"] and loc["n_regions_found"] >= 0.5 * loc["n_anomaly"]:
-        return loc["pattern"]
-    pooled = [s["id_level_pattern"] for s in loc["ids"].values() if s.get("id_level_pattern")]
-    pooled = [p for p in pooled if p != "none found"]
-    if not pooled:
-        return "none found"
-    return max(sorted(set(pooled)), key=pooled.count) + " (pooled over clips)"
+        return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
+    ids = loc["ids"]
+    groups: dict[str, list[str]] = {}
+    nothing = []
+    for mid, summary in ids.items():
+        shape, where = id_description(summary, seconds_per_frame, T)
+        if shape:
+            groups.setdefault(shape, []).append(f"{mid} {where}".strip())
+        else:
+            nothing.append(mid)
+    parts = [
+        f"{len(members)} of {len(ids)} IDs: {shape} ({', '.join(members)})"
+        if len(ids) > 1
+        else f"{shape} ({', '.join(members)})"
+        for shape, members in groups.items()
+    ]
+    if nothing:
+        parts.append(f"nothing found in {', '.join(nothing)}")
+    return f"{machine_type}: " + "; ".join(parts) + "."
 
 
 def comparison_sentence(row: dict[str, Any], T: int) -> str:
@@ -173,29 +241,27 @@ def findings(context: dict[str, Any]) -> list[str]:
             "anomalies sit for a fit, so no preset can be judged against them (each type's "
             "reason is below)."
         )
-    types = context["machine_types"]
-    patterns = {t: type_pattern(context["localization"][t]) for t in types}
-    groups: dict[str, list[str]] = {}
-    for t, p in patterns.items():
-        groups.setdefault(p.split(",")[0], []).append(t)
-    words = {
-        "stationary": "stationary band anomalies (lasting the whole clip)",
-        "transient": "short transient anomalies",
-        "windowed": "anomalies confined to a time window",
-        "none found": "no anomaly region standing out",
-        "no anomalous clips": "no labelled anomalous test clips, so nothing to localize",
-    }
-    for kind, members in groups.items():
-        out.append(f"{', '.join(members)}: {words.get(kind, kind)}.")
+    for t in context["machine_types"]:
+        out.append(context["descriptions"][t])
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
     if ok:
-        closer = [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == "closer"]
+        by_verdict = {
+            v: [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == v]
+            for v in ("closer", "farther", "not distinguishable")
+        }
+        words = {
+            "closer": "the fitted setting is closer than the closest preset",
+            "farther": "the closest preset is closer than the fitted setting",
+            "not distinguishable": "the two are not distinguishable with their held-out clips",
+        }
         out.append(
-            f"The fitted setting is closer to the real regions than the closest preset (chosen on "
-            f"the fit half), with a {context['ci_level']:.0%} paired interval of the held-out score "
-            f"difference excluding 0, for {len(closer)} of {len(ok)} machine types"
-            + (f" ({', '.join(closer)})" if closer else "")
-            + "; for the others the two are not distinguishable with their held-out clips."
+            f"Held-out comparison of the fitted setting with the closest preset (chosen on the "
+            f"fit half; a claim only where the {context['ci_level']:.0%} paired interval of the "
+            "score difference excludes 0): "
+            + "; ".join(
+                f"{words[v]} for {', '.join(types)}" for v, types in by_verdict.items() if types
+            )
+            + "."
         )
         for r in ok:
             out.append(comparison_sentence(r, context["T"]))

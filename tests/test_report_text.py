@@ -1,6 +1,8 @@
 """The report's sentences and data banner, written from small hand-made contexts."""
 
-from analysis.report_text import data_found, findings, type_pattern
+from analysis.report_text import data_found, findings, type_description
+
+SPF = 512 / 16000  # seconds per frame
 
 
 def source(per_id: dict, n_train: int, n_skipped: int = 0) -> dict:
@@ -9,10 +11,10 @@ def source(per_id: dict, n_train: int, n_skipped: int = 0) -> dict:
 
 def test_a_type_without_anomalous_clips_says_so_and_not_no_region():
     loc = {"n_anomaly": 0, "n_regions_found": 0, "pattern": "none found", "ids": {}}
-    assert type_pattern(loc) == "no anomalous clips"
     context = {
         "machine_types": ["pump"],
         "localization": {"pump": loc},
+        "descriptions": {"pump": type_description("pump", loc, SPF, 320)},
         "type_rows": [{"machine_type": "pump", "status": "not enough evidence"}],
         "fidelity": [],
         "ci_level": 0.95,
