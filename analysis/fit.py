@@ -16,19 +16,21 @@ from typing import Any
 import numpy as np
 
 from analysis.mel import MelGeometry
-from analysis.regions import profile_features, score_transform
+from analysis.regions import profile_features, run_counts, score_transform
 from analysis.scoring import score
 from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.options import SEED_DEFAULTS
 
 # The space the fit searches: the band-times-segments family of analysis.strategies with
-# several bands at once and a share of full-clip masks (coverage 85-100 %, the family default).
+# several bands at once and a share of full-clip masks whose coverage range is fitted too.
 FIT_KEYS = (
     "min_band_fraction",
     "max_band_fraction",
     "min_bands",
     "max_bands",
     "full_time_prob",
+    "min_full_coverage",
+    "max_full_coverage",
     "min_segments",
     "max_segments",
     "min_seg_len",
@@ -62,6 +64,10 @@ def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
         int(np.clip(round(candidate[k]), 1, T // 2)) for k in ("min_segments", "max_segments")
     )
     ln = sorted(int(np.clip(round(candidate[k]), 1, T)) for k in ("min_seg_len", "max_seg_len"))
+    cover = sorted(
+        float(np.clip(candidate[k], FULL_CLIP_COVERAGE, 1.0))
+        for k in ("min_full_coverage", "max_full_coverage")
+    )
     pos = sorted(
         float(np.clip(candidate[k], 0.0, 1.0)) for k in ("min_band_position", "max_band_position")
     )
@@ -76,6 +82,8 @@ def _clean(candidate: dict[str, float], n_mels: int, T: int) -> dict[str, Any]:
         "min_bands": bands[0],
         "max_bands": bands[1],
         "full_time_prob": round(float(np.clip(candidate["full_time_prob"], 0.0, 1.0)), 3),
+        "min_full_coverage": round(cover[0], 3),
+        "max_full_coverage": round(cover[1], 3),
         "min_segments": seg[0],
         "max_segments": seg[1],
         "min_seg_len": ln[0],
@@ -136,6 +144,8 @@ def initial_guess(real: dict[str, np.ndarray], n_mels: int, T: int) -> dict[str,
             "min_bands": q(real["n_bands"], 10),
             "max_bands": q(real["n_bands"], 90),
             "full_time_prob": float(np.mean(full)),
+            "min_full_coverage": q(real["time_coverage"][full], 10) if full.any() else 0.0,
+            "max_full_coverage": q(real["time_coverage"][full], 90) if full.any() else 1.0,
             "min_segments": q(real["n_segments"][part], 10),
             "max_segments": q(real["n_segments"][part], 90),
             "min_seg_len": q(real["mean_seg_len_frames"][part], 10),
@@ -149,25 +159,35 @@ def initial_guess(real: dict[str, np.ndarray], n_mels: int, T: int) -> dict[str,
 
 
 def _perturb(
-    base: dict[str, Any], rng: np.random.Generator, spread: float, n_mels: int, T: int
+    base: dict[str, Any],
+    rng: np.random.Generator,
+    spread: float,
+    n_mels: int,
+    T: int,
+    cover_rng: np.random.Generator,
 ) -> dict[str, Any]:
     """A random neighbour: each range end moved by a log-normal factor (positions and the
     full-clip share additively)."""
     out = {}
     for key, value in base.items():
-        if "position" in key or key == "full_time_prob":
-            out[key] = value + rng.normal(0, SCHEDULE.additive_step * spread)
+        # The full-clip coverage moves by a stream of its own (see fit_preset).
+        draw = cover_rng if "coverage" in key else rng
+        if "position" in key or "coverage" in key or key == "full_time_prob":
+            out[key] = value + draw.normal(0, SCHEDULE.additive_step * spread)
         else:
-            out[key] = max(value, 1e-3) * float(np.exp(rng.normal(0, spread)))
+            out[key] = max(value, 1e-3) * float(np.exp(draw.normal(0, spread)))
     return _clean(out, n_mels, T)
 
 
-def _random_candidate(rng: np.random.Generator, n_mels: int, T: int) -> dict[str, Any]:
+def _random_candidate(
+    rng: np.random.Generator, n_mels: int, T: int, cover_rng: np.random.Generator
+) -> dict[str, Any]:
     """A broad draw over the whole space, so the search is not stuck near the initial guess."""
     lo_len = float(np.exp(rng.uniform(0, np.log(T))))
     lo_seg = float(np.exp(rng.uniform(0, np.log(T // 4))))
     lo_bf = float(np.exp(rng.uniform(np.log(1 / n_mels), np.log(0.5))))
     lo_bands = float(rng.integers(1, 4))
+    lo_cover = cover_rng.uniform(FULL_CLIP_COVERAGE, 1.0)
     return _clean(
         {
             "min_band_fraction": lo_bf,
@@ -175,6 +195,8 @@ def _random_candidate(rng: np.random.Generator, n_mels: int, T: int) -> dict[str
             "min_bands": lo_bands,
             "max_bands": lo_bands + rng.integers(0, 3),
             "full_time_prob": float(rng.choice([0.0, rng.uniform(0, 1), 1.0])),
+            "min_full_coverage": lo_cover,
+            "max_full_coverage": cover_rng.uniform(lo_cover, 1.0),
             "min_segments": lo_seg,
             "max_segments": lo_seg * np.exp(rng.uniform(0, 2)),
             "min_seg_len": lo_len,
@@ -211,6 +233,9 @@ def fit_preset(
     """
     n_mels, T = geometry.spectrogram_shape
     rng = np.random.default_rng(seed)
+    # The full-clip coverage range draws from a stream of its own, so the other parameters
+    # search along the same path whatever it does (it matters only where full_time_prob > 0).
+    cover_rng = np.random.default_rng([seed, 1])
     n_masks = settings["n_masks_per_candidate"]
     cache: dict[tuple, float] = {}
 
@@ -230,9 +255,9 @@ def fit_preset(
     n_search, plan = settings["n_search_candidates"], SCHEDULE
     for i in range(n_search):
         candidate = (
-            _random_candidate(rng, n_mels, T)
+            _random_candidate(rng, n_mels, T, cover_rng)
             if i % plan.random_every == plan.random_every - 1
-            else _perturb(best, rng, plan.search_spread, n_mels, T)
+            else _perturb(best, rng, plan.search_spread, n_mels, T, cover_rng)
         )
         value = evaluate(candidate)
         if value < best_score:
@@ -240,12 +265,50 @@ def fit_preset(
     spread = plan.refine_spread
     for _ in range(settings["n_refine_rounds"]):
         for _ in range(max(plan.min_refine_steps, n_search // plan.refine_steps_divisor)):
-            candidate = _perturb(best, rng, spread, n_mels, T)
+            candidate = _perturb(best, rng, spread, n_mels, T, cover_rng)
             value = evaluate(candidate)
             if value < best_score:
                 best, best_score = candidate, value
         spread *= plan.refine_decay
-    return best, score(strategy_features(best, geometry, n_masks, seed), real, n_mels, T)
+    best_fit = score(strategy_features(best, geometry, n_masks, seed), real, n_mels, T)
+    plain = canonical_setting(best, geometry, 4 * n_masks, seed)
+    plain_fit = score(strategy_features(plain, geometry, n_masks, seed), real, n_mels, T)
+    if plain_fit <= best_fit + CANONICAL_TOLERANCE:  # as close: the setting that says it plainly
+        return plain, plain_fit
+    return best, best_fit
+
+
+# A canonical setting replaces the searched one when it scores within this of it on the fit half.
+CANONICAL_TOLERANCE = PARSIMONY
+
+
+def canonical_setting(
+    setting: dict[str, Any], geometry: MelGeometry, n_masks: int, seed: int
+) -> dict[str, Any]:
+    """The same masks, said plainly: the parameters made to mean what the masks show.
+
+    Drawn masks decide: where no mask holds two bands, one band; where (nearly) every mask is
+    one run over the full-clip coverage (many overlapping segments tiling the clip), the
+    full-clip mode with the coverage range the masks show; where the full-clip mode is always
+    or never drawn, the parameters it makes irrelevant set to their plain values.
+    """
+    n_mels, T = geometry.spectrogram_shape
+    strategy = AudioSpecificStrategy(geometry.spectrogram_shape, seed=seed, **setting)
+    rows, frames = strategy.draw_factors(n_masks)
+    out = dict(setting)
+    if run_counts(rows).max() <= 1:
+        out["min_bands"] = out["max_bands"] = 1
+    coverage = frames.mean(axis=1)
+    full = (run_counts(frames) == 1) & (coverage >= FULL_CLIP_COVERAGE)
+    if full.mean() >= 0.99 and setting["full_time_prob"] < 1.0:
+        out["full_time_prob"] = 1.0
+        lo, hi = np.quantile(coverage[full], [0.01, 0.99])
+        out["min_full_coverage"], out["max_full_coverage"] = float(lo), float(hi)
+    if out["full_time_prob"] >= 1.0:
+        out.update(min_segments=1, max_segments=1, min_seg_len=T, max_seg_len=T)
+    if out["full_time_prob"] <= 0.0:
+        out.update(min_full_coverage=FULL_CLIP_COVERAGE, max_full_coverage=1.0)
+    return _clean(out, n_mels, T)
 
 
 def fitted_draw(
@@ -259,3 +322,50 @@ def fitted_draw(
     """
     strategy = AudioSpecificStrategy(geometry.spectrogram_shape, seed=seed, **fitted)
     return strategy.draw_factors(4 * settings["n_masks_per_candidate"])
+
+
+def _runs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run of True in (B, L) vectors: (mask index, start, end exclusive)."""
+    padded = np.pad(vectors.astype(np.int8), ((0, 0), (1, 1)))
+    edges = np.diff(padded, axis=1)
+    mask_up, start = np.nonzero(edges == 1)
+    _, end = np.nonzero(edges == -1)
+    return mask_up, start, end
+
+
+def drawn_statistics(rows: np.ndarray, frames: np.ndarray, geometry: MelGeometry) -> dict[str, Any]:
+    """What a setting's masks are, in the units a researcher thinks in.
+
+    From the masks as factors (``rows`` (B, n_mels), ``frames`` (B, T) bool): the share of
+    full-clip masks (one run over at least ``FULL_CLIP_COVERAGE`` of the clip); per band its
+    rows, its width in Hz (lower edge of its lowest bin to upper edge of its highest) and its
+    centre in Hz; bands per mask; and over the other masks, segments per mask and segment
+    lengths in seconds. Ranges are 10th to 90th percentiles (counts: min to max for bands).
+    """
+    edges = geometry.bin_edges_hz
+    _, low, high = _runs(rows)  # high is exclusive
+    width_hz = edges[high - 1, 1] - edges[low, 0]
+    centre_hz = geometry.bin_to_hz((low + high - 1) / 2)
+    n_bands = run_counts(rows)
+    coverage = frames.mean(axis=1)
+    full = (run_counts(frames) == 1) & (coverage >= FULL_CLIP_COVERAGE)
+    segs = run_counts(frames[~full])
+    seg_mask, seg_start, seg_end = _runs(frames[~full])
+
+    def span(values, lo=10, hi=90):
+        values = np.asarray(values, dtype=float)
+        if values.size == 0:
+            return None
+        return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
+
+    return {
+        "n_masks": int(rows.shape[0]),
+        "full_clip_share": float(full.mean()),
+        "full_clip_coverage": span(coverage[full]),
+        "band_rows": span(high - low),
+        "band_width_hz": span(width_hz),
+        "band_centre_hz": span(centre_hz),
+        "bands_per_mask": [int(n_bands.min()), int(n_bands.max())] if n_bands.size else None,
+        "segments_per_mask": span(segs),
+        "segment_seconds": span((seg_end - seg_start) * geometry.seconds_per_frame),
+    }

@@ -27,7 +27,7 @@ from analysis.artifacts import (
     write_recommendations,
 )
 from analysis.evidence import evidence_halves, evidence_label, id_evidence, pooled_label
-from analysis.fit import FIT_KEYS, fit_preset, fitted_draw
+from analysis.fit import FIT_KEYS, drawn_statistics, fit_preset, fitted_draw
 from analysis.io import Progress
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
@@ -131,7 +131,9 @@ def recommend_group(
     best = min(fit_scores, key=lambda p: (fit_scores[p], p))
     out["best_preset"], out["best_preset_fit_score"] = best, fit_scores[best]
     candidates = dict(preset_features)
-    candidates["recommended"] = profile_features(*fitted_draw(fitted, geometry, settings, seed + 1))
+    drawn = fitted_draw(fitted, geometry, settings, seed + 1)
+    candidates["recommended"] = profile_features(*drawn)
+    out["drawn"] = drawn_statistics(*drawn, geometry)  # the fitted setting by what it draws
     candidates[FLOOR] = fit_real  # the yardstick: real regions against real regions
     # A pooled region stands for all its half's clips but is one observation.
     n_independent = len(set(labels["holdout_files"]))

@@ -25,8 +25,44 @@ def full_clip_words() -> str:
     return f"{lo * 100:.0f}–{hi * 100:.0f} % of the clip"
 
 
+def _range(span: list[float] | None, fmt: str, unit: str = "") -> str:
+    if not span:
+        return "–"
+    lo, hi = (format(v, fmt) for v in span)
+    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
+
+
+def describe_drawn(drawn: dict[str, Any]) -> str:
+    """A fitted setting in words, by the masks it draws (Hz and seconds; 10th–90th
+    percentiles): what a researcher would see in a batch of its masks."""
+    bands = drawn["bands_per_mask"] or [1, 1]
+    band_count = _span(*bands)
+    plural = "" if bands[1] == 1 else "s"
+    band = (
+        f"{band_count} band{plural} of {_range(drawn['band_rows'], '.0f')} mel bins "
+        f"({_range([v / 1000 for v in drawn['band_width_hz']], '.2g', ' kHz')} wide) centred at "
+        f"{_range([v / 1000 for v in drawn['band_centre_hz']], '.2g', ' kHz')}"
+    )
+    full = drawn["full_clip_share"]
+    cover = _range([100 * v for v in drawn["full_clip_coverage"] or []], ".0f", " %")
+    segments = (
+        f"{_range(drawn['segments_per_mask'], '.0f')} segments of "
+        f"{_range(drawn['segment_seconds'], '.2g', ' s')}"
+    )
+    if full >= 0.995:
+        time = f"one segment over {cover} of the clip in every mask"
+    elif full > 0.005:
+        time = f"one segment over {cover} of the clip in {full:.0%} of masks, else {segments}"
+    else:
+        time = segments
+    return f"{band}; {time}"
+
+
 def describe_fit(row: dict[str, Any], T: int) -> str:
-    """Fitted ranges in words (``T``: frames per clip)."""
+    """A fitted setting in words: by the masks it draws where the row has them (see
+    :func:`describe_drawn`), else by its parameters (``T``: frames per clip)."""
+    if row.get("drawn"):
+        return describe_drawn(row["drawn"])
     bands = _span(row["min_bands"], row["max_bands"])
     plural = "" if row["max_bands"] == 1 else "s"
     segments = (
@@ -95,6 +131,13 @@ def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str,
             f"the band position ({row['min_band_position']:.0%}–{row['max_band_position']:.0%} "
             "of the mel axis)"
         )
+    if row["full_time_prob"] > 0 and (
+        row.get("min_full_coverage", 0.85) != 0.85 or row.get("max_full_coverage", 1.0) != 1.0
+    ):
+        lost.append(
+            f"the full-clip coverage ({row['min_full_coverage']:.0%}–{row['max_full_coverage']:.0%}"
+            " of the clip; the training code draws 85–100 %)"
+        )
     if row["max_bands"] > 1:
         lost.append(f"several bands at once ({_span(row['min_bands'], row['max_bands'])})")
     if row["full_time_prob"] < 1 and (
@@ -131,13 +174,12 @@ def hz_words(band_hz: list[float] | None) -> str:
         return f"{f / 1000:.1f} kHz" if f >= 1000 else f"{f:.0f} Hz"
 
     lo, hi = one(band_hz[0]), one(band_hz[1])
-    return (
-        f"near {lo}"
-        if lo == hi
-        else f"near {lo.replace(' kHz', '')}–{hi}"
-        if (lo.endswith("kHz") and hi.endswith("kHz"))
-        else f"near {lo}–{hi}"
-    )
+    if lo == hi:
+        return f"near {lo}"
+    for unit in (" kHz", " Hz"):
+        if lo.endswith(unit) and hi.endswith(unit):
+            return f"near {lo.removesuffix(unit)}–{hi}"
+    return f"near {lo}–{hi}"
 
 
 def shape_words(features: dict[str, float | None], seconds_per_frame: float, T: int) -> str:

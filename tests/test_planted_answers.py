@@ -90,3 +90,129 @@ def test_each_id_is_described_by_what_was_planted_in_it(params, tmp_path, streng
         # Only the mean shows them; at other places in every clip they spread over the pooled
         # map, and the words say the evidence is pooled.
         assert "(pooled over clips)" in full and "(pooled over clips)" in segments, text
+
+
+def planted_region_rows(rng, n: int, kind: str) -> list[dict]:
+    """Region rows as localize writes them, for planted regions: ``full`` a 6-8 row band at
+    bin 40 over the clip's 313 real frames; ``segments`` a 5-row band at bin 90 in three
+    segments of 16-31 frames."""
+    from analysis.artifacts import parse_region_row
+    from analysis.regions import FEATURE_COLUMNS, region_features
+
+    rows = []
+    for i in range(n):
+        region = np.zeros((128, 320), bool)
+        if kind == "full":
+            low = 40 - int(rng.integers(3, 5))
+            region[low : low + int(rng.integers(6, 9)), :REAL] = True
+        else:
+            for start in (20, 130, 240):
+                region[88:93, start : start + int(rng.integers(16, 32))] = True
+        feats = region_features(region)
+        row = {
+            "file": f"fan/test/anomaly_id_00_{kind}{i:06d}.wav",
+            "machine_id": "id_00",
+            "found": "1",
+        }
+        row.update({c: str(float(feats[c][0])) for c in FEATURE_COLUMNS})
+        rows.append(parse_region_row(row))
+    return rows
+
+
+def test_a_planted_full_clip_band_is_fitted_as_one_and_described_by_its_masks(params):
+    """The fit's parameters mean what its masks show: a full-clip band is the full-clip mode
+    with the coverage the regions have (not many overlapping segments tiling the clip), one
+    band, at the planted bins; its description is in Hz and seconds."""
+    from analysis.fit import strategy_features
+    from analysis.recommend import recommend_group
+    from analysis.report_text import describe_fit
+
+    rows = planted_region_rows(np.random.default_rng(0), 24, "full")
+    presets = {"current": strategy_features({}, GEOMETRY, 256, seed=0)}
+    row = recommend_group("fan", "id_00", rows, {}, presets, GEOMETRY, params["recommend"])
+    assert row["status"] == "ok"
+    assert row["full_time_prob"] == 1.0 and row["min_segments"] == row["max_segments"] == 1
+    assert row["min_bands"] == row["max_bands"] == 1
+    assert 0.93 <= row["min_full_coverage"] <= 0.98 <= row["max_full_coverage"] <= 1.0
+    # Bands may occupy rows floor(min * n_mels) .. ceil(max * n_mels) - 1: the planted 36..44.
+    assert (
+        np.floor(row["min_band_position"] * 128) <= 37
+        and np.ceil(row["max_band_position"] * 128) >= 43
+    )
+    assert row["min_band_position"] >= 30 / 128 and row["max_band_position"] <= 50 / 128
+    drawn = row["drawn"]
+    assert drawn["full_clip_share"] == 1.0
+    assert drawn["band_rows"][0] >= 4 and drawn["band_rows"][1] <= 10
+    centre_hz = GEOMETRY.bin_to_hz(40)
+    assert (
+        drawn["band_centre_hz"][0] <= centre_hz * 1.1
+        and drawn["band_centre_hz"][1] >= centre_hz * 0.9
+    )
+    words = describe_fit(row, 320)
+    assert "1 band of" in words and "in every mask" in words and "kHz" in words, words
+    assert row["verdict"] == "use the fitted setting"  # far closer than 'current'
+
+
+def test_planted_short_segments_are_fitted_as_segments(params):
+    from analysis.fit import strategy_features
+    from analysis.recommend import recommend_group
+
+    rows = planted_region_rows(np.random.default_rng(1), 24, "segments")
+    presets = {"current": strategy_features({}, GEOMETRY, 256, seed=0)}
+    row = recommend_group("fan", "id_00", rows, {}, presets, GEOMETRY, params["recommend"])
+    drawn = row["drawn"]
+    assert drawn["full_clip_share"] <= 0.05 and row["max_bands"] == 1
+    seconds = [16 * GEOMETRY.seconds_per_frame, 31 * GEOMETRY.seconds_per_frame]
+    assert (
+        drawn["segment_seconds"][0] >= 0.5 * seconds[0]
+        and drawn["segment_seconds"][1] <= 2 * seconds[1]
+    )
+    assert drawn["segments_per_mask"][0] >= 2 and drawn["segments_per_mask"][1] <= 4
+
+
+def test_canonical_settings_say_what_the_masks_show():
+    """Many overlapping segments that tile the clip are the full-clip mode; bands that always
+    merge into one are one band (the two cases the issue found in fitted rows)."""
+    from analysis.fit import FIT_KEYS, canonical_setting
+
+    base = {
+        k: v
+        for k, v in {
+            "min_band_fraction": 0.05,
+            "max_band_fraction": 0.06,
+            "min_bands": 1,
+            "max_bands": 1,
+            "full_time_prob": 0.0,
+            "min_full_coverage": 0.85,
+            "max_full_coverage": 1.0,
+            "min_segments": 85,
+            "max_segments": 119,
+            "min_seg_len": 54,
+            "max_seg_len": 320,
+            "min_band_position": 0.3,
+            "max_band_position": 0.4,
+        }.items()
+    }
+    assert set(base) == set(FIT_KEYS)
+    tiling = canonical_setting(base, GEOMETRY, 1000, seed=0)
+    assert tiling["full_time_prob"] == 1.0
+    assert (tiling["min_segments"], tiling["max_segments"]) == (1, 1)
+    assert tiling["min_full_coverage"] >= 0.9 and tiling["max_full_coverage"] == 1.0
+    merged = {
+        **base,
+        "min_segments": 2,
+        "max_segments": 3,
+        "min_seg_len": 10,
+        "max_seg_len": 20,
+        "min_bands": 2,
+        "max_bands": 5,
+        "min_band_position": 0.3,
+        "max_band_position": 0.34,
+    }
+    plain = canonical_setting(merged, GEOMETRY, 1000, seed=0)
+    assert (plain["min_bands"], plain["max_bands"]) == (1, 1)
+    assert (plain["min_segments"], plain["max_segments"]) == (2, 3)  # segments kept: they vary
+    kept = canonical_setting(
+        {**merged, "min_band_position": 0.0, "max_band_position": 1.0}, GEOMETRY, 1000, 0
+    )
+    assert kept["max_bands"] == 5  # bands that really are apart stay
