@@ -428,8 +428,10 @@ def fitted_settings(recommendations: dict[str, Any]) -> dict[str, dict[str, Any]
 
 
 def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Per machine type with a fit, what its verdict recommends: ``("fitted", settings)`` or
-    ``(preset name, preset entry)`` where the verdict is "keep PRESET"."""
+    """Per machine type with a fit, what its verdict recommends: ``("fitted", settings)``,
+    ``("mixture", {"kind": "mixture", "components": ...})`` where the recommended form is the
+    mixture of its IDs' settings, or ``(preset name, preset entry)`` where the verdict is
+    "keep PRESET"."""
     out = {}
     for row in type_rows(recommendations):
         if not is_ok(row):
@@ -438,6 +440,11 @@ def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str
         if verdict.startswith("keep "):
             name = verdict.removeprefix("keep ")
             out[row["machine_type"]] = (name, recommendations["presets"][name])
+        elif row.get("form") == "mixture":
+            out[row["machine_type"]] = (
+                "mixture",
+                {"kind": "mixture", "components": row["mixture"]},
+            )
         else:
             out[row["machine_type"]] = ("fitted", {"kind": "audio_specific", **row["fitted"]})
     return out

@@ -121,7 +121,12 @@ def evidence_halves(
     ID) and the evidence each ID used.
     """
     fit_parts, held_parts, used = [], [], {}
-    labels: dict[str, list[str]] = {"fit_files": [], "holdout_files": [], "holdout_groups": []}
+    labels: dict[str, list[str]] = {
+        "fit_files": [],
+        "fit_groups": [],
+        "holdout_files": [],
+        "holdout_groups": [],
+    }
     found = [r for e in evidence.values() if e["evidence"] == "clip-level" for r in e["found"]]
     if found:
         in_fit = split_halves(
@@ -131,6 +136,7 @@ def evidence_halves(
         fit_parts.append({k: v[in_fit] for k, v in real.items()})
         held_parts.append({k: v[~in_fit] for k, v in real.items()})
         labels["fit_files"] += [r["file"] for r, f in zip(found, in_fit, strict=True) if f]
+        labels["fit_groups"] += [r["machine_id"] for r, f in zip(found, in_fit, strict=True) if f]
         held = [r for r, f in zip(found, in_fit, strict=True) if not f]
         labels["holdout_files"] += [r["file"] for r in held]
         labels["holdout_groups"] += [r["machine_id"] for r in held]
@@ -142,6 +148,7 @@ def evidence_halves(
             fit_parts.append(_repeat_features(e["pooled"]["fit"].features, n_fit))
             held_parts.append(_repeat_features(e["pooled"]["holdout"].features, n_held))
             labels["fit_files"] += [pooled_label(mid, "fit")] * n_fit
+            labels["fit_groups"] += [mid] * n_fit
             labels["holdout_files"] += [pooled_label(mid, "holdout")] * n_held
             labels["holdout_groups"] += [mid] * n_held
     if not fit_parts:

@@ -312,16 +312,24 @@ def canonical_setting(
 
 
 def fitted_draw(
-    fitted: dict[str, Any], geometry: MelGeometry, settings: dict[str, Any], seed: int
+    fitted: dict[str, Any],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+    seed: int,
+    components: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The masks that stand for a fitted setting in every held-out score, as factors.
+    """The masks that stand for a fitted setting (or, with ``components``, a mixture) in every
+    held-out score, as factors.
 
     ``4 * n_masks_per_candidate`` masks (more than a search candidate gets: these
     are the reported ones) drawn with ``seed``. Returns (rows, frames) bool arrays
     (B, n_mels) and (B, T); each mask is their outer product.
     """
+    n = 4 * settings["n_masks_per_candidate"]
+    if components:
+        return mixture_draw(components, geometry, n, seed)
     strategy = AudioSpecificStrategy(geometry.spectrogram_shape, seed=seed, **fitted)
-    return strategy.draw_factors(4 * settings["n_masks_per_candidate"])
+    return strategy.draw_factors(n)
 
 
 def _runs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -369,3 +377,62 @@ def drawn_statistics(rows: np.ndarray, frames: np.ndarray, geometry: MelGeometry
         "segments_per_mask": span(segs),
         "segment_seconds": span((seg_end - seg_start) * geometry.seconds_per_frame),
     }
+
+
+MIN_COMPONENT_REGIONS = 2  # an ID needs this many fit-half regions to get a component of its own
+
+
+def fit_components(
+    fit_real: dict[str, np.ndarray],
+    fit_groups: list[str],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One fitted component per machine ID of a type, on that ID's part of the type's fit half.
+
+    Weights are the IDs' shares of the fit half's regions (their clip counts: a pooled region
+    stands for its half's clips). IDs with fewer than ``MIN_COMPONENT_REGIONS`` regions get
+    none. Returns ``[{"machine_id", "weight", "fitted"}]`` (empty with fewer than two IDs: a
+    mixture of one is the single fit).
+    """
+    groups = np.asarray(fit_groups)
+    ids = [m for m in sorted(set(fit_groups)) if np.sum(groups == m) >= MIN_COMPONENT_REGIONS]
+    if len(ids) < 2:
+        return []
+    total = sum(int(np.sum(groups == m)) for m in ids)
+    out = []
+    for k, mid in enumerate(ids):
+        pick = groups == mid
+        part = {c: v[pick] for c, v in fit_real.items()}
+        fitted, _ = fit_preset(part, geometry, settings, seed + 101 * (k + 1))
+        out.append(
+            {"machine_id": mid, "weight": round(int(pick.sum()) / total, 4), "fitted": fitted}
+        )
+    return out
+
+
+def component_counts(weights: list[float], n: int) -> list[int]:
+    """``n`` masks split by ``weights`` (largest remainders), in component order."""
+    raw = np.asarray(weights, dtype=float) / np.sum(weights) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - int(counts.sum())]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def mixture_draw(
+    components: list[dict[str, Any]], geometry: MelGeometry, n_masks: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_masks`` masks of a mixture, each component drawing its share (as factors)."""
+    rows, frames = [], []
+    counts = component_counts([c["weight"] for c in components], n_masks)
+    for k, (component, count) in enumerate(zip(components, counts, strict=True)):
+        if count:
+            strategy = AudioSpecificStrategy(
+                geometry.spectrogram_shape, seed=seed + k, **component["fitted"]
+            )
+            r, f = strategy.draw_factors(count)
+            rows.append(r)
+            frames.append(f)
+    return np.concatenate(rows), np.concatenate(frames)

@@ -27,13 +27,23 @@ from analysis.artifacts import (
     write_recommendations,
 )
 from analysis.evidence import evidence_halves, evidence_label, id_evidence, pooled_label
-from analysis.fit import FIT_KEYS, drawn_statistics, fit_preset, fitted_draw
+from analysis.fit import (
+    FIT_KEYS,
+    PARSIMONY,
+    drawn_statistics,
+    fit_components,
+    fit_preset,
+    fitted_draw,
+    mixture_draw,
+)
 from analysis.io import Progress
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
 from analysis.scoring import (
     FLOOR,
+    MIXTURE,
     SCORE_DEFINITION,
+    SINGLE,
     held_out_comparison,
     recommendation_verdict,
     score,
@@ -131,9 +141,8 @@ def recommend_group(
     best = min(fit_scores, key=lambda p: (fit_scores[p], p))
     out["best_preset"], out["best_preset_fit_score"] = best, fit_scores[best]
     candidates = dict(preset_features)
-    drawn = fitted_draw(fitted, geometry, settings, seed + 1)
-    candidates["recommended"] = profile_features(*drawn)
-    out["drawn"] = drawn_statistics(*drawn, geometry)  # the fitted setting by what it draws
+    fitted_forms = fitted_candidates(out, fit_real, labels["fit_groups"], geometry, settings, seed)
+    candidates.update(fitted_forms)
     candidates[FLOOR] = fit_real  # the yardstick: real regions against real regions
     # A pooled region stands for all its half's clips but is one observation.
     n_independent = len(set(labels["holdout_files"]))
@@ -150,6 +159,45 @@ def recommend_group(
     out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
     out["full_clip_share"] = float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE))
     return out
+
+
+def fitted_candidates(
+    out: dict[str, Any],
+    fit_real: dict[str, np.ndarray],
+    fit_groups: list[str],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+    seed: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """The fitted forms to score: the single setting, and for a machine type whose IDs have
+    evidence of their own, the mixture of their components; ``recommended`` is the form chosen
+    on the fit half (the mixture only where it is closer there by more than ``PARSIMONY``).
+
+    Records in ``out``: ``form``, ``mixture`` (components), ``mixture_left_out`` (IDs without
+    a component) and ``drawn`` (the recommended form's masks in Hz and seconds).
+    """
+    n_mels, T = geometry.spectrogram_shape
+    single_draw = fitted_draw(out["fitted"], geometry, settings, seed + 1)
+    forms = {SINGLE: single_draw}
+    components = []
+    if out["machine_id"] == "all":
+        components = fit_components(fit_real, fit_groups, geometry, settings, seed + 3)
+        out["mixture"] = components
+        with_part = {c["machine_id"] for c in components}
+        out["mixture_left_out"] = sorted(set(fit_groups) - with_part) if components else []
+    out["form"] = SINGLE
+    if components:
+        forms[MIXTURE] = fitted_draw(out["fitted"], geometry, settings, seed + 4, components)
+        n = settings["n_masks_per_candidate"]
+        mixture_fit = score(
+            profile_features(*mixture_draw(components, geometry, n, seed)), fit_real, n_mels, T
+        )
+        out["mixture_fit_score"] = mixture_fit
+        if mixture_fit < out["fit_score"] - PARSIMONY:
+            out["form"] = MIXTURE
+    out["drawn"] = drawn_statistics(*forms[out["form"]], geometry)
+    features = {name: profile_features(*draw) for name, draw in forms.items()}
+    return {**features, "recommended": features[out["form"]]}
 
 
 def _recommend_task(task: GroupTask) -> dict[str, Any]:
@@ -194,7 +242,10 @@ def latent_scores(row: dict[str, Any], task: GroupTask) -> dict[str, float]:
     """Held-out scores on each latent grid: real regions and masks projected the same way."""
     out = {}
     seed = group_seed(task.settings, row["machine_type"], row["machine_id"]) + 1
-    rows_full, frames_full = fitted_draw(row["fitted"], task.geometry, task.settings, seed)
+    components = row.get("mixture") if row.get("form") == MIXTURE else None
+    rows_full, frames_full = fitted_draw(
+        row["fitted"], task.geometry, task.settings, seed + (3 if components else 0), components
+    )
     for grid, (h, w) in task.latent.grids.items():
         held, fit = (
             {
@@ -237,9 +288,10 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
     columns += [
         f"score_{name}" for name in candidates if name not in ("current", "proposed", "recommended")
     ]
-    for name in [*candidates, FLOOR]:
+    columns += ["form", f"score_{SINGLE}", f"score_{MIXTURE}", "mixture_fit_score"]
+    for name in [*candidates, FLOOR, SINGLE, MIXTURE]:
         columns += [f"score_{name}_ci_low", f"score_{name}_ci_high"]
-    for label in ("fitted_vs_best", "fitted_vs_current", "best_vs_current"):
+    for label in ("fitted_vs_best", "fitted_vs_current", "best_vs_current", "mixture_vs_single"):
         columns += [f"diff_{label}{end}" for end in ("", "_ci_low", "_ci_high", "_verdict")]
     return columns + [
         "fit_score",
@@ -260,6 +312,7 @@ def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "best_preset": row["best_preset"],
             "score_floor": row.get(f"score_{FLOOR}"),
             "verdict": row["verdict"],
+            "form": row.get("form"),
         }
         for row in rows
         if row["machine_id"] == "all" and is_ok(row)

@@ -62,7 +62,11 @@ def describe_fit(row: dict[str, Any], T: int) -> str:
     """A fitted setting in words: by the masks it draws where the row has them (see
     :func:`describe_drawn`), else by its parameters (``T``: frames per clip)."""
     if row.get("drawn"):
-        return describe_drawn(row["drawn"])
+        words = describe_drawn(row["drawn"])
+        if row.get("form") == "mixture":
+            parts = ", ".join(f"{c['machine_id']} {c['weight']:.0%}" for c in row["mixture"])
+            return f"a mixture of its IDs' own settings ({parts}): {words}"
+        return words
     bands = _span(row["min_bands"], row["max_bands"])
     plural = "" if row["max_bands"] == 1 else "s"
     segments = (
@@ -138,6 +142,8 @@ def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str,
             f"the full-clip coverage ({row['min_full_coverage']:.0%}–{row['max_full_coverage']:.0%}"
             " of the clip; the training code draws 85–100 %)"
         )
+    if row.get("form") == "mixture":
+        lost.append("the mixture of its IDs' settings (these arguments are the single fit's)")
     if row["max_bands"] > 1:
         lost.append(f"several bands at once ({_span(row['min_bands'], row['max_bands'])})")
     if row["full_time_prob"] < 1 and (

@@ -39,6 +39,9 @@ MIN_HOLDOUT_FOR_CI = 5  # fewer held-out regions than this: no interval, and no 
 # The yardstick: the fit half's real regions scored against the held-out half's, as if they were
 # masks. As close as real anomalies are to themselves; a preset near it cannot get much closer.
 FLOOR = "floor"
+# A machine type's two fitted forms: one setting for all its IDs, and a mixture of its IDs' own.
+SINGLE, MIXTURE = "single", "mixture"
+NOT_PRESETS = ("recommended", FLOOR, SINGLE, MIXTURE)  # candidates that are not presets
 
 
 def recommendation_verdict(row: dict[str, Any]) -> str:
@@ -195,8 +198,13 @@ def interval(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 # The paired differences every ok row reports: (name, a, b) is score(a) - score(b).
-def comparisons(best: str, presets: list[str]) -> list[tuple[str, str, str]]:
+def comparisons(
+    best: str, presets: list[str], with_mixture: bool = False
+) -> list[tuple[str, str, str]]:
+    """The paired differences a row reports: (name, a, b) is score(a) - score(b)."""
     out = [("fitted_vs_best", "recommended", best)]
+    if with_mixture:
+        out.append(("mixture_vs_single", MIXTURE, SINGLE))
     if "current" in presets:
         out.append(("fitted_vs_current", "recommended", "current"))
         if best != "current":
@@ -235,7 +243,8 @@ def held_out_comparison(
             lo,
             hi,
         )
-    for label, a, b in comparisons(best, [n for n in names if n not in ("recommended", FLOOR)]):
+    presets = [n for n in names if n not in NOT_PRESETS]
+    for label, a, b in comparisons(best, presets, MIXTURE in names):
         diff = point[a] - point[b]
         if with_ci:
             lo, hi = interval(

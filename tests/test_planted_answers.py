@@ -216,3 +216,28 @@ def test_canonical_settings_say_what_the_masks_show():
         {**merged, "min_band_position": 0.0, "max_band_position": 1.0}, GEOMETRY, 1000, 0
     )
     assert kept["max_bands"] == 5  # bands that really are apart stay
+
+
+def test_a_type_of_two_differently_shaped_ids_is_recommended_as_their_mixture(params):
+    """id_00 shows a full-clip band, id_02 short segments: one setting for both cannot be
+    either; the mixture of their own settings is closer on the held-out half, with its paired
+    interval below 0, and it is the recommended form."""
+    from analysis.fit import strategy_features
+    from analysis.recommend import recommend_group
+
+    rng = np.random.default_rng(0)
+    full = planted_region_rows(rng, 24, "full")
+    segments = planted_region_rows(rng, 24, "segments")
+    for r in segments:
+        r["machine_id"], r["file"] = "id_02", r["file"].replace("id_00", "id_02")
+    presets = {"current": strategy_features({}, GEOMETRY, 256, seed=0)}
+    row = recommend_group("fan", "all", full + segments, {}, presets, GEOMETRY, params["recommend"])
+    assert row["form"] == "mixture" and row["mixture_left_out"] == []
+    components = {c["machine_id"]: c for c in row["mixture"]}
+    assert components["id_00"]["weight"] == components["id_02"]["weight"] == 0.5
+    assert components["id_00"]["fitted"]["full_time_prob"] == 1.0
+    assert components["id_02"]["fitted"]["full_time_prob"] == 0.0
+    assert row["diff_mixture_vs_single_verdict"] == "closer"
+    assert row["diff_mixture_vs_single_ci_high"] < 0
+    assert row["score_recommended"] == row["score_mixture"] < row["score_single"]
+    assert 0.4 <= row["drawn"]["full_clip_share"] <= 0.6  # half the masks, as half the IDs

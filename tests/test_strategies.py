@@ -463,3 +463,62 @@ def test_machine_specific_strategy_follows_each_types_verdict(tmp_path):
     assert np.all(fan["time_coverage"] >= 0.85) and np.all(fan["n_segments"] == 1)
     assert np.all(fan["band_centre_fraction"] < 0.25)  # the fit's band position
     assert np.mean(pump["band_centre_fraction"] > 0.25) > 0.5  # current: bands anywhere
+
+
+def test_a_mixture_draws_each_component_by_its_weight():
+    from analysis.strategies import MixtureStrategy
+
+    full = {
+        "min_band_rows": 4,
+        "max_band_rows": 4,
+        "full_time_prob": 1.0,
+        "min_band_position": 0.0,
+        "max_band_position": 0.2,
+    }
+    short = {
+        "min_band_rows": 4,
+        "max_band_rows": 4,
+        "min_segments": 3,
+        "max_segments": 3,
+        "min_seg_len": 10,
+        "max_seg_len": 20,
+        "min_band_position": 0.8,
+        "max_band_position": 1.0,
+    }
+    components = [{"weight": 0.25, "fitted": full}, {"weight": 0.75, "fitted": short}]
+    s = MixtureStrategy(SPEC, None, components=components, seed=1)
+    masks = s.full_size(2000)
+    low = masks[:, :26].any(axis=(1, 2))  # drawn by the first component
+    assert abs(low.mean() - 0.25) < 0.03
+    assert np.all(masks[low].any(axis=1).mean(axis=1) >= 0.85)
+    assert np.array_equal(
+        masks, MixtureStrategy(SPEC, None, components=components, seed=1).full_size(2000)
+    )
+    one = torch.cat([s(1, "cpu") for _ in range(400)])[:, 0].numpy().astype(bool)
+    assert abs(one[:, :26].any(axis=(1, 2)).mean() - 0.25) < 0.07  # the per-item call too
+
+
+def test_machine_specific_strategy_builds_a_recommended_mixture(tmp_path):
+    components = [
+        {"machine_id": "id_00", "weight": 0.5, "fitted": {"full_time_prob": 1.0}},
+        {"machine_id": "id_02", "weight": 0.5, "fitted": {"min_segments": 3, "max_segments": 3}},
+    ]
+    recs = {
+        "rows": [
+            {
+                "machine_type": "fan",
+                "machine_id": "all",
+                "status": "ok",
+                "fitted": {},
+                "verdict": "use the fitted setting",
+                "form": "mixture",
+                "mixture": components,
+            }
+        ]
+    }
+    path = tmp_path / "recommendations.json"
+    path.write_text(json.dumps(recs))
+    s = MachineSpecificStrategy(SPEC, None, machine_type="fan", recommendations=path, seed=0)
+    assert s.choices == {"fan": "mixture"}
+    f = region_features(s(400, "cpu")[:, 0].numpy().astype(bool))
+    assert 0.4 < np.mean(f["time_coverage"] >= 0.85) < 0.6

@@ -18,7 +18,8 @@ Where each piece lives:
 * ``perlin``: :class:`PerlinStrategy` (DRAEM-style) and :class:`TrainingPerlinStrategy`
   (the training code's Perlin mode);
 * ``imported``: :class:`ImportedStrategy`, any user class or factory by import path;
-* ``machine``: :class:`MachineSpecificStrategy`, one fitted strategy per machine type;
+* ``machine``: :class:`MachineSpecificStrategy`, one recommended strategy per machine type;
+* ``mixture``: :class:`MixtureStrategy`, each mask from one of several fitted settings;
 * ``factory``: :func:`build_strategy`, a strategy from a preset entry.
 
 ``from analysis.strategies import AudioSpecificStrategy`` works for every public name
@@ -50,6 +51,7 @@ EXPORTS: dict[str, str] = {
     "ImportedStrategy": "imported",
     "load_target": "imported",
     "MachineSpecificStrategy": "machine",
+    "MixtureStrategy": "mixture",
     "build_strategy": "factory",
     "STRATEGY_KINDS": "factory",
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.imported import ImportedStrategy
+from analysis.strategies.mixture import MixtureStrategy
 from analysis.strategies.perlin import PerlinStrategy, TrainingPerlinStrategy
 from analysis.strategies.training import TrainingAudioStrategy
 
@@ -35,6 +36,14 @@ def build_strategy(
     if kind == "perlin":
         return PerlinStrategy(
             spectrogram_shape, q_shape, projection=projection, seed=seed, **settings
+        )
+    if kind == "mixture":
+        return MixtureStrategy(
+            spectrogram_shape,
+            q_shape,
+            components=settings["components"],
+            projection=projection,
+            seed=seed,
         )
     if kind == "python":
         return ImportedStrategy(
