@@ -12,17 +12,10 @@ from typing import Any
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
-from analysis.strategies.options import SEED_DEFAULTS
 
 
 def _span(lo: Any, hi: Any) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
-
-
-def full_clip_words() -> str:
-    """The family's full-clip coverage range in words ("85–100 % of the clip")."""
-    lo, hi = SEED_DEFAULTS["min_full_coverage"], SEED_DEFAULTS["max_full_coverage"]
-    return f"{lo * 100:.0f}–{hi * 100:.0f} % of the clip"
 
 
 def _range(span: list[float] | None, fmt: str, unit: str = "") -> str:
@@ -59,33 +52,13 @@ def describe_drawn(drawn: dict[str, Any]) -> str:
 
 
 def describe_fit(row: dict[str, Any], T: int) -> str:
-    """A fitted setting in words: by the masks it draws where the row has them (see
-    :func:`describe_drawn`), else by its parameters (``T``: frames per clip)."""
-    if row.get("drawn"):
-        words = describe_drawn(row["drawn"])
-        if row.get("form") == "mixture":
-            parts = ", ".join(f"{c['machine_id']} {c['weight']:.0%}" for c in row["mixture"])
-            return f"a mixture of its IDs' own settings ({parts}): {words}"
-        return words
-    bands = _span(row["min_bands"], row["max_bands"])
-    plural = "" if row["max_bands"] == 1 else "s"
-    segments = (
-        f"{_span(row['min_segments'], row['max_segments'])} segment{'' if row['max_segments'] == 1 else 's'} "
-        f"of {_span(row['min_seg_len'], row['max_seg_len'])} frames"
-        + (" (up to the whole clip)" if row["max_seg_len"] >= 0.9 * T else "")
-    )
-    full = row["full_time_prob"]
-    if full >= 0.995:
-        time = f"one segment over {full_clip_words()}"
-    elif full > 0:
-        time = f"one segment over {full_clip_words()} in {full:.0%} of masks, else {segments}"
-    else:
-        time = segments
-    return (
-        f"{bands} band{plural} of {row['min_band_fraction']:.0%}–{row['max_band_fraction']:.0%} "
-        f"of the mel bins within {row['min_band_position']:.0%}–{row['max_band_position']:.0%} "
-        f"of the axis; {time}"
-    )
+    """A fitted row in words, by the masks it draws (:func:`describe_drawn`); a mixture says
+    so and names its IDs' weights. ``T`` (frames per clip) is kept for callers' symmetry."""
+    words = describe_drawn(row["drawn"])
+    if row.get("form") == "mixture":
+        parts = ", ".join(f"{c['machine_id']} {c['weight']:.0%}" for c in row["mixture"])
+        return f"a mixture of its IDs' own settings ({parts}): {words}"
+    return words
 
 
 def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | None = None) -> str:

@@ -37,10 +37,7 @@ class PerlinStrategy:
         generator: Any = None,
     ) -> None:
 
-        if not 0 <= min_scale_exp <= max_scale_exp:
-            raise ValueError(
-                f"need 0 <= min_scale_exp <= max_scale_exp, got {min_scale_exp}, {max_scale_exp}"
-            )
+        check_scale_exps(min_scale_exp, max_scale_exp)
         self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.min_scale_exp, self.max_scale_exp = int(min_scale_exp), int(max_scale_exp)
         self.threshold, self.rotate = float(threshold), bool(rotate)
@@ -69,6 +66,14 @@ class PerlinStrategy:
     def __call__(self, batch_size: int, device: Any = "cpu"):
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+
+def check_scale_exps(min_scale_exp: int, max_scale_exp: int) -> None:
+    """Lattice exponents must satisfy 0 <= min <= max."""
+    if not 0 <= min_scale_exp <= max_scale_exp:
+        raise ValueError(
+            f"need 0 <= min_scale_exp <= max_scale_exp, got {min_scale_exp}, {max_scale_exp}"
+        )
 
 
 def torch_generator(seed: int | None, generator: Any):
@@ -110,10 +115,7 @@ class TrainingPerlinStrategy:
         seed: int | None = None,
         generator: Any = None,
     ) -> None:
-        if not 0 <= min_scale_exp <= max_scale_exp:
-            raise ValueError(
-                f"need 0 <= min_scale_exp <= max_scale_exp, got {min_scale_exp}, {max_scale_exp}"
-            )
+        check_scale_exps(min_scale_exp, max_scale_exp)
         if not -1.0 <= min_threshold <= max_threshold < 1.0:
             raise ValueError(
                 f"need -1 <= min_threshold <= max_threshold < 1, got {min_threshold}, "
