@@ -398,18 +398,23 @@ def read_mask_samples(masks_dir: str | Path) -> dict[str, dict[str, np.ndarray]]
 # ----------------------------------------------------------------------------- recommendations
 
 
+SCORE_PLOT_COLUMNS = ("machine_type", "candidate", "score")
+
+
 def write_recommendations(
     build_dir: Path,
     rows: list[dict[str, Any]],
     columns: Sequence[str],
     record: dict[str, Any],
     metrics: dict[str, Any],
+    scores: list[dict[str, Any]],
 ) -> None:
     """``recommendations.csv`` (``columns``), ``recommendations.json`` (``record`` plus the
-    rows) and ``metrics.json``."""
+    rows), ``metrics.json`` and ``scores.csv`` (``SCORE_PLOT_COLUMNS``, for ``dvc plots``)."""
     write_csv(build_dir / "recommendations.csv", rows, columns)
     write_json(build_dir / "recommendations.json", {**record, "rows": rows})
     write_json(build_dir / "metrics.json", metrics)
+    write_csv(build_dir / "scores.csv", scores, SCORE_PLOT_COLUMNS)
 
 
 def read_recommendations(path: str | Path) -> dict[str, Any]:

@@ -303,20 +303,35 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
 
 
 def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``metrics.json``: per machine type with a fit, the held-out scores and closest preset."""
-    return {
-        row["machine_type"]: {
-            "score_recommended": row["score_recommended"],
-            "score_current": row.get("score_current"),
-            "score_proposed": row.get("score_proposed"),
-            "best_preset": row["best_preset"],
-            "score_floor": row.get(f"score_{FLOOR}"),
-            "verdict": row["verdict"],
-            "form": row.get("form"),
-        }
-        for row in rows
-        if row["machine_id"] == "all" and is_ok(row)
-    }
+    """``metrics.json``: per machine type its verdict, and where it has a fit the held-out
+    scores, the floor, the closest preset and the recommended form (``dvc exp show`` and
+    ``dvc metrics diff`` compare these across experiments)."""
+    out = {}
+    for row in rows:
+        if row["machine_id"] != "all":
+            continue
+        out[row["machine_type"]] = {"verdict": row["verdict"]}
+        if is_ok(row):
+            out[row["machine_type"]].update(
+                score_recommended=row["score_recommended"],
+                score_current=row.get("score_current"),
+                score_proposed=row.get("score_proposed"),
+                best_preset=row["best_preset"],
+                score_floor=row.get(f"score_{FLOOR}"),
+                form=row.get("form"),
+            )
+    return out
+
+
+def score_rows(rows: list[dict[str, Any]], presets: list[str]) -> list[dict[str, Any]]:
+    """``scores.csv`` for ``dvc plots``: one row per machine type with a fit and candidate
+    (every preset, the fitted setting, the real-vs-real floor) with its held-out score."""
+    return [
+        {"machine_type": r["machine_type"], "candidate": name, "score": r.get(f"score_{name}")}
+        for r in rows
+        if r["machine_id"] == "all" and is_ok(r)
+        for name in [*presets, "recommended", FLOOR]
+    ]
 
 
 def group_tasks(params: dict[str, Any], build_dir: Path) -> tuple[list[GroupTask], dict, dict]:
@@ -379,5 +394,6 @@ def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
         recommendation_columns(list(presets), list(grids)),
         {"score_definition": SCORE_DEFINITION, "presets": presets},
         type_metrics(results),
+        score_rows(results, list(presets)),
     )
     return build_dir / "recommendations.csv"

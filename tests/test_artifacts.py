@@ -211,8 +211,17 @@ def test_power_recommendations_and_manifest_round_trip(tmp_path):
         {"machine_type": "fan", "machine_id": "id_00", "status": "ok", "fitted": fitted},
         {"machine_type": "pump", "machine_id": "all", "status": "not enough evidence: none"},
     ]
+    scores = [{"machine_type": "fan", "candidate": "floor", "score": -0.0123}]
     art.write_recommendations(
-        tmp_path, rec_rows, ["machine_type", "machine_id", "status"], {"presets": {}}, {"m": 1}
+        tmp_path,
+        rec_rows,
+        ["machine_type", "machine_id", "status"],
+        {"presets": {}},
+        {"m": 1},
+        scores,
+    )
+    assert (tmp_path / "scores.csv").read_text() == (
+        "machine_type,candidate,score\nfan,floor,-0.0123\n"
     )
     recs = art.read_recommendations(tmp_path / "recommendations.json")
     assert recs["rows"] == rec_rows

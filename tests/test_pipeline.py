@@ -195,6 +195,35 @@ def test_the_answer_table_gives_every_type_a_verdict_and_the_floor(cold):
             assert r["score_floor"] is not None and significant(r["score_floor"]) in line
 
 
+def test_two_queued_experiments_are_compared_by_dvc_exp_show(cold, tmp_path):
+    """Per-type verdicts and scores are DVC metrics tracked by git: `dvc exp show` lists them
+    for the baseline and for every experiment, and `dvc metrics diff` loads them at HEAD."""
+    import json
+
+    project = tmp_path / "copy"
+    shutil.copytree(cold[0], project, symlinks=True)
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    for name, change in (("more-boot", "recommend.n_bootstrap=30"), ("seed-1", "recommend.seed=1")):
+        sh(project, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, "-S", change)
+    sh(project, sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", "1")
+    shown = json.loads(sh(project, sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
+    runs = {}
+    for entry in shown:
+        for exp in [entry, *(e for e in entry.get("experiments") or [])]:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                metrics = data.get("metrics", {}).get("build/metrics.json", {}).get("data")
+                runs[rev.get("name") or data.get("rev")] = metrics
+    found = {name: m for name, m in runs.items() if m}
+    assert {"more-boot", "seed-1"} <= set(found), runs.keys()
+    for metrics in found.values():
+        assert set(metrics) == {"fan", "valve"}
+        assert all("verdict" in v for v in metrics.values())
+    diff = sh(project, sys.executable, "-m", "dvc", "metrics", "diff", "--all")
+    assert "failed to load" not in diff.stdout + diff.stderr
+
+
 @pytest.fixture(scope="module")
 def nothing_found(tmp_path_factory) -> Path:
     """Anomalies 1000 times weaker than realistic: no type can have evidence."""
