@@ -10,6 +10,7 @@ for scoring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,10 +233,6 @@ def fit_preset(
         The fitted setting (keys ``FIT_KEYS``) and its score on ``real``.
     """
     n_mels, T = geometry.spectrogram_shape
-    rng = np.random.default_rng(seed)
-    # The full-clip coverage range draws from a stream of its own, so the other parameters
-    # search along the same path whatever it does (it matters only where full_time_prob > 0).
-    cover_rng = np.random.default_rng([seed, 1])
     n_masks = settings["n_masks_per_candidate"]
     cache: dict[tuple, float] = {}
 
@@ -250,8 +247,30 @@ def fit_preset(
             cache[key] = fit + PARSIMONY * float(simplicity)
         return cache[key]
 
-    best = initial_guess(real, n_mels, T)
-    best_score = evaluate(best)
+    best = search(initial_guess(real, n_mels, T), evaluate, settings, seed, n_mels, T)
+    best_fit = score(strategy_features(best, geometry, n_masks, seed), real, n_mels, T)
+    plain = canonical_setting(best, geometry, 4 * n_masks, seed)
+    plain_fit = score(strategy_features(plain, geometry, n_masks, seed), real, n_mels, T)
+    if plain_fit <= best_fit + CANONICAL_TOLERANCE:  # as close: the setting that says it plainly
+        return plain, plain_fit
+    return best, best_fit
+
+
+def search(
+    start: dict[str, Any],
+    evaluate: Callable[[dict[str, Any]], float],
+    settings: dict[str, Any],
+    seed: int,
+    n_mels: int,
+    T: int,
+) -> dict[str, Any]:
+    """Random search then local refinement from ``start`` on the schedule of ``SCHEDULE``;
+    the candidate with the lowest ``evaluate`` wins."""
+    rng = np.random.default_rng(seed)
+    # The full-clip coverage range draws from a stream of its own, so the other parameters
+    # search along the same path whatever it does (it matters only where full_time_prob > 0).
+    cover_rng = np.random.default_rng([seed, 1])
+    best, best_score = start, evaluate(start)
     n_search, plan = settings["n_search_candidates"], SCHEDULE
     for i in range(n_search):
         candidate = (
@@ -270,12 +289,7 @@ def fit_preset(
             if value < best_score:
                 best, best_score = candidate, value
         spread *= plan.refine_decay
-    best_fit = score(strategy_features(best, geometry, n_masks, seed), real, n_mels, T)
-    plain = canonical_setting(best, geometry, 4 * n_masks, seed)
-    plain_fit = score(strategy_features(plain, geometry, n_masks, seed), real, n_mels, T)
-    if plain_fit <= best_fit + CANONICAL_TOLERANCE:  # as close: the setting that says it plainly
-        return plain, plain_fit
-    return best, best_fit
+    return best
 
 
 # A canonical setting replaces the searched one when it scores within this of it on the fit half.

@@ -94,6 +94,21 @@ def not_enough_evidence(evidence: dict[str, dict[str, Any]], n_fit: int, n_held:
     )
 
 
+def evidence_by_id(
+    rows: list[dict[str, Any]], id_summaries: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per machine ID of a group: which evidence it supports (:func:`id_evidence`) and its
+    number of anomalous clips."""
+    evidence = {}
+    for mid in sorted({r["machine_id"] for r in rows}):
+        id_rows = [r for r in rows if r["machine_id"] == mid]
+        evidence[mid] = {
+            **id_evidence(id_rows, id_summaries.get(mid, {}), settings),
+            "n_anomaly": len(id_rows),
+        }
+    return evidence
+
+
 def recommend_group(
     machine_type: str,
     machine_id: str,
@@ -111,13 +126,7 @@ def recommend_group(
     the row uses, and the row says so.
     """
     n_mels, T = geometry.spectrogram_shape
-    evidence = {}
-    for mid in sorted({r["machine_id"] for r in rows}):
-        id_rows = [r for r in rows if r["machine_id"] == mid]
-        evidence[mid] = {
-            **id_evidence(id_rows, id_summaries.get(mid, {}), settings),
-            "n_anomaly": len(id_rows),
-        }
+    evidence = evidence_by_id(rows, id_summaries, settings)
     out: dict[str, Any] = {
         "machine_type": machine_type,
         "machine_id": machine_id,
