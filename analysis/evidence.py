@@ -56,14 +56,9 @@ def id_evidence(
     """
     found = [r for r in rows if r["found"]]
     share = len(found) / len(rows) if rows else 0.0
+    out = {"n_clip_regions": len(found), "clip_region_share": share, "agreement": None}
     if pooled_part(id_summary or {}, "negative_control").found:
-        return {
-            "n_clip_regions": len(found),
-            "clip_region_share": share,
-            "agreement": None,
-            "evidence": None,
-            "reason": NEGATIVE_CONTROL_REASON,
-        }
+        return {**out, "evidence": None, "reason": NEGATIVE_CONTROL_REASON}
     pooled = {part: pooled_part(id_summary or {}, part) for part in ("all", "fit", "holdout")}
     pooled_rows = np.array(pooled["all"].rows, dtype=float)
     agreement = None
@@ -72,7 +67,7 @@ def id_evidence(
         distance = np.abs(centres[:, None] - pooled_rows[None, :]).min(axis=1)
         agreement = float(np.mean(distance <= AGREEMENT_BINS))
     enough = len(found) >= settings["min_anomaly_clips"] and share >= settings["min_region_share"]
-    out = {"n_clip_regions": len(found), "clip_region_share": share, "agreement": agreement}
+    out["agreement"] = agreement
     if enough and (agreement is None or agreement >= 0.5):
         return {**out, "evidence": "clip-level", "found": found}
     if pooled["fit"].found and pooled["holdout"].found:

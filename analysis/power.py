@@ -150,7 +150,7 @@ def evaluate_type(
     loc: dict[str, Any],
     deltas: list[float],
     seed: int,
-    frames_per_second: float = 16000 / 512,
+    frames_per_second: float,
 ) -> list[dict[str, Any]]:
     """Power rows of one machine type from its IDs' normal clips (see the module docstring)."""
     refs = id_references(normal_by_id, loc, seed)

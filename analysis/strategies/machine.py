@@ -52,12 +52,13 @@ class MachineSpecificStrategy:
             return None if rng is None else int(rng.integers(2**31))
 
         # What each type's verdict recommends: its fit, or the preset it keeps.
-        self.choices = {t: name for t, (name, _) in recommended_settings(recs).items()}
+        recommended = recommended_settings(recs)
+        self.choices = {t: name for t, (name, _) in recommended.items()}
         self.strategies: dict[str, Any] = {
             t: build_strategy(
                 setting, shape, self.q_shape, projection, seed=child_seed(), name=name
             )
-            for t, (name, setting) in recommended_settings(recs).items()
+            for t, (name, setting) in recommended.items()
         }
         self.fallback_types = [r["machine_type"] for r in type_rows(recs) if not is_ok(r)]
         self.fallback = fallback or TrainingAudioStrategy(
