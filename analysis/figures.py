@@ -23,6 +23,7 @@ from analysis.artifacts import (  # noqa: E402
     fitted_settings,
     is_ok,
     read_fidelity,
+    read_ground_truth,
     read_localization_arrays,
     read_localization_summary,
     read_mask_rows,
@@ -31,18 +32,19 @@ from analysis.artifacts import (  # noqa: E402
     read_power,
     read_recommendations,
     read_region_rows,
+    read_source,
     sample_key,
     write_manifest,
 )
 from analysis.checks import check_colormaps  # noqa: E402
 from analysis.io import atomic_dir, log  # noqa: E402
+from analysis.localization.maps import truth_map  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
 from analysis.plotting import (  # noqa: E402
+    PRINT_WIDTH_IN,
+    SYNTHETIC_MARK,
     FigureSet,
     binary_map_grid,
-    label_frame_axis,
-    label_mel_axis,
-    show_map,
     slug,
 )
 from analysis.regions import SCORE_FEATURES, score_transform  # noqa: E402
@@ -51,93 +53,214 @@ from analysis.workers import process_pool, resolve_n_jobs  # noqa: E402
 
 FEATURE_LABELS = {
     "band_fraction": "band fraction (of n_mels)",
-    "n_bands": "bands, log(1+n)/log(1+n_mels/2)",
+    "n_bands": "bands (log scale)",
     "band_centre_fraction": "band centre (fraction of n_mels)",
-    "n_segments": "segments, log(1+n)/log(1+T/2)",
+    "n_segments": "segments (log scale)",
     "mean_seg_len_frames": "mean segment length / T",
     "time_coverage": "time coverage (fraction of T)",
 }
 
 
-def localization_figure(
-    figs: FigureSet,
-    machine_type: str,
-    machine_id: str,
-    maps: dict,
-    pooled: np.ndarray | None,
-    summary: dict,
-    geometry,
-    cfg,
+@dataclass(frozen=True)
+class IdPanel:
+    """One machine ID's part of its type's localization figure."""
+
+    machine_id: str
+    excess: np.ndarray
+    n_regions: int
+    n_anomaly: int
+    clip_regions: np.ndarray | None  # union of its clips' regions
+    pooled: np.ndarray | None  # the ID-level (pooled) region
+    truth: np.ndarray | None  # the injected ground truth (synthetic data only)
+
+
+def _seconds_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
+    """Time ticks in whole seconds, on the bottom row only (ticks are most of a small
+    multiple's drawing time, and the panels share their axes)."""
+    if not show:
+        ax.set_xticks([])
+        return
+    seconds = np.arange(0, geometry.frame_to_seconds(geometry.target_T) + 1e-9, 2.0)
+    frames = [s * geometry.sr / geometry.hop_length for s in seconds]
+    ax.set_xticks(frames, [f"{s:g}" for s in seconds])
+    ax.set_xlabel("time (s)")
+
+
+def _hz_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
+    """Mel-bin ticks labelled with their centre frequency in kHz, on the left column only."""
+    if not show:
+        ax.set_yticks([])
+        return
+    bins = np.linspace(0, geometry.n_mels - 1, 5).round().astype(int)
+    ax.set_yticks(bins, [f"{geometry.bin_to_hz(b) / 1000:.1f}" for b in bins])
+    ax.set_ylabel("frequency (kHz)")
+
+
+def type_localization_figure(
+    figs: FigureSet, machine_type: str, panels: list[IdPanel], geometry: MelGeometry, words: str
 ) -> None:
-    """The seed's three panels plus the excess map and its two profiles."""
-    fig, axes = plt.subplots(2, 3, figsize=(10, 5.6))
-    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.09, top=0.9, wspace=0.5, hspace=0.45)
-    panels = [
-        ("mean_norm", "Mean normal", cfg["cmap_spectrogram"], False),
-        ("mean_anom", "Mean anomaly", cfg["cmap_spectrogram"], False),
-        ("dev", "dev: mean |anomaly − mean normal|", cfg["cmap_deviation"], False),
-        ("excess", "Excess over normal variability", "RdBu_r", True),
-    ]
-    for ax, (key, title, cmap, symmetric) in zip(axes.flat[:4], panels, strict=True):
-        im = show_map(ax, maps[key], title, cmap, geometry, symmetric=symmetric)
-        fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
-    if pooled is not None and pooled.any():
-        # The ID-level (pooled) region, outlined on the excess map.
-        axes[1, 0].contour(pooled.astype(float), levels=[0.5], colors="k", linewidths=0.8)
-    ax = axes[1, 1]
-    ax.plot(maps["excess_freq_profile"], np.arange(geometry.n_mels), color="C3")
-    ax.axvline(0, color="0.5", lw=0.8)
-    ax.set(title="Excess, mean over time", xlabel="excess (normalized units)")
-    label_mel_axis(ax, geometry)
-    ax = axes[1, 2]
-    ax.plot(maps["excess_time_profile"], color="C0")
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set(title="Excess, mean over mel", ylabel="excess")
-    label_frame_axis(ax, geometry)
-    for ax in axes[1, 1:]:
-        ax.title.set_fontsize(8)
-        ax.tick_params(labelsize=6)
-        ax.xaxis.label.set_fontsize(7)
-        ax.yaxis.label.set_fontsize(7)
-    fig.suptitle(
-        f"{machine_type} / {machine_id}: {summary['n_normal']} normal, {summary['n_anomaly']} anomalous clips",
-        fontsize=9,
+    """A machine type's IDs as small multiples of the excess map, with the found regions
+    (clip level: white; pooled: black) and, on synthetic data, the ground truth (dashed)."""
+    from matplotlib.lines import Line2D
+
+    cols = min(4, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    height = 1.75 * rows + 0.75
+    fig, axes = plt.subplots(rows, cols, figsize=(PRINT_WIDTH_IN, height), squeeze=False)
+    # Fixed margins (in inches, so any row count fits): constrained layout is a third of
+    # the drawing time here.
+    fig.subplots_adjust(
+        left=0.55 / PRINT_WIDTH_IN,
+        right=1 - 0.95 / PRINT_WIDTH_IN,
+        bottom=0.8 / height,
+        top=1 - 0.35 / height,
+        wspace=0.12,
+        hspace=0.45,
     )
+    limit = max(float(np.nanpercentile(np.abs(p.excess), 99.5)) for p in panels) or 1.0
+    image = None
+    for k, (ax, panel) in enumerate(zip(axes.flat, panels, strict=False)):
+        image = ax.imshow(
+            panel.excess,
+            aspect="auto",
+            origin="lower",
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            interpolation="nearest",
+        )
+        for region, colour, style in (
+            (panel.clip_regions, "white", "solid"),
+            (panel.pooled, "black", "solid"),
+            (panel.truth, "#1a9e1a", "dashed"),
+        ):
+            if region is not None and region.any():
+                ax.contour(
+                    region.astype(float),
+                    levels=[0.5],
+                    colors=colour,
+                    linewidths=0.9,
+                    linestyles=style,
+                )
+        ax.set_title(f"{panel.machine_id}: {panel.n_regions}/{panel.n_anomaly} clips", fontsize=8)
+        _seconds_axis(ax, geometry, show=k // cols == rows - 1)
+        _hz_axis(ax, geometry, show=k % cols == 0)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    cax = fig.add_axes(
+        (1 - 0.8 / PRINT_WIDTH_IN, 0.8 / height, 0.1 / PRINT_WIDTH_IN, 1 - 1.15 / height)
+    )
+    fig.colorbar(image, cax=cax, label="excess (normalized)")
+    handles = [
+        Line2D([], [], color="white", lw=1.2, label="clip-level regions (union)"),
+        Line2D([], [], color="black", lw=1.2, label="ID-level (pooled) region"),
+    ]
+    if any(p.truth is not None and p.truth.any() for p in panels):
+        handles.append(Line2D([], [], color="#1a9e1a", lw=1.2, ls="--", label="injected truth"))
+    legend = fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncols=len(handles),
+        fontsize=7,
+        facecolor="0.85",
+        framealpha=1,
+    )
+    legend.get_frame().set_linewidth(0)
     figs.save(
         fig,
-        f"fig-loc-{slug(machine_type)}-{slug(machine_id)}",
-        f"Real anomaly localization for {machine_type} / {machine_id}: mean normal and mean anomalous "
-        f"log-mel (normalized), dev = mean |anomaly − mean normal|, the excess of dev over normal "
-        f"clip-to-clip variability (black outline: the ID-level pooled region, where one was found), "
-        f"and the excess profiles over frequency and time.",
+        f"fig-loc-{slug(machine_type)}",
+        f"Where {machine_type}'s {words} sit, per machine ID: the excess of the anomalous clips' "
+        "deviation from the mean normal clip over what normal clips show against each other "
+        "(red: more than normal variability), with the regions found at the clip level (white, "
+        "the union over clips; the title counts clips with a region) and at the ID level "
+        "(black), and the injected ground truth where the data are synthetic (dashed green).",
         "localization",
         machine_type=machine_type,
-        machine_id=machine_id,
     )
 
 
-def mask_grid_figure(
-    figs: FigureSet, preset: str, samples: dict, grids: dict, methods: list[str], n: int
+def seed_panels_figure(
+    figs: FigureSet, machine_type: str, maps_by_id: dict[str, dict], geometry: MelGeometry, cfg
 ) -> None:
-    """Mask samples at spectrogram size and on every grid with every resize method."""
-    rows = [("full", "spectrogram size")] + [
-        (sample_key(g, m), f"{g} {grids[g][0]}×{grids[g][1]}, {m}") for g in grids for m in methods
-    ]
-    n = min(n, samples["full"].shape[0])
-    fig = binary_map_grid(
-        [(label, samples[key]) for key, label in rows],
-        n,
-        1.25 * n + 1.0,
-        1.15,
-        [f"sample {j + 1}" for j in range(n)],
+    """The seed notebook's three panels (mean normal, mean anomaly, dev) for every ID of a
+    type: the HTML's detail view."""
+    ids = list(maps_by_id)
+    height = 1.45 * len(ids) + 0.4
+    fig, axes = plt.subplots(len(ids), 3, figsize=(PRINT_WIDTH_IN, height), squeeze=False)
+    fig.subplots_adjust(
+        left=0.55 / PRINT_WIDTH_IN,
+        right=0.98,
+        bottom=0.45 / height,
+        top=1 - 0.25 / height,
+        wspace=0.1,
+        hspace=0.4,
     )
+    panels = [
+        ("mean_norm", "mean normal", cfg["cmap_spectrogram"]),
+        ("mean_anom", "mean anomalous", cfg["cmap_spectrogram"]),
+        ("dev", "dev = mean |anomalous − mean normal|", cfg["cmap_deviation"]),
+    ]
+    for r, machine_id in enumerate(ids):
+        for c, (key, title, cmap) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(
+                maps_by_id[machine_id][key],
+                aspect="auto",
+                origin="lower",
+                cmap=cmap,
+                interpolation="nearest",
+            )
+            ax.set_title(f"{machine_id}: {title}", fontsize=7)
+            _seconds_axis(ax, geometry, show=r == len(ids) - 1)
+            _hz_axis(ax, geometry, show=c == 0)
     figs.save(
         fig,
-        f"fig-masks-{slug(preset)}",
-        f"Masks of the '{preset}' preset: the same samples at spectrogram size (top row) and resized "
-        f"to each quantized grid with each resize method (black = masked).",
+        f"fig-seed-{slug(machine_type)}",
+        f"{machine_type}, the seed notebook's view of every machine ID: mean normal and mean "
+        "anomalous log-mel (normalized) and dev, the mean absolute deviation of the anomalous "
+        "clips from the mean normal clip.",
+        "localization-detail",
+        machine_type=machine_type,
+    )
+
+
+def masks_figure(figs: FigureSet, samples: dict[str, dict], n: int) -> None:
+    """Every preset's mask samples at spectrogram size, one row per preset."""
+    rows = [(preset, list(s["full"][:n])) for preset, s in samples.items()]
+    n = min(n, min(len(m) for _, m in rows))
+    fig = binary_map_grid(rows, n, PRINT_WIDTH_IN, 0.62, [f"sample {j + 1}" for j in range(n)])
+    figs.save(
+        fig,
+        "fig-masks",
+        "Mask samples of every preset at spectrogram size (mel bin upwards × frame; black = "
+        "masked).",
         "masks",
-        preset=preset,
+        data=False,
+    )
+
+
+def masks_resized_figure(
+    figs: FigureSet, samples: dict[str, dict], grids: dict, methods: list[str]
+) -> None:
+    """The first two samples of every preset on each latent grid with each projection."""
+    columns = [(g, m, j) for g in grids for m in methods for j in range(2)]
+    rows = [
+        (preset, [s[sample_key(g, m)][j] for g, m, j in columns]) for preset, s in samples.items()
+    ]
+    short = {"any_cell": "any cell", "nearest": "nearest"}
+    titles = [f"{g}\n{short.get(m, m)}\n#{j + 1}" for g, m, j in columns]
+    fig = binary_map_grid(rows, len(columns), PRINT_WIDTH_IN, 0.55, titles)
+    for label in fig.axes[0].get_xticklabels():
+        label.set_fontsize(7)
+    figs.save(
+        fig,
+        "fig-masks-resized",
+        "The first two samples of every preset projected onto each latent grid ("
+        + ", ".join(f"{g} {grids[g][0]}×{grids[g][1]}" for g in grids)
+        + ") with each projection (any cell: a latent cell is masked when any cell under it is; "
+        "nearest: every k-th row and column).",
+        "masks",
+        data=False,
     )
 
 
@@ -158,28 +281,33 @@ def strategy_outputs_figure(
             preset, geometry.spectrogram_shape, q_shape=q_shape, seed=seed + r
         )
         rows.append((label, list(strategy(n, "cpu")[:, 0].numpy())))
-    fig = binary_map_grid(rows, n, 1.25 * n + 1.0, 1.05)
-    figs.save(fig, fig_id, caption, "strategy")
+    fig = binary_map_grid(rows, n, PRINT_WIDTH_IN, 0.62)
+    figs.save(fig, fig_id, caption, "strategy", data=False)
 
 
-def real_vs_synthetic_figure(
-    figs, machine_type: str, real_regions: list, preset_masks: dict, fitted_masks: list | None
+def regions_vs_fitted_figure(
+    figs,
+    per_type: list[tuple[str, list, dict | None]],
+    geometry: MelGeometry,
+    seed: int,
+    words: str,
 ) -> None:
-    """Real regions of several clips beside masks of every preset and of the fitted setting."""
-    rows = [("real regions", real_regions), *preset_masks.items()]
-    if fitted_masks is not None:
-        rows.append(("fitted", fitted_masks))
-    fig = binary_map_grid(rows, 4, 7.2, 1.05)
-    fig.suptitle(
-        f"{machine_type}: real anomaly regions vs synthetic masks (mel bin × frame)", fontsize=8
-    )
+    """Per machine type, regions found in its anomalous test clips beside masks of the
+    setting fitted for it (the presets' masks are in their own figure)."""
+    rows = []
+    for machine_type, regions, fitted in per_type:
+        rows.append((f"{machine_type}\ntest clips", regions))
+        if fitted is not None:
+            masks = _full({"kind": "audio_specific", **fitted}, geometry, seed, len(regions))
+            rows.append((f"{machine_type}\nfitted", list(masks)))
+    fig = binary_map_grid(rows, 4, PRINT_WIDTH_IN, 0.6)
     figs.save(
         fig,
-        f"fig-real-vs-synthetic-{slug(machine_type)}",
-        f"{machine_type}: regions found in real anomalous clips (top row) beside masks drawn with every "
-        f"preset and with the fitted setting, all at spectrogram size.",
+        "fig-regions-vs-fitted",
+        f"Regions found in {words} (four clips per machine type) beside four masks of the setting "
+        "fitted for that type, at spectrogram size (mel bin upwards × frame; black = region or "
+        "mask).",
         "comparison",
-        machine_type=machine_type,
     )
 
 
@@ -194,18 +322,18 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
     for machine_type, rows in real_by_type.items():
         for r in rows:
             if r["found"]:
-                records += [(f"real: {machine_type}", f, r[f]) for f in SCORE_FEATURES]
+                records += [(f"test clips: {machine_type}", f, r[f]) for f in SCORE_FEATURES]
     for r in mask_rows:
         if not np.isnan(r["area_fraction"]):  # empty masks have no features
             records += [(f"preset: {r['preset']}", f, r[f]) for f in SCORE_FEATURES]
     sources = list(dict.fromkeys(s for s, _, _ in records))
     # Two rows of panels, so the figure stays readable at A4 width.
-    cols = 3
+    cols = 2
     n_rows = int(np.ceil(len(SCORE_FEATURES) / cols))
     fig, axes = plt.subplots(
         n_rows,
         cols,
-        figsize=(9, n_rows * (0.3 * len(sources) + 1.0)),
+        figsize=(PRINT_WIDTH_IN, n_rows * (0.2 * len(sources) + 0.9)),
         sharey=True,
         constrained_layout=True,
     )
@@ -235,8 +363,8 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
     figs.save(
         fig,
         "fig-feature-distributions",
-        "Distributions of the score's five region features, each mapped to [0, 1]: real anomaly "
-        "regions per machine type against the masks of every preset.",
+        "Distributions of the score's region features, each mapped to [0, 1]: the regions found "
+        "in the anomalous test clips per machine type against the masks of every preset.",
         "scores",
     )
 
@@ -248,7 +376,8 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
     names = [*presets, "recommended", "floor"]  # the real-vs-real floor as the yardstick row
     matrix = np.array([[r.get(f"score_{p}", np.nan) for r in rows] for p in names], dtype=float)
     fig, ax = plt.subplots(
-        figsize=(1.1 * len(rows) + 2.2, 0.45 * len(names) + 1.0), constrained_layout=True
+        figsize=(min(PRINT_WIDTH_IN, 0.9 * len(rows) + 2.6), 0.3 * len(names) + 0.9),
+        constrained_layout=True,
     )
     sns.heatmap(
         matrix,
@@ -256,7 +385,7 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
         fmt=".3f",
         cmap="mako_r",
         xticklabels=[r["machine_type"] for r in rows],
-        yticklabels=[n if n != "floor" else "real-vs-real floor" for n in names],
+        yticklabels=[(n if n != "floor" else "floor").replace("_", " ") for n in names],
         ax=ax,
         cbar_kws={"label": "score (lower is closer)"},
         annot_kws={"fontsize": 7},
@@ -266,8 +395,8 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
         fig,
         "fig-score-heatmap",
         "Held-out score of every preset and of the fitted ('recommended') setting per machine type, "
-        "and the real-vs-real floor (the fit half's regions scored against the held-out half's); "
-        "lower means the masks' features are closer to the real anomaly regions.",
+        "and the floor (the fit half's anomaly regions scored against the held-out half's: as "
+        "close as the anomalies are to themselves); lower means closer to the anomaly regions.",
         "scores",
     )
 
@@ -303,8 +432,8 @@ def power_figure(figs, power: dict) -> None:
         kind="line",
         markers=True,
         dashes=False,
-        height=2.3,
-        aspect=1.6,
+        height=1.55,
+        aspect=2.05,
         facet_kws={"margin_titles": True},
     )
     grid.set(xscale="log", ylim=(-0.03, 1.03))
@@ -326,7 +455,7 @@ def power_figure(figs, power: dict) -> None:
 
 
 def fidelity_figure(figs, fidelity_rows: list[dict]) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(PRINT_WIDTH_IN, 2.9), constrained_layout=True)
     labels = [f"{r['grid']} {r['method']}" for r in fidelity_rows]
     presets = [r["preset"] for r in fidelity_rows]
     for ax, metric, title in zip(
@@ -338,7 +467,8 @@ def fidelity_figure(figs, fidelity_rows: list[dict]) -> None:
         sns.barplot(x=presets, y=[float(r[metric]) for r in fidelity_rows], hue=labels, ax=ax)
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, title=None)
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(fontsize=7, title=None)
     figs.save(
         fig,
         "fig-resize-fidelity",
@@ -346,52 +476,102 @@ def fidelity_figure(figs, fidelity_rows: list[dict]) -> None:
         "vanish entirely and the mean IoU between the original mask and the resized one brought back "
         "to spectrogram size.",
         "masks",
+        data=False,
     )
 
 
-def overview_figure(figs, machine_types, loc_by_type, geometry) -> None:
-    """The mean anomaly-minus-normal map of the first ID of every machine type."""
-    n = len(machine_types)
-    cols = min(3, n)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.4 * cols, 2.5 * rows), squeeze=False, constrained_layout=True
-    )
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    for ax, machine_type in zip(axes.flat, machine_types, strict=False):
-        maps = loc_by_type[machine_type].maps
-        ids = sorted(maps)
-        if not ids:
-            ax.set_title(f"{machine_type}: no localization", fontsize=8)
-            ax.axis("off")
-            continue
-        im = show_map(
-            ax,
-            maps[ids[0]]["diff"],
-            f"{machine_type} / {ids[0]}",
-            "RdBu_r",
-            geometry,
-            symmetric=True,
+VERDICT_COLOURS = {"closer": "#1f5fa8", "farther": "#b2182b", "not distinguishable": "0.45"}
+
+
+def forest_rows(recs: list[dict], machine_types: list[str]) -> list[dict[str, Any]]:
+    """The forest plot's rows: per machine type, fitted − closest preset and, where the
+    closest preset is not the current one, closest preset − current (paired held-out
+    differences with their intervals); a type without a fit has no row."""
+    by_type = {r["machine_type"]: r for r in recs if r["machine_id"] == "all"}
+    out = []
+    for t in machine_types:
+        r = by_type.get(t)
+        if r is None or not is_ok(r):
+            continue  # the answer table says why
+        best = r["best_preset"]
+        pairs = [("fitted_vs_best", f"{t}: fitted − {best}")]
+        if best != "current" and "diff_best_vs_current" in r:
+            pairs.append(("best_vs_current", f"{t}: {best} − current"))
+        for key, label in pairs:
+            has_ci = bool(r.get("intervals"))
+            out.append(
+                {
+                    "label": label,
+                    "value": r[f"diff_{key}"],
+                    "low": r[f"diff_{key}_ci_low"] if has_ci else None,
+                    "high": r[f"diff_{key}_ci_high"] if has_ci else None,
+                    "verdict": r[f"diff_{key}_verdict"] if has_ci else "not distinguishable",
+                }
+            )
+    return out
+
+
+def forest_figure(figs, recs: list[dict], machine_types: list[str], ci_level: float) -> None:
+    """Paired held-out score differences per machine type with their intervals and the zero
+    line: left of zero the first setting is closer to the anomalies."""
+    rows = forest_rows(recs, machine_types)
+    if not rows:  # nothing was fitted: the answer table says so
+        return
+    fig, ax = plt.subplots(figsize=(PRINT_WIDTH_IN, 0.17 * len(rows) + 0.72), layout="constrained")
+    y = np.arange(len(rows))[::-1]
+    span = max([abs(v) for r in rows for v in (r["low"], r["high"], r["value"]) if v is not None])
+    for yi, r in zip(y, rows, strict=True):
+        colour = VERDICT_COLOURS[r["verdict"]]
+        if r["low"] is not None:
+            ax.plot([r["low"], r["high"]], [yi, yi], color=colour, lw=1.6)
+        ax.plot(r["value"], yi, "o", color=colour, ms=4.5)
+        ax.text(
+            1.02,
+            yi,
+            r["verdict"] if r["low"] is not None else "no interval",
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            fontsize=7,
+            color=colour,
+            clip_on=False,
         )
-        fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+    ax.axvline(0, color="0.2", lw=0.8)
+    ax.set_xlim(-1.15 * span, 1.15 * span)
+    ax.set_yticks(y, [r["label"].replace("_", " ") for r in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("paired held-out score difference (left of 0: the first is closer)")
+    ax.grid(axis="x", color="0.9")
     figs.save(
         fig,
-        "fig-overview",
-        "Mean anomalous minus mean normal log-mel (normalized units) for the first machine ID of every "
-        "machine type: red where anomalies add energy, blue where they remove it.",
-        "overview",
+        "fig-forest",
+        f"Paired held-out score differences per machine type with {ci_level:.0%} bootstrap "
+        "intervals: the fitted setting against the closest preset, and the closest preset "
+        "against the current one. An interval left of the zero line means the first is closer "
+        "to the anomalies in the test clips; one that crosses it means not distinguishable.",
+        "summary",
     )
 
 
 def _draw(task: tuple) -> list[dict[str, Any]]:
     """Draw one figure job in a worker; return its manifest entries."""
-    folder, dpi, (function, *args) = task
+    folder, dpi, marker, (function, *args) = task
     sns.set_theme(style="whitegrid", context="paper")
     # A fixed title height: automatic placement measures every tick label of the axes at each
-    # draw, a fifth of a localization figure's time (no axes here has ticks at the top).
-    plt.rcParams.update({"axes.grid": False, "figure.dpi": dpi, "axes.titley": 1.0})
-    figs = FigureSet(Path(folder), dpi)
+    # draw (no axes here has ticks at the top). Text at 7 pt or more as printed.
+    plt.rcParams.update(
+        {
+            "axes.grid": False,
+            "figure.dpi": dpi,
+            "axes.titley": 1.0,
+            "font.size": 8,
+            "axes.titlesize": 8,
+            "axes.labelsize": 8,
+            "xtick.labelsize": 7,
+            "ytick.labelsize": 7,
+            "legend.fontsize": 7,
+        }
+    )
+    figs = FigureSet(Path(folder), dpi, marker)
     function(figs, *args)
     return figs.entries
 
@@ -412,7 +592,15 @@ class FigureInputs:
     loc_arrays: dict[str, Any]
     summaries: dict[str, dict[str, Any]]
     region_rows: dict[str, list[dict[str, Any]]]
+    truth: dict[str, dict[str, list[dict[str, str]]]]  # type -> file -> ground-truth rows
+    synthetic: bool
     seed: int
+    ci_level: float
+
+    @property
+    def anomaly_words(self) -> str:
+        """What the anomalies are called: real recordings' or the synthetic test clips'."""
+        return "anomalous test clips" if self.synthetic else "real anomalous clips"
 
 
 def read_inputs(params: dict[str, Any], build_dir: Path) -> FigureInputs:
@@ -420,6 +608,7 @@ def read_inputs(params: dict[str, Any], build_dir: Path) -> FigureInputs:
     recs = read_recommendations(build_dir / "recommendations.json")
     machine_types = params["data"]["machine_types"]
     loc_dir = build_dir / "localization"
+    sources = {t: read_source(build_dir / "features" / t) for t in machine_types}
     return FigureInputs(
         geometry=MelGeometry.from_params(params),
         cfg=params["figures"],
@@ -433,42 +622,65 @@ def read_inputs(params: dict[str, Any], build_dir: Path) -> FigureInputs:
         loc_arrays={t: read_localization_arrays(loc_dir, t) for t in machine_types},
         summaries={t: read_localization_summary(loc_dir, t) for t in machine_types},
         region_rows={t: read_region_rows(loc_dir, t) for t in machine_types},
+        truth={t: read_ground_truth(build_dir / "features" / t) for t in machine_types},
+        synthetic=any(s["synthetic"] for s in sources.values()),
         seed=params["masks"]["seed"],
+        ci_level=params["recommend"]["ci_level"],
     )
 
 
+def id_panels(inp: FigureInputs, machine_type: str) -> list[IdPanel]:
+    """The localized IDs of a machine type with their excess map and outlines."""
+    arrays = inp.loc_arrays[machine_type]
+    truth_rows = inp.truth[machine_type]
+    panels = []
+    for machine_id, summary in inp.summaries[machine_type]["ids"].items():
+        if summary.get("status") != "ok":
+            continue
+        rows = [r for r in inp.region_rows[machine_type] if r["machine_id"] == machine_id]
+        found = [arrays.region_of(r["file"]) for r in rows if r["found"]]
+        truth = [
+            truth_map(truth_rows[r["file"]], inp.geometry) for r in rows if r["file"] in truth_rows
+        ]
+        panels.append(
+            IdPanel(
+                machine_id=machine_id,
+                excess=arrays.maps[machine_id]["excess"],
+                n_regions=len(found),
+                n_anomaly=len(rows),
+                clip_regions=np.logical_or.reduce(found) if found else None,
+                pooled=arrays.pooled.get(machine_id, {}).get("all"),
+                truth=np.logical_or.reduce(truth) if truth else None,
+            )
+        )
+    return panels
+
+
 def localization_jobs(inp: FigureInputs) -> list[tuple]:
-    """The overview and one six-panel figure per localized machine ID."""
-    jobs: list[tuple] = [(overview_figure, inp.machine_types, inp.loc_arrays, inp.geometry)]
+    """Per machine type: its IDs' excess maps (the report's figure) and the seed's three
+    panels per ID (the HTML's detail view)."""
+    jobs: list[tuple] = []
     for machine_type in inp.machine_types:
-        arrays = inp.loc_arrays[machine_type]
-        for machine_id, summary in inp.summaries[machine_type]["ids"].items():
-            if summary.get("status") == "ok":
-                pooled = arrays.pooled.get(machine_id, {}).get("all")
-                maps = arrays.maps[machine_id]
-                jobs.append(
-                    (
-                        localization_figure,
-                        machine_type,
-                        machine_id,
-                        maps,
-                        pooled,
-                        summary,
-                        inp.geometry,
-                        inp.cfg,
-                    )
-                )
+        panels = id_panels(inp, machine_type)
+        if not panels:
+            continue
+        jobs.append(
+            (type_localization_figure, machine_type, panels, inp.geometry, inp.anomaly_words)
+        )
+        maps = {p.machine_id: inp.loc_arrays[machine_type].maps[p.machine_id] for p in panels}
+        jobs.append((seed_panels_figure, machine_type, maps, inp.geometry, inp.cfg))
     return jobs
 
 
 def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> list[tuple]:
-    """Mask samples per preset, resize fidelity, and the strategy's own outputs on q_bot."""
+    """Mask samples of every preset (at spectrogram size and on the grids), resize fidelity,
+    and the strategy's own outputs on q_bot."""
     n = inp.cfg["n_mask_samples"]
     jobs: list[tuple] = [
-        (mask_grid_figure, preset, inp.samples[preset], inp.grids, inp.resize_methods, n)
-        for preset in inp.presets
+        (masks_figure, inp.samples, n),
+        (masks_resized_figure, inp.samples, inp.grids, inp.resize_methods),
+        (fidelity_figure, fidelity_rows),
     ]
-    jobs.append((fidelity_figure, fidelity_rows))
     q_bot = inp.grids.get("q_bot", next(iter(inp.grids.values())))
     grid_text = f"on the {q_bot[0]}×{q_bot[1]} grid"
     seed_settings = {
@@ -508,34 +720,18 @@ def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> lis
 
 
 def comparison_jobs(inp: FigureInputs) -> list[tuple]:
-    """Real regions beside masks of every preset and of the fitted setting, per machine type.
-
-    The masks stage's own samples stand for the presets (no second draw, and no torch
-    import for Perlin in the figure workers); the fitted setting is drawn here.
-    """
-    preset_masks = {name: list(inp.samples[name]["full"][:4].astype(bool)) for name in inp.presets}
-    jobs = []
+    """Regions of four anomalous test clips beside four masks of the fitted setting, per
+    machine type with regions (the worker draws the fitted masks)."""
+    per_type = []
     for machine_type in inp.machine_types:
         found = [r["file"] for r in inp.region_rows[machine_type] if r["found"]][:4]
-        if not found:
-            continue
-        fitted = inp.fitted.get(machine_type)
-        fitted_masks = (
-            list(_full({"kind": "audio_specific", **fitted}, inp.geometry, inp.seed, 4))
-            if fitted is not None
-            else None
-        )
-        arrays = inp.loc_arrays[machine_type]
-        jobs.append(
-            (
-                real_vs_synthetic_figure,
-                machine_type,
-                [arrays.region_of(f) for f in found],
-                preset_masks,
-                fitted_masks,
-            )
-        )
-    return jobs
+        if found:
+            arrays = inp.loc_arrays[machine_type]
+            regions = [arrays.region_of(f) for f in found]
+            per_type.append((machine_type, regions, inp.fitted.get(machine_type)))
+    if not per_type:
+        return []
+    return [(regions_vs_fitted_figure, per_type, inp.geometry, inp.seed, inp.anomaly_words)]
 
 
 def figures(
@@ -563,9 +759,11 @@ def figures(
         )
     )
     jobs.append((score_heatmap_figure, inp.recs, list(inp.presets)))
+    jobs.append((forest_figure, inp.recs, inp.machine_types, inp.ci_level))
     jobs.append((power_figure, read_power(build_dir)))
     with atomic_dir(out_dir) as tmp:
-        tasks = [(tmp, inp.cfg["dpi"], job) for job in jobs]
+        marker = SYNTHETIC_MARK if inp.synthetic else None
+        tasks = [(tmp, inp.cfg["dpi"], marker, job) for job in jobs]
         # Figures are independent: draw them on all cores; map() keeps the manifest in order.
         with process_pool(resolve_n_jobs(inp.cfg["n_jobs"])) as pool:
             entries = [entry for drawn in pool.map(_draw, tasks) for entry in drawn]

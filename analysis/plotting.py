@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from analysis.mel import MelGeometry  # noqa: E402
 
@@ -22,21 +23,65 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
+# Width of the PDF's text block (A4 less 1.7 cm margins) in inches: figures are drawn at
+# most this wide, so the text in them prints at the size it is set in.
+PRINT_WIDTH_IN = 6.9
+SYNTHETIC_MARK = "SYNTHETIC DATA"
+
+
+def printed_font_sizes(fig) -> list[float]:
+    """Point sizes of every visible text of a drawn figure as the PDF prints it (scaled
+    down where the figure is wider than the text block)."""
+    scale = min(1.0, PRINT_WIDTH_IN / fig.get_figwidth())
+    return [
+        t.get_fontsize() * scale
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.figure is fig
+    ]
+
+
 class FigureSet:
-    """Saves figures into a folder and records them for the manifest."""
+    """Saves figures into a folder and records them for the manifest.
 
-    def __init__(self, folder: Path, dpi: int) -> None:
-        self.folder, self.dpi, self.entries = folder, dpi, []
+    ``marker`` (the synthetic-data mark) is stamped on every figure drawn from the data
+    (``data=True``); each manifest entry records the figure's width and the smallest font
+    size it prints at, so a test can hold every figure to a readable size.
+    """
 
-    def save(self, fig, fig_id: str, caption: str, section: str, **extra: Any) -> None:
+    def __init__(self, folder: Path, dpi: int, marker: str | None = None) -> None:
+        self.folder, self.dpi, self.marker, self.entries = folder, dpi, marker, []
+
+    def save(
+        self, fig, fig_id: str, caption: str, section: str, data: bool = True, **extra: Any
+    ) -> None:
         file = f"{fig_id.removeprefix('fig-')}.png"
+        if self.marker and data:
+            # As the figure's suptitle, so a constrained layout makes room for it.
+            fig.suptitle(
+                self.marker,
+                x=0.995,
+                y=0.998,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color="#a04000",
+                weight="bold",
+            )
         # No bbox_inches="tight": every figure lays itself out (constrained layout or set
         # margins), and "tight" draws each figure twice.
         fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
+        sizes = printed_font_sizes(fig)  # after the draw: tick labels exist only then
+        entry = {
+            "id": fig_id,
+            "file": file,
+            "caption": caption,
+            "section": section,
+            "width_in": round(float(fig.get_figwidth()), 2),
+            "min_font_pt": round(min(sizes), 2) if sizes else None,
+            **extra,
+        }
         plt.close(fig)
-        self.entries.append(
-            {"id": fig_id, "file": file, "caption": caption, "section": section, **extra}
-        )
+        self.entries.append(entry)
 
 
 def label_mel_axis(ax, geometry: MelGeometry, axis: str = "y") -> None:
@@ -44,17 +89,17 @@ def label_mel_axis(ax, geometry: MelGeometry, axis: str = "y") -> None:
     bins = np.linspace(0, geometry.n_mels - 1, 5).round().astype(int)
     labels = [f"{b} ({geometry.bin_to_hz(b):.0f})" for b in bins]
     if axis == "y":
-        ax.set_yticks(bins, labels, fontsize=6)
+        ax.set_yticks(bins, labels, fontsize=7)
         ax.set_ylabel("mel bin (Hz)", fontsize=7)
     else:
-        ax.set_xticks(bins, labels, fontsize=6)
+        ax.set_xticks(bins, labels, fontsize=7)
         ax.set_xlabel("mel bin (Hz)", fontsize=7)
 
 
 def label_frame_axis(ax, geometry: MelGeometry) -> None:
     """Frame ticks labelled with the frame and its time: ``160 (5.1)`` = frame 160, 5.1 s."""
     frames = np.arange(0, geometry.target_T + 1, max(1, round(geometry.target_T / 3.2, -1)))
-    ax.set_xticks(frames, [f"{f} ({geometry.frame_to_seconds(f):.1f})" for f in frames], fontsize=6)
+    ax.set_xticks(frames, [f"{f} ({geometry.frame_to_seconds(f):.1f})" for f in frames], fontsize=7)
     ax.set_xlabel("frame (s)", fontsize=7)
 
 
@@ -64,7 +109,7 @@ def show_map(ax, image, title, cmap, geometry=None, symmetric=False, **kw):
         kw.update(vmin=-limit, vmax=limit)
     im = ax.imshow(image, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest", **kw)
     ax.set_title(title, fontsize=8)
-    ax.tick_params(labelsize=6)
+    ax.tick_params(labelsize=7)
     if geometry is not None:
         label_frame_axis(ax, geometry)
         label_mel_axis(ax, geometry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -45,6 +46,37 @@ def md_escape(value: Any) -> str:
     line breaks shown as ``\\n`` (a file name may hold one; it would split a table row)."""
     text = str(value).replace("\r", "\\r").replace("\n", "\\n")
     return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_code(value: Any) -> str:
+    """``value`` verbatim as an inline code span: fenced with more backticks than it holds
+    (no backslash escapes, which a code span would print)."""
+    text = str(value).replace("\r", "\\r").replace("\n", "\\n")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def typst_text(value: Any) -> str:
+    """Text safe inside a Typst content block ``[...]``: its markup characters escaped."""
+    return re.sub(r"([\\\[\]#*_`$<>@~/=\-])", r"\\\1", str(value).replace("\n", " "))
+
+
+def span(values: Any, spec: str = ".2g") -> str:
+    """A 10th–90th percentile pair as ``lo–hi`` (one number where they agree); "–" if absent."""
+    if not values:
+        return "–"
+    cast = int if spec.endswith("d") else float
+    lo, hi = (format(cast(v), spec) for v in values)
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def khz(values: Any) -> str:
+    """A pair of frequencies in Hz as a kHz range with two significant digits."""
+    if not values:
+        return "–"
+    return span([float(v) / 1000 for v in values], ".2g")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -120,6 +152,10 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
     env.filters["num"] = fmt
     env.filters["sig"] = significant
+    env.filters["code"] = md_code
+    env.filters["typst_text"] = typst_text
+    env.filters["span"] = span
+    env.filters["khz"] = khz
     # Identifiers shown with spaces so long names (narrow_band_few_segments) wrap in table cells.
     env.filters["label"] = lambda v: md_escape(str(v).replace("_", " "))
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
@@ -135,8 +171,15 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.communicate()
 
 
-def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
-    """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler."""
+def render_with_pandoc(
+    qmd: Path, out_dir: Path, formats: list[str], timestamp: int | None = None
+) -> list[Path]:
+    """HTML via pandoc (self-contained); PDF via pandoc -> Typst -> the typst compiler.
+
+    ``timestamp`` (seconds since the epoch) is the PDF's creation date, so two renders of the
+    same inputs give the same bytes; None takes the clock. The contents list is the HTML's
+    (the PDF's first page is the answer; its viewer lists the headings as bookmarks).
+    """
     pandoc = pandoc_path()
     lua = (qmd.parent / "crossref.lua").resolve()
     common = [
@@ -146,8 +189,6 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
         f"--lua-filter={(qmd.parent / 'tabsets.lua').resolve()}",
         f"--lua-filter={lua}",
         "--number-sections",
-        "--toc",
-        "--toc-depth=2",
     ]
     made = []
     with contextlib.ExitStack() as stack:
@@ -159,6 +200,8 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
                 *common,
                 "--to=html5",
                 "--standalone",
+                "--toc",
+                "--toc-depth=2",
                 "--embed-resources",
                 "--mathml",
                 f"--css={(qmd.parent / 'style.css').resolve()}",
@@ -181,7 +224,12 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
             ]
             subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
             with atomic_path(out_dir / "report.pdf") as tmp_pdf:
-                typst.compile(str(typ), output=str(tmp_pdf), root=str(qmd.parent.resolve()))
+                typst.compile(
+                    str(typ),
+                    output=str(tmp_pdf),
+                    root=str(qmd.parent.resolve()),
+                    timestamp=timestamp,
+                )
             made.append(out_dir / "report.pdf")
         if html is not None:
             cmd, proc = html
@@ -192,7 +240,13 @@ def render_with_pandoc(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
     return made
 
 
-def render_with_quarto(qmd: Path, out_dir: Path, formats: list[str]) -> list[Path]:
+def render_with_quarto(
+    qmd: Path, out_dir: Path, formats: list[str], timestamp: int | None = None
+) -> list[Path]:
+    """Both formats with the Quarto CLI (its Typst honours ``SOURCE_DATE_EPOCH``)."""
+    env = dict(os.environ)
+    if timestamp is not None:
+        env["SOURCE_DATE_EPOCH"] = str(timestamp)
     made = []
     for fmt_name, target in (("html", "html"), ("pdf", "typst")):
         if fmt_name in formats:
@@ -201,6 +255,7 @@ def render_with_quarto(qmd: Path, out_dir: Path, formats: list[str]) -> list[Pat
                 ["quarto", "render", qmd.name, "--to", target, "--output", out.name],
                 cwd=qmd.parent,
                 check=True,
+                env=env,
             )
             shutil.move(qmd.parent / out.name, out)
             made.append(out)

@@ -7,8 +7,10 @@ writes ``report/report.qmd`` and renders it (:mod:`analysis.render`).
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -45,7 +47,9 @@ from analysis.render import (
 from analysis.report_text import (
     data_found,
     describe_fit,
+    evidence_words,
     findings,
+    lead_sentence,
     shareable_path,
     strategy_call,
     training_code_call,
@@ -85,17 +89,31 @@ def git_state(cwd: Path = Path(".")) -> dict[str, Any]:
         "commit": commit or "unknown (not a git checkout)",
         "dirty": dirty,
         "commit_date": run("log", "-1", "--format=%cs") if commit else "",
+        "commit_epoch": run("log", "-1", "--format=%ct") if commit else "",
     }
 
 
-def report_date(git: dict[str, Any]) -> str:
-    """The date printed on the report: ``SOURCE_DATE_EPOCH`` when set, else the commit's date,
-    else today. Never the wall clock where a reproducible date exists, so the same inputs give
-    the same report."""
+def report_epoch(git: dict[str, Any]) -> int | None:
+    """The report's moment, for its printed date and the PDF's dates: ``SOURCE_DATE_EPOCH``
+    when set, else the commit's time; None outside a git checkout (then: now)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if epoch.isdigit():
-        return _dt.datetime.fromtimestamp(int(epoch), _dt.UTC).date().isoformat()
-    return git.get("commit_date") or _dt.date.today().isoformat()
+        return int(epoch)
+    commit = str(git.get("commit_epoch") or "").strip()
+    return int(commit) if commit.isdigit() else None
+
+
+def report_date(git: dict[str, Any]) -> str:
+    """The date printed on the report, labelled with where it comes from: ``SOURCE_DATE_EPOCH``
+    when set, else the commit's date, else today. Never the wall clock where a reproducible
+    date exists, so the same inputs give the same report."""
+    epoch = report_epoch(git)
+    if epoch is None:
+        return f"Rendered {_dt.date.today().isoformat()} (not a git checkout)"
+    day = _dt.datetime.fromtimestamp(epoch, _dt.UTC).date().isoformat()
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit():
+        return f"Date (SOURCE_DATE_EPOCH): {day}"
+    return f"Date of commit {git['commit'][:12]}: {day}"
 
 
 def package_versions() -> dict[str, str]:
@@ -127,8 +145,37 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
         "localization": {
             t: read_localization_summary(build_dir / "localization", t) for t in machine_types
         },
-        "power": read_power(build_dir),
+        "power": power_context(read_power(build_dir)),
     }
+
+
+def power_context(power: dict[str, Any]) -> dict[str, Any]:
+    """``power.json`` with the planted patterns listed once (the columns of its table)."""
+    patterns: list[str] = []
+    for summary in power["types"].values():
+        for pattern in summary.get("detection_limits", {}):
+            if pattern not in patterns:
+                patterns.append(pattern)
+    return {**power, "patterns": patterns}
+
+
+# The raw tables the HTML report carries as downloads (file under build/, what it holds).
+DOWNLOADS = (
+    ("recommendations.csv", "every fitted row, its scores and verdict"),
+    ("scores.csv", "the held-out score of every candidate per machine type"),
+    ("power.csv", "detection power per machine type, pattern and strength"),
+)
+
+
+def downloads(build_dir: Path) -> list[dict[str, str]]:
+    """The raw CSVs as data URIs (the HTML file stays self-contained)."""
+    out = []
+    for name, what in DOWNLOADS:
+        path = build_dir / name
+        if path.is_file():
+            encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+            out.append({"name": name, "what": what, "uri": f"data:text/csv;base64,{encoded}"})
+    return out
 
 
 def results_context(build_dir: Path, figures_dir: Path, geometry: MelGeometry) -> dict[str, Any]:
@@ -143,13 +190,16 @@ def results_context(build_dir: Path, figures_dir: Path, geometry: MelGeometry) -
         figures_by_section.setdefault(entry["section"], []).append(entry)
     rows = recs["rows"]
     type_rows = [r for r in rows if r["machine_id"] == "all"]
-    for r in type_rows:
+    for r in rows:
         if is_ok(r):
             r["summary_words"] = describe_fit(r, geometry.target_T)
     return {
         "rows": rows,
         "type_rows": type_rows,
         "id_rows": [r for r in rows if r["machine_id"] != "all"],
+        "lacking_types": [r["machine_type"] for r in type_rows if not is_ok(r)],
+        "lead": lead_sentence(type_rows),
+        "n_masks_described": next((r["drawn"]["n_masks"] for r in type_rows if is_ok(r)), 0),
         "score_definition": recs["score_definition"],
         "presets": shareable_presets(presets_meta["presets"]),
         "preset_names": list(presets_meta["presets"]),
@@ -191,7 +241,12 @@ def build_context(
         **results_context(build_dir, figures_dir, geometry),
         "title": params["report"]["title"],
         "author": params["report"]["author"],
-        "date": report_date(git),
+        "date_label": report_date(git),
+        "epoch": report_epoch(git),
+        "downloads": downloads(build_dir),
+        "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest()
+        if Path(params_path).is_file()
+        else "–",
         "geometry": geometry,
         "n_mels": geometry.n_mels,
         "T": geometry.target_T,
@@ -214,6 +269,15 @@ def build_context(
         for t in context["machine_types"]
     }
     context["findings"] = findings(context)
+    synthetic_words = context["any_synthetic"]
+    context["anomalies"] = "anomalies in the test clips" if synthetic_words else "real anomalies"
+    context["anomaly_clips"] = "anomalous test clips" if synthetic_words else "real anomalous clips"
+    context["evidence_words"] = {
+        r["machine_type"]: evidence_words(
+            r, context["id_rows"], context["localization"][r["machine_type"]]
+        )
+        for r in context["type_rows"]
+    }
     return context
 
 
@@ -239,9 +303,13 @@ def report(
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         if engine == "quarto":
-            made = render_with_quarto(qmd, out_dir, params["report"]["formats"])
+            made = render_with_quarto(
+                qmd, out_dir, params["report"]["formats"], timestamp=context["epoch"]
+            )
         else:
-            made = render_with_pandoc(qmd, out_dir, params["report"]["formats"])
+            made = render_with_pandoc(
+                qmd, out_dir, params["report"]["formats"], timestamp=context["epoch"]
+            )
     except subprocess.CalledProcessError as err:
         raise RuntimeError(
             f"rendering failed: {' '.join(map(str, err.cmd[:3]))}...\n{err.stderr or ''}"

@@ -38,8 +38,9 @@ def describe_drawn(drawn: dict[str, Any]) -> str:
     )
     full = drawn["full_clip_share"]
     cover = _range([100 * v for v in drawn["full_clip_coverage"] or []], ".0f", " %")
+    count = _range(drawn["segments_per_mask"], ".0f")
     segments = (
-        f"{_range(drawn['segments_per_mask'], '.0f')} segments of "
+        f"{count} segment{'' if count == '1' else 's'} of "
         f"{_range(drawn['segment_seconds'], '.2g', ' s')}"
     )
     if full >= 0.995:
@@ -56,9 +57,24 @@ def describe_fit(row: dict[str, Any], T: int) -> str:
     so and names its IDs' weights. ``T`` (frames per clip) is kept for callers' symmetry."""
     words = describe_drawn(row["drawn"])
     if row.get("form") == "mixture":
-        parts = ", ".join(f"{c['machine_id']} {c['weight']:.0%}" for c in row["mixture"])
-        return f"a mixture of its IDs' own settings ({parts}): {words}"
+        return f"mixture of {len(row['mixture'])} IDs' settings: {words}"
     return words
+
+
+def _call(cls: str, args: list[str], width: int = 88) -> str:
+    """``strategy = cls(...)`` with the arguments packed into lines of at most ``width``
+    characters (a short, valid call to paste)."""
+    lines, line = [], ""
+    for arg in args:
+        piece = f"{arg},"
+        if line and len(line) + 1 + len(piece) > width - 4:
+            lines.append(line)
+            line = piece
+        else:
+            line = f"{line} {piece}" if line else piece
+    lines.append(line)
+    body = "".join(f"    {x}\n" for x in lines)
+    return f"from analysis.strategies import {cls}\n\nstrategy = {cls}(\n{body})"
 
 
 def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | None = None) -> str:
@@ -75,10 +91,7 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
         q_text = f"({q[0]}, {q[1]})"
     args = [f"({n_mels}, {T})", q_text, str(n_mels), str(T)]
     args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
-    return (
-        "from analysis.strategies import AudioSpecificStrategy\n\n"
-        "strategy = AudioSpecificStrategy(\n    " + ",\n    ".join(args) + ",\n)"
-    )
+    return _call("AudioSpecificStrategy", args)
 
 
 def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str, list[str]]:
@@ -127,11 +140,7 @@ def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str,
             f"{_span(row['min_seg_len'], row['max_seg_len'])} frames; the training code draws "
             f"2..max_segments of {T // 10}–{T // 3})"
         )
-    call = (
-        "from analysis.strategies import TrainingAudioStrategy\n\n"
-        "strategy = TrainingAudioStrategy(\n    " + ",\n    ".join(args) + ",\n)"
-    )
-    return call, lost
+    return _call("TrainingAudioStrategy", args), lost
 
 
 def shareable_path(path: str, root: Path | None = None) -> str:
@@ -248,20 +257,64 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
         claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
     floor = f"{row['score_floor']:.3g}"
     return (
-        head + f"{claim} (score difference fitted − {best} {diff}; the real-vs-real floor is "
+        head + f"{claim} (score difference fitted − {best} {diff}; the floor is "
         f"{floor}, '{best}' scores {row[f'score_{best}']:.3g})."
+    )
+
+
+def negative_control_words(loc: dict[str, Any]) -> str:
+    """What the negative control (normal clips posing as anomalous) found across a type's IDs."""
+    tested, flagged = 0, []
+    for mid, summary in loc["ids"].items():
+        control = (summary.get("id_level") or {}).get("negative_control")
+        if control is None:
+            continue
+        tested += 1
+        if control.get("found"):
+            flagged.append(mid)
+    if not tested:
+        return "negative control not run (too few normal clips)"
+    if not flagged:
+        return f"control clean in {tested}/{tested} IDs"
+    return (
+        f"control found a region in {', '.join(flagged)} (left out of every fit), clean in "
+        f"{tested - len(flagged)}/{tested}"
+    )
+
+
+def evidence_words(
+    type_row: dict[str, Any], id_rows: list[dict[str, Any]], loc: dict[str, Any]
+) -> str:
+    """A type's evidence in one cell: which localization found its IDs' regions, and the
+    negative control ("clip level in 3 IDs, ID level in 1; negative control clean in 4 of 4 IDs")."""
+    mine = [r for r in id_rows if r["machine_type"] == type_row["machine_type"]]
+    used = [r["evidence"] for r in mine if r.get("status") == "ok"]
+    counts = {level: used.count(level) for level in ("clip-level", "ID-level") if level in used}
+    if counts:
+        levels = ", ".join(
+            f"{level.replace('-', ' ')} in {n} ID{'s' if n != 1 else ''}"
+            for level, n in counts.items()
+        )
+    elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
+        levels = f"{type_row['evidence'].replace('-', ' ')} (pooled over its IDs)"
+    else:
+        levels = f"too little in all {len(loc['ids'])} IDs"
+    return f"{levels}; {negative_control_words(loc)}"
+
+
+def lead_sentence(type_rows: list[dict[str, Any]]) -> str:
+    """The sentence above the answer table when no machine type has a fit (else empty)."""
+    if any(r.get("status") == "ok" for r in type_rows):
+        return ""
+    return (
+        "Nothing to recommend in this run: no machine type has enough evidence of where its "
+        "anomalies sit for a fit, so no preset can be judged against them."
     )
 
 
 def findings(context: dict[str, Any]) -> list[str]:
     """The first page's summary, written from the numbers."""
     out = []
-    if not any(r.get("status") == "ok" for r in context["type_rows"]):
-        out.append(
-            "Nothing to recommend in this run: no machine type has enough evidence of where its "
-            "anomalies sit for a fit, so no preset can be judged against them (each type's "
-            "reason is below)."
-        )
     for t in context["machine_types"]:
         out.append(context["descriptions"][t])
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
@@ -286,9 +339,12 @@ def findings(context: dict[str, Any]) -> list[str]:
         )
         for r in ok:
             out.append(comparison_sentence(r, context["T"]))
-    lacking = [r for r in context["type_rows"] if r.get("status") != "ok"]
-    for r in lacking:
-        out.append(f"{r['machine_type']}: {r['status']}.")
+    lacking = [r["machine_type"] for r in context["type_rows"] if r.get("status") != "ok"]
+    if lacking:
+        out.append(
+            f"Not enough evidence for a fit: {', '.join(lacking)} (the reason per machine ID is "
+            "in the recommendations per machine ID)."
+        )
     worst = max(context["fidelity"], key=lambda r: float(r["vanished_share"]), default=None)
     if worst and float(worst["vanished_share"]) > 0:
         out.append(

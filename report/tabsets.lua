@@ -55,7 +55,24 @@ local function tabset(div)
   return out
 end
 
+-- Quarto's conditional content for plain pandoc: a Div of class `content-visible` with
+-- `when-format="html"` (or `unless-format="html"`) is kept only in that output.
+local function conditional(div)
+  local is_html = FORMAT:match("html") ~= nil
+  local when, unless = div.attributes["when-format"], div.attributes["unless-format"]
+  if when and (when == "html") ~= is_html then
+    return {}
+  end
+  if unless and (unless == "html") == is_html then
+    return {}
+  end
+  return div.content
+end
+
 function Div(div)
+  if div.classes:includes("content-visible") then
+    return conditional(div)
+  end
   if FORMAT:match("html") and div.classes:includes("panel-tabset") then
     return tabset(div)
   end

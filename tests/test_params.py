@@ -109,10 +109,12 @@ def test_invalid_yaml(tmp_path):
 def test_report_date_is_reproducible(monkeypatch):
     from analysis.report import report_date
 
+    git = {"commit": "0123456789abcdef", "commit_epoch": "1577970000"}  # 2020-01-02 13:00 UTC
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 22:13:20 UTC
-    assert report_date({"commit_date": "2020-01-02"}) == "2023-11-14"
+    assert report_date(git) == "Date (SOURCE_DATE_EPOCH): 2023-11-14"
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
-    assert report_date({"commit_date": "2020-01-02"}) == "2020-01-02"
+    assert report_date(git) == "Date of commit 0123456789ab: 2020-01-02"
+    assert report_date({"commit": "unknown"}).endswith("(not a git checkout)")
 
 
 def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedProcess:

@@ -89,8 +89,9 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("project"))
 
 
-def make_project(work: Path, **overrides) -> Path:
-    """A throwaway copy of the project on tiny params (``overrides``: more params), in git."""
+def make_project(work: Path, tiny: bool = True, **overrides) -> Path:
+    """A throwaway copy of the project in git, on tiny params unless ``tiny`` is False
+    (``overrides``: more params)."""
     for name in PROJECT_FILES:
         src = ROOT / name
         dst = work / name
@@ -99,7 +100,7 @@ def make_project(work: Path, **overrides) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dst)
-    tiny = {
+    small = {
         "data.machine_types": ["fan", "valve"],
         "synthetic.ids_per_type": 2,
         "synthetic.train_clips_per_id": 3,
@@ -118,7 +119,7 @@ def make_project(work: Path, **overrides) -> Path:
         "figures.dpi": 60,
         "figures.n_mask_samples": 3,
     }
-    for key, value in {**tiny, **overrides}.items():
+    for key, value in {**(small if tiny else {}), **overrides}.items():
         set_param(work, key, value)
     sh(work, "git", "init", "-q")
     sh(work, sys.executable, "-m", "dvc", "init", "-q")
