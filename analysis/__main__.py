@@ -55,6 +55,12 @@ def _recommend(params: dict[str, Any], args: argparse.Namespace) -> None:
     recommend(params)
 
 
+def _downstream(params: dict[str, Any], args: argparse.Namespace) -> None:
+    from analysis.downstream import downstream
+
+    downstream(params)
+
+
 def _figures(params: dict[str, Any], args: argparse.Namespace) -> None:
     from analysis.figures import figures
 
@@ -97,6 +103,10 @@ STAGES: dict[str, tuple[Callable, str]] = {
     ),
     "masks": (_masks, "draw masks for every preset, statistics and resize fidelity (build/masks/)"),
     "recommend": (_recommend, "score presets and fit parameter ranges (build/recommendations.*)"),
+    "downstream": (
+        _downstream,
+        "proxy detectors trained with each mask setting: AUC on the test clips (build/downstream.*)",
+    ),
     "figures": (_figures, "draw the report's figures (report/figures/)"),
     "report": (_report, "render the report to HTML and PDF (report/_output/)"),
     "check-params": (

@@ -37,7 +37,7 @@ from analysis.artifacts import (  # noqa: E402
     write_manifest,
 )
 from analysis.checks import check_colormaps  # noqa: E402
-from analysis.io import atomic_dir, log  # noqa: E402
+from analysis.io import atomic_dir, log, read_json  # noqa: E402
 from analysis.localization.maps import truth_map  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
 from analysis.plotting import (  # noqa: E402
@@ -443,6 +443,20 @@ def power_figure(figs, power: dict) -> None:
         ax.minorticks_off()
     grid.set_axis_labels("spike-in strength (within-ID cell SD)", "detected")
     grid.set_titles(row_template="{row_name}", col_template="{col_name}", size=8)
+    # The legend under the panels, so the figure is no wider than the printed page.
+    sns.move_legend(
+        grid, "lower center", bbox_to_anchor=(0.5, 0.0), ncol=6, frameon=False, title=None
+    )
+    height = grid.figure.get_figheight() + 0.3
+    grid.figure.set_size_inches(PRINT_WIDTH_IN, height)
+    grid.figure.subplots_adjust(
+        left=0.75 / PRINT_WIDTH_IN,
+        right=1 - 0.45 / PRINT_WIDTH_IN,
+        bottom=0.85 / height,
+        top=1 - 0.35 / height,
+        wspace=0.15,
+        hspace=0.35,
+    )
     figs.save(
         grid.figure,
         "fig-power",
@@ -549,6 +563,53 @@ def forest_figure(figs, recs: list[dict], machine_types: list[str], ci_level: fl
         "against the current one. An interval left of the zero line means the first is closer "
         "to the anomalies in the test clips; one that crosses it means not distinguishable.",
         "summary",
+    )
+
+
+def downstream_figure(figs, record: dict[str, Any]) -> None:
+    """Proxy-detector AUC per setting and machine type with intervals (left), and AUC
+    against the held-out mask score (right: lower score = closer masks)."""
+    rows = [
+        (t, name, v)
+        for t, summary in record["types"].items()
+        for name, v in summary["settings"].items()
+    ]
+    if not rows:
+        return
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(PRINT_WIDTH_IN, 0.16 * len(rows) + 1.0), layout="constrained"
+    )
+    names = list(dict.fromkeys(n for _, n, _ in rows))
+    colours = dict(zip(names, sns.color_palette("tab10", len(names)), strict=True))
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, name, v) in zip(y, rows, strict=True):
+        left.plot(v["auc_ci"], [yi, yi], color=colours[name], lw=1.4)
+        left.plot(v["auc"], yi, "o", color=colours[name], ms=3.5)
+    left.axvline(0.5, color="0.3", lw=0.8, ls="--")
+    left.set_yticks(y, [f"{t}: {n.replace('_', ' ')}" for t, n, _ in rows])
+    left.set_xlabel("AUC on the test clips (0.5: chance)")
+    for t, name, v in rows:
+        if v.get("mask_score") is not None:
+            right.plot(v["mask_score"], v["auc"], "o", color=colours[name], ms=4)
+            right.annotate(
+                t,
+                (v["mask_score"], v["auc"]),
+                fontsize=7,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
+    right.axhline(0.5, color="0.3", lw=0.8, ls="--")
+    right.set_xlabel("held-out mask score (lower: closer)")
+    right.set_ylabel("AUC")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[n], label=n) for n in names]
+    right.legend(handles=handles, fontsize=7, loc="best")
+    figs.save(
+        fig,
+        "fig-downstream",
+        f"Proxy detectors trained with each mask setting: AUC on the test clips with "
+        f"{record['ci_level']:.0%} intervals (test clips and training seeds resampled), and "
+        "AUC against the held-out mask score of the same setting.",
+        "downstream",
     )
 
 
@@ -761,6 +822,9 @@ def figures(
     jobs.append((score_heatmap_figure, inp.recs, list(inp.presets)))
     jobs.append((forest_figure, inp.recs, inp.machine_types, inp.ci_level))
     jobs.append((power_figure, read_power(build_dir)))
+    downstream_record = read_json(build_dir / "downstream.json")
+    if downstream_record.get("enabled"):
+        jobs.append((downstream_figure, downstream_record))
     with atomic_dir(out_dir) as tmp:
         marker = SYNTHETIC_MARK if inp.synthetic else None
         tasks = [(tmp, inp.cfg["dpi"], marker, job) for job in jobs]

@@ -262,6 +262,24 @@ SPEC: dict[str, Any] = {
         "cmap_deviation": Text(),
         "n_jobs": N_JOBS,
     },
+    "downstream": {
+        "enabled": Flag(),
+        "presets": ListOf(Text()),
+        "seeds": Num(int, 1, 100),
+        "seed": Num(int, 0),
+        "perturbation": Text(("shifted_copy", "additive")),
+        "additive_sd": ListOf(Num(float, 0.0, 100.0, lo_open=True)),
+        "max_shift_bins": _positive_int(64),
+        "steps": _positive_int(100000),
+        "batch_size": _positive_int(1024),
+        "learning_rate": Num(float, 0.0, 1.0, lo_open=True),
+        "channels": Num(int, 4, 256),
+        "score_quantile": Num(float, 0.5, 1.0),
+        "max_train_clips_per_id": _positive_int(),
+        "n_bootstrap": Num(int, 10),
+        "ci_level": Num(float, 0.5, 0.999),
+        "n_jobs": N_JOBS,
+    },
     "report": {
         "title": Text(max_len=TITLE_MAX_CHARS),
         "author": Text(max_len=TITLE_MAX_CHARS),
@@ -393,6 +411,23 @@ def _cross_checks(p: dict) -> None:
                 low = preset.get(lo, DSR_PERLIN_DEFAULTS[lo])
                 high = preset.get(hi, DSR_PERLIN_DEFAULTS[hi])
                 require(low <= high, f"{key}.{lo}", f"{low} is above {key}.{hi} = {high}")
+    down = p["downstream"]
+    for name in down["presets"]:
+        require(
+            name == "fitted" or name in p["masks"]["presets"],
+            "downstream.presets",
+            f"{name!r} is neither 'fitted' nor a preset in masks.presets",
+        )
+    require(
+        "training_today" in down["presets"],
+        "downstream.presets",
+        "must include training_today (every setting is compared with it)",
+    )
+    require(
+        len(down["additive_sd"]) == 2 and down["additive_sd"][0] <= down["additive_sd"][1],
+        "downstream.additive_sd",
+        "must be [low, high] with low <= high",
+    )
 
 
 def validate_params(raw: Any) -> dict[str, Any]:

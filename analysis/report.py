@@ -33,7 +33,7 @@ from analysis.artifacts import (
 )
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
-from analysis.io import log, write_text
+from analysis.io import log, read_json, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
 from analysis.render import (
@@ -146,6 +146,7 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
             t: read_localization_summary(build_dir / "localization", t) for t in machine_types
         },
         "power": power_context(read_power(build_dir)),
+        "downstream": read_json(build_dir / "downstream.json"),
     }
 
 

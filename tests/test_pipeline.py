@@ -30,6 +30,7 @@ ALL_STAGES = {
     "power",
     "masks",
     "recommend",
+    "downstream",
     "figures",
     "report",
 }
@@ -275,12 +276,21 @@ def test_noop_repro_runs_nothing(cold):
     [
         ("report.title", "Another title", {"report"}),
         ("figures.dpi", 61, {"figures", "report"}),
-        ("recommend.n_bootstrap", 21, {"recommend", "figures", "report"}),
-        ("masks.n_masks", 101, {"masks", "recommend", "figures", "report"}),
+        # downstream reads the recommendations and masks (when off: a second, same output)
+        ("recommend.n_bootstrap", 21, {"recommend", "downstream", "figures", "report"}),
+        ("masks.n_masks", 101, {"masks", "recommend", "downstream", "figures", "report"}),
         (
             "localization.clip_false_region_rate",
             0.04,
-            {"localize@fan", "localize@valve", "power", "recommend", "figures", "report"},
+            {
+                "localize@fan",
+                "localize@valve",
+                "power",
+                "recommend",
+                "downstream",
+                "figures",
+                "report",
+            },
         ),
         (
             "features.fmin",
@@ -293,6 +303,7 @@ def test_noop_repro_runs_nothing(cold):
                 "localize@valve",
                 "power",
                 "recommend",
+                "downstream",
                 "figures",
                 "report",
             },
@@ -335,7 +346,10 @@ def test_template_change_reruns_only_the_report(cold):
     [
         # Only the stages that draw masks run the Perlin code (the band engine imports it for
         # perlin_prob > 0); the params check, the data and the localization do not.
-        ("analysis/strategies/perlin.py", {"masks", "recommend", "figures", "report"}),
+        (
+            "analysis/strategies/perlin.py",
+            {"masks", "recommend", "downstream", "figures", "report"},
+        ),
         # The clip-level method is run by localize and power only; their outputs are the same
         # bytes after a comment, so nothing downstream reruns.
         ("analysis/localization/clip_level.py", {"localize@fan", "localize@valve", "power"}),
