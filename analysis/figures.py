@@ -45,6 +45,8 @@ from analysis.plotting import (  # noqa: E402
     SYNTHETIC_MARK,
     FigureSet,
     binary_map_grid,
+    label_frame_axis,
+    label_mel_axis,
     slug,
 )
 from analysis.regions import SCORE_FEATURES, score_transform  # noqa: E402
@@ -72,28 +74,6 @@ class IdPanel:
     clip_regions: np.ndarray | None  # union of its clips' regions
     pooled: np.ndarray | None  # the ID-level (pooled) region
     truth: np.ndarray | None  # the injected ground truth (synthetic data only)
-
-
-def _seconds_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
-    """Time ticks in whole seconds, on the bottom row only (ticks are most of a small
-    multiple's drawing time, and the panels share their axes)."""
-    if not show:
-        ax.set_xticks([])
-        return
-    seconds = np.arange(0, geometry.frame_to_seconds(geometry.target_T) + 1e-9, 2.0)
-    frames = [s * geometry.sr / geometry.hop_length for s in seconds]
-    ax.set_xticks(frames, [f"{s:g}" for s in seconds])
-    ax.set_xlabel("time (s)")
-
-
-def _hz_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
-    """Mel-bin ticks labelled with their centre frequency in kHz, on the left column only."""
-    if not show:
-        ax.set_yticks([])
-        return
-    bins = np.linspace(0, geometry.n_mels - 1, 5).round().astype(int)
-    ax.set_yticks(bins, [f"{geometry.bin_to_hz(b) / 1000:.1f}" for b in bins])
-    ax.set_ylabel("frequency (kHz)")
 
 
 def type_localization_figure(
@@ -143,8 +123,8 @@ def type_localization_figure(
                     linestyles=style,
                 )
         ax.set_title(f"{panel.machine_id}: {panel.n_regions}/{panel.n_anomaly} clips", fontsize=8)
-        _seconds_axis(ax, geometry, show=k // cols == rows - 1)
-        _hz_axis(ax, geometry, show=k % cols == 0)
+        label_frame_axis(ax, geometry, show=k // cols == rows - 1)
+        label_mel_axis(ax, geometry, show=k % cols == 0)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     cax = fig.add_axes(
@@ -211,8 +191,8 @@ def seed_panels_figure(
                 interpolation="nearest",
             )
             ax.set_title(f"{machine_id}: {title}", fontsize=7)
-            _seconds_axis(ax, geometry, show=r == len(ids) - 1)
-            _hz_axis(ax, geometry, show=c == 0)
+            label_frame_axis(ax, geometry, show=r == len(ids) - 1)
+            label_mel_axis(ax, geometry, show=c == 0)
     figs.save(
         fig,
         f"fig-seed-{slug(machine_type)}",

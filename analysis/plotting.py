@@ -84,36 +84,27 @@ class FigureSet:
         self.entries.append(entry)
 
 
-def label_mel_axis(ax, geometry: MelGeometry, axis: str = "y") -> None:
-    """Mel-bin ticks labelled with the bin and its centre frequency: ``40 (828)`` = bin 40, 828 Hz."""
+def label_frame_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
+    """Time ticks in whole seconds on the frame axis; with ``show`` False none at all (a
+    small multiple off the bottom row: ticks are most of its drawing time)."""
+    if not show:
+        ax.set_xticks([])
+        return
+    seconds = np.arange(0, geometry.frame_to_seconds(geometry.target_T) + 1e-9, 2.0)
+    frames = [s * geometry.sr / geometry.hop_length for s in seconds]
+    ax.set_xticks(frames, [f"{s:g}" for s in seconds])
+    ax.set_xlabel("time (s)")
+
+
+def label_mel_axis(ax, geometry: MelGeometry, show: bool = True) -> None:
+    """Mel-bin ticks labelled with their centre frequency in kHz; with ``show`` False none
+    (a small multiple off the left column)."""
+    if not show:
+        ax.set_yticks([])
+        return
     bins = np.linspace(0, geometry.n_mels - 1, 5).round().astype(int)
-    labels = [f"{b} ({geometry.bin_to_hz(b):.0f})" for b in bins]
-    if axis == "y":
-        ax.set_yticks(bins, labels, fontsize=7)
-        ax.set_ylabel("mel bin (Hz)", fontsize=7)
-    else:
-        ax.set_xticks(bins, labels, fontsize=7)
-        ax.set_xlabel("mel bin (Hz)", fontsize=7)
-
-
-def label_frame_axis(ax, geometry: MelGeometry) -> None:
-    """Frame ticks labelled with the frame and its time: ``160 (5.1)`` = frame 160, 5.1 s."""
-    frames = np.arange(0, geometry.target_T + 1, max(1, round(geometry.target_T / 3.2, -1)))
-    ax.set_xticks(frames, [f"{f} ({geometry.frame_to_seconds(f):.1f})" for f in frames], fontsize=7)
-    ax.set_xlabel("frame (s)", fontsize=7)
-
-
-def show_map(ax, image, title, cmap, geometry=None, symmetric=False, **kw):
-    if symmetric:
-        limit = float(np.nanmax(np.abs(image))) or 1.0
-        kw.update(vmin=-limit, vmax=limit)
-    im = ax.imshow(image, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest", **kw)
-    ax.set_title(title, fontsize=8)
-    ax.tick_params(labelsize=7)
-    if geometry is not None:
-        label_frame_axis(ax, geometry)
-        label_mel_axis(ax, geometry)
-    return im
+    ax.set_yticks(bins, [f"{geometry.bin_to_hz(b) / 1000:.1f}" for b in bins])
+    ax.set_ylabel("frequency (kHz)")
 
 
 def map_mosaic(

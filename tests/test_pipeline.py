@@ -226,6 +226,50 @@ def test_two_queued_experiments_are_compared_by_dvc_exp_show(cold, tmp_path):
     assert "failed to load" not in diff.stdout + diff.stderr
 
 
+def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tmp_path):
+    """Off in the default run (the report says how to turn it on); on, a few-step budget
+    trains every (type, setting, seed), and the report shows its section and page-1 column."""
+    import json
+
+    project = tmp_path / "copy"
+    shutil.copytree(cold[0], project, symlinks=True)
+    html = (project / "report/_output/report.html").read_text()
+    assert "dvc exp run -S downstream.enabled=true" in html
+    assert json.loads((project / "build/downstream.json").read_text())["enabled"] is False
+    for key, value in {
+        "downstream.enabled": True,
+        "downstream.seeds": 2,
+        "downstream.steps": 5,
+        "downstream.n_bootstrap": 20,
+    }.items():
+        set_param(project, key, value)
+    ran = repro(project)
+    assert ran == {"check_params", "downstream", "figures", "report"}
+    record = json.loads((project / "build/downstream.json").read_text())
+    assert record["enabled"] and set(record["types"]) == {"fan", "valve"}
+    recs = yaml.safe_load((project / "build/recommendations.json").read_text())["rows"]
+    for t, summary in record["types"].items():
+        row = next(r for r in recs if r["machine_type"] == t and r["machine_id"] == "all")
+        expected = {"current", "training_today"} | ({"fitted"} if row["status"] == "ok" else set())
+        assert set(summary["settings"]) == expected
+        for v in summary["settings"].values():
+            assert v["auc_ci"][0] <= v["auc"] <= v["auc_ci"][1]
+    rows = (project / "build/downstream.csv").read_text().splitlines()
+    n_ids = 2  # tiny project: two IDs per type
+    n_settings = sum(len(v["settings"]) for v in record["types"].values())
+    assert len(rows) == 1 + n_settings * 2 * n_ids  # header + per setting, seed and ID
+    qmd = (project / "report/report.qmd").read_text()
+    assert "{#tbl-downstream}" in qmd and "proxy detector (@sec-downstream)" in qmd
+    from analysis.render import md_escape
+
+    first_row = next(x for x in qmd.splitlines() if x.startswith("| [fan]"))
+    assert first_row.rstrip().endswith(f"| {md_escape(record['types']['fan']['sentence'])} |")
+    assert "fig-downstream" in {
+        f["id"]
+        for f in json.loads((project / "report/figures/manifest.json").read_text())["figures"]
+    }
+
+
 @pytest.fixture(scope="module")
 def nothing_found(tmp_path_factory) -> Path:
     """Anomalies 1000 times weaker than realistic: no type can have evidence."""
@@ -601,11 +645,30 @@ def test_watch_reruns_after_a_save_and_stops_on_ctrl_c(cold):
     assert "watch: stopped" in output and proc.returncode == 0
 
 
-@pytest.mark.browser
-def test_real_browser_decodes_every_image(cold, tmp_path):
+def headless_chromium(profile: Path, *extra: str, budget_ms: int = 10000) -> list[str]:
+    """The command of a headless Chromium that fetches nothing and runs a page's scripts for
+    ``budget_ms`` of virtual time (``extra``: more flags); skips the test without Chromium."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("chromium is not installed (Debian package chromium)")
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--virtual-time-budget={budget_ms}",
+        *extra,
+    ]
+
+
+@pytest.mark.browser
+def test_real_browser_decodes_every_image(cold, tmp_path):
     project, _, _ = cold
     probe = """<script>window.addEventListener('load', () => {
       const imgs = [...document.images];
@@ -617,20 +680,9 @@ def test_real_browser_decodes_every_image(cold, tmp_path):
     page.write_text(
         (project / "report/_output/report.html").read_text().replace("</body>", probe + "</body>")
     )
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-    ]
+    chromium = headless_chromium(tmp_path / "profile")
     dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+        [*chromium, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
     found = re.search(r"images=(\d+) undecoded=(\d+)", dom)
     assert found, dom[-2000:]
@@ -638,7 +690,7 @@ def test_real_browser_decodes_every_image(cold, tmp_path):
     shot = ROOT / "report" / "_output" / "screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [chromium, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+        [*chromium, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
         capture_output=True,
         timeout=120,
     )
@@ -700,9 +752,9 @@ def test_report_navigation_in_a_real_browser(cold, tmp_path, width):
     figures that open enlarged, tables exported as CSV, no request leaving the file, no error."""
     import json
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (Debian package chromium)")
+    chromium = headless_chromium(
+        tmp_path / "profile", "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={width},1000"
+    )
     project, _, _ = cold
     html = (project / "report/_output/report.html").read_text()
     html = html.replace("<head>", "<head>" + SELFTEST_HEAD, 1).replace(
@@ -710,20 +762,8 @@ def test_report_navigation_in_a_real_browser(cold, tmp_path, width):
     )
     page = tmp_path / "report.html"
     page.write_text(html)
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--window-size={width},1000",
-        "--virtual-time-budget=10000",
-    ]
     dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+        [*chromium, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
     found = re.search(r'<pre id="selftest">SELFTEST(.*?)END</pre>', dom, re.S)
     assert found, dom[-2000:]

@@ -11,7 +11,6 @@ import datetime
 import html as html_lib
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_pipeline import make_project, repro, sh
+from tests.test_pipeline import headless_chromium, make_project, repro, sh
 
 pytestmark = pytest.mark.slow
 
@@ -182,9 +181,9 @@ def browser_report(page_html: str, width: int, tmp_path: Path) -> dict:
     """The probe's findings after Chromium ran the page's scripts. Headless Chromium has no
     window narrower than 500 px, so a narrow screen is an iframe of that width (its own
     viewport: media queries and ``innerWidth`` are the iframe's)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (Debian package chromium)")
+    chromium = headless_chromium(
+        tmp_path / "profile", f"--window-size={max(width, 500) + 40},1000", budget_ms=15000
+    )
     doc = page_html.replace("</body>", PROBE + "</body>")
     wrapper = (
         "<!doctype html><html><body style='margin:0'>"
@@ -193,19 +192,8 @@ def browser_report(page_html: str, width: int, tmp_path: Path) -> dict:
     )
     page = tmp_path / f"wrapper-{width}.html"
     page.write_text(wrapper)
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--window-size={max(width, 500) + 40},1000",
-        "--virtual-time-budget=15000",
-    ]
     dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180
+        [*chromium, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180
     ).stdout
     found = re.search(r'<pre id="probe">PROBE(.*?)END</pre>', dom, re.S)
     assert found, dom[-1500:]
