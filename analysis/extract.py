@@ -188,12 +188,14 @@ class ChunkResult:
 
 
 def _process_chunk(task: tuple[str, list[str], MelGeometry, float, bool]) -> ChunkResult:
-    return _process_files(*task)
+    return log_mels_of_files(*task)
 
 
-def _process_files(
+def log_mels_of_files(
     root: str, files: list[str], geometry: MelGeometry, min_duration_s: float, keep_logmels: bool
 ) -> ChunkResult:
+    """Load and log-mel ``files`` (relative to ``root``): their log-mels when ``keep_logmels``,
+    else their per-bin moments; a clip that fails to load is listed with its reason."""
     geometry = _geometry(geometry)
     result = ChunkResult(statuses=[])
     total = np.zeros(geometry.n_mels)

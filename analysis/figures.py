@@ -546,13 +546,14 @@ def forest_figure(figs, recs: list[dict], machine_types: list[str], ci_level: fl
     )
 
 
-def downstream_figure(figs, record: dict[str, Any]) -> None:
+def downstream_figure(figs, record: dict[str, Any], machine_types: list[str]) -> None:
     """Proxy-detector AUC per setting and machine type with intervals (left), and AUC
     against the held-out mask score (right: lower score = closer masks)."""
     rows = [
         (t, name, v)
-        for t, summary in record["types"].items()
-        for name, v in summary["settings"].items()
+        for t in machine_types
+        if t in record["types"]
+        for name, v in record["types"][t]["settings"].items()
     ]
     if not rows:
         return
@@ -804,7 +805,7 @@ def figures(
     jobs.append((power_figure, read_power(build_dir)))
     downstream_record = read_json(build_dir / "downstream.json")
     if downstream_record.get("enabled"):
-        jobs.append((downstream_figure, downstream_record))
+        jobs.append((downstream_figure, downstream_record, inp.machine_types))
     with atomic_dir(out_dir) as tmp:
         marker = SYNTHETIC_MARK if inp.synthetic else None
         tasks = [(tmp, inp.cfg["dpi"], marker, job) for job in jobs]

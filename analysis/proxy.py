@@ -5,7 +5,7 @@ normal log-mel (average-pooled onto the ``q_bot`` grid, where DSR replaces codeb
 into which a synthetic anomaly was put inside a mask drawn by a strategy, and learns to
 predict the mask. Half of the training items get no mask (as the training code's zero-mask
 share). A test clip's score is a high quantile of the predicted map over its real frames.
-The DCASE metrics (AUC, pAUC at FPR <= 0.1) and their paired intervals are here too.
+The DCASE metrics and the data preparation are in :mod:`analysis.detection` (no torch).
 
 Perturbations inside the mask (``downstream.perturbation``):
 
@@ -31,8 +31,8 @@ PERTURBATIONS = ("shifted_copy", "additive")
 class ProxyConfig:
     """How one proxy detector is trained and how it scores a clip."""
 
-    steps: int = 80
-    batch_size: int = 16
+    steps: int = 250
+    batch_size: int = 8
     learning_rate: float = 3e-3
     channels: int = 24
     perturbation: str = "shifted_copy"
@@ -66,27 +66,6 @@ class ProxyDetector(torch.nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def pool_to_grid(logmel: np.ndarray, factor: int) -> np.ndarray:
-    """(N, n_mels, T) log-mels averaged over ``factor`` x ``factor`` cells (the grid DSR's
-    anomalies are made on); trailing rows or frames that do not fill a cell are dropped."""
-    n, h, w = logmel.shape
-    h, w = h // factor, w // factor
-    cut = logmel[:, : h * factor, : w * factor].astype(np.float32)
-    return cut.reshape(n, h, factor, w, factor).mean(axis=(2, 4))
-
-
-def cell_sd_per_clip(grid: np.ndarray, machine_ids: np.ndarray) -> np.ndarray:
-    """Each clip's within-ID cell SD: the RMS over cells of its ID's clips' deviation from the
-    ID's mean clip (one number per ID, repeated per clip); 1 where an ID has one clip."""
-    out = np.ones(len(grid), dtype=np.float32)
-    for mid in np.unique(machine_ids):
-        pick = machine_ids == mid
-        if pick.sum() > 1:
-            dev = grid[pick] - grid[pick].mean(axis=0, keepdims=True)
-            out[pick] = max(float(np.sqrt(np.mean(dev**2))), 1e-3)
-    return out
-
-
 def perturb(
     x: torch.Tensor,
     masks: torch.Tensor,
@@ -113,6 +92,14 @@ def perturb(
     raise ValueError(f"unknown perturbation {cfg.perturbation!r}; one of {PERTURBATIONS}")
 
 
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017), as DRAEM and DSR train their anomaly maps: cells
+    already classified well weigh less, so a few masked cells among many are learnt quickly."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_true = torch.exp(-bce)
+    return ((1 - p_true) ** gamma * bce).mean()
+
+
 def train_detector(
     train_grid: np.ndarray,
     cell_sd: np.ndarray,
@@ -136,7 +123,7 @@ def train_detector(
         keep = (torch.rand(cfg.batch_size, generator=gen) < 0.5).view(-1, 1, 1, 1)
         masks = masks * keep
         x = perturb(data[idx], masks, data[other], sd[idx], cfg, gen)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), masks)
+        loss = focal_loss(model(x), masks)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -158,131 +145,3 @@ def clip_scores(
             cols = max(1, int(real_cols[start + k]))
             out[start + k] = float(np.quantile(p[:, :cols], quantile))
     return out
-
-
-def auc(normal: np.ndarray, anomalous: np.ndarray) -> float:
-    """Area under the ROC curve: the chance that an anomalous clip scores above a normal one
-    (ties count half); NaN without both kinds of clip."""
-    if len(normal) == 0 or len(anomalous) == 0:
-        return float("nan")
-    diff = np.asarray(anomalous, dtype=float)[:, None] - np.asarray(normal, dtype=float)[None, :]
-    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
-
-
-def pauc(normal: np.ndarray, anomalous: np.ndarray, max_fpr: float = 0.1) -> float:
-    """DCASE's pAUC: the ROC area up to ``max_fpr``, McClish-standardized (0.5 for chance,
-    1 for a perfect ranking), as ``sklearn.metrics.roc_auc_score(max_fpr=0.1)`` gives it."""
-    if len(normal) == 0 or len(anomalous) == 0:
-        return float("nan")
-    scores = np.concatenate([normal, anomalous]).astype(float)
-    labels = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    distinct = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last of each tie
-    tps = np.cumsum(labels)[distinct]
-    fps = np.cumsum(1 - labels)[distinct]
-    tpr = np.r_[0.0, tps / len(anomalous)]
-    fpr = np.r_[0.0, fps / len(normal)]
-    stop = np.searchsorted(fpr, max_fpr, side="right")
-    x = np.r_[fpr[:stop], max_fpr]
-    y = np.r_[tpr[:stop], np.interp(max_fpr, fpr, tpr)]
-    area = float(np.trapezoid(y, x))
-    min_area = 0.5 * max_fpr**2
-    return 0.5 * (1 + (area - min_area) / (max_fpr - min_area))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation of two equally long sequences (average ranks for ties); NaN when
-    either is constant or shorter than 3."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 3:
-        return float("nan")
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="mergesort")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):  # ties share their mean rank
-            r[v == value] = r[v == value].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-@dataclass(frozen=True)
-class TestSet:
-    """One machine type's test clips as the metrics see them."""
-
-    label: np.ndarray  # 0 normal, 1 anomalous
-    machine_id: np.ndarray
-
-
-def type_metrics(scores: np.ndarray, test: TestSet) -> tuple[float, float]:
-    """Mean over the type's IDs of AUC and of pAUC for one detector's clip scores."""
-    aucs, paucs = [], []
-    for mid in np.unique(test.machine_id):
-        pick = test.machine_id == mid
-        normal = scores[pick & (test.label == 0)]
-        anomalous = scores[pick & (test.label == 1)]
-        aucs.append(auc(normal, anomalous))
-        paucs.append(pauc(normal, anomalous))
-    return float(np.nanmean(aucs)), float(np.nanmean(paucs))
-
-
-def bootstrap_metrics(
-    scores: dict[str, np.ndarray],
-    test: TestSet,
-    n_bootstrap: int,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Per setting, ``n_bootstrap`` resampled (AUC, pAUC) type means, shape (n_bootstrap, 2).
-
-    ``scores[setting]`` is (n_seeds, n_clips). Every resample draws the test clips again
-    within each ID and label, the same clips for every setting (so differences are paired),
-    and the training seeds again, independently per setting (so seed-to-seed variation
-    widens the intervals); the metric is the mean over the drawn seeds.
-    """
-    rng = np.random.default_rng(seed)
-    groups = [
-        np.flatnonzero((test.machine_id == mid) & (test.label == lab))
-        for mid in np.unique(test.machine_id)
-        for lab in (0, 1)
-    ]
-    out = {name: np.empty((n_bootstrap, 2)) for name in scores}
-    for b in range(n_bootstrap):
-        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups if len(g)])
-        resampled = TestSet(test.label[idx], test.machine_id[idx])
-        for name, per_seed in scores.items():
-            seeds = rng.integers(0, per_seed.shape[0], size=per_seed.shape[0])
-            values = [type_metrics(per_seed[s, idx], resampled) for s in seeds]
-            out[name][b] = np.mean(values, axis=0)
-    return out
-
-
-def interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    """The central ``level`` percentile interval of bootstrap values."""
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
-
-
-def difference_verdict(low: float, high: float) -> str:
-    """ "higher" / "lower" where the paired interval excludes 0, else "not distinguishable"."""
-    if low > 0:
-        return "higher"
-    if high < 0:
-        return "lower"
-    return "not distinguishable"
-
-
-def closeness_sentence(low: float, high: float, n_settings: int, n_clips: int) -> str:
-    """What the rank correlation of closeness (minus the mask score) and AUC supports."""
-    if n_settings < 3 or not np.isfinite(low) or not np.isfinite(high):
-        return f"not distinguishable: {n_settings} settings are too few to rank"
-    if low > 0:
-        return "closer masks trained better detectors here"
-    if high < 0:
-        return "closer masks did not train better detectors here (they trained worse)"
-    return f"not distinguishable with {n_clips} test clips"

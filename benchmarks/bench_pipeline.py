@@ -12,7 +12,10 @@ development set (23 machine IDs x 305 clips = 7,015 clips, in the development
 set's proportions: 225 train, 25 normal and 55 anomalous test clips per ID),
 and a linear extrapolation of each stage to the full set (about 31,000 clips).
 
-Usage: python benchmarks/bench_pipeline.py [--scale]
+Default runs: after the cold run, ``downstream.enabled=true`` and `dvc repro` again, which
+times the downstream stage (target: 5 min on 2 cores); ``--no-downstream`` skips it.
+
+Usage: python benchmarks/bench_pipeline.py [--scale] [--no-downstream]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ SCALE = {
     "test_anomaly_clips_per_id": 55,
 }
 FULL_DEV_SET_CLIPS = 31_000
+DOWNSTREAM_TARGET_S = 300  # the downstream stage, enabled, on the default data and 2 cores
 # Stages whose work grows with the number of clips (recommend with the regions found in them);
 # masks, figures and the report do the same work for any number of clips of the same IDs.
 SCALES_WITH_CLIPS = ("synthesize", "extract", "localize", "power", "recommend")
@@ -85,8 +89,22 @@ class PeakMemory(threading.Thread):
         return peak
 
 
-def make_project(work: Path, scale: bool, env: dict) -> int:
-    """A throwaway copy of the pipeline; returns the number of clips it will synthesize."""
+def set_params(work: Path, changes: dict[str, object]) -> None:
+    """Set dotted ``params.yaml`` keys (``{"synthetic.strength": 2.0}``) in the copy."""
+    path = work / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(work: Path, synthetic: dict[str, object], env: dict) -> int:
+    """A throwaway copy of the pipeline with ``synthetic.*`` overrides; returns the number
+    of clips it will synthesize."""
     for name in FILES:
         dst = work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +113,8 @@ def make_project(work: Path, scale: bool, env: dict) -> int:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dst)
+    set_params(work, {f"synthetic.{k}": v for k, v in synthetic.items()})
     params = yaml.safe_load((work / "params.yaml").read_text())
-    if scale:
-        params["synthetic"].update(SCALE)
-        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
         [sys.executable, "-m", "dvc", "init", "-q"],
@@ -110,6 +126,16 @@ def make_project(work: Path, scale: bool, env: dict) -> int:
     n_ids = sum(min(s["ids_per_type"], len(MACHINE_IDS[t])) for t in types)
     per_id = sum(s[f"{k}_clips_per_id"] for k in ("train", "test_normal", "test_anomaly"))
     return n_ids * per_id
+
+
+def grouped(stages: list[tuple[str, float, int]]) -> dict[str, list[float]]:
+    """Seconds and peak memory per stage, ``extract@fan`` and its kind summed as ``extract``."""
+    groups: dict[str, list[float]] = {}
+    for stage, seconds, peak in stages:
+        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] = max(entry[1], peak)
+    return groups
 
 
 def run_repro(work: Path, env: dict) -> tuple[float, list[tuple[str, float, int]]]:
@@ -149,16 +175,23 @@ def run_repro(work: Path, env: dict) -> tuple[float, list[tuple[str, float, int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", action="store_true", help="a quarter of the DCASE dev set")
+    parser.add_argument(
+        "--no-downstream",
+        action="store_true",
+        help="skip the second run with downstream.enabled=true (default params only)",
+    )
     args = parser.parse_args()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    downstream = None
     with tempfile.TemporaryDirectory() as tmp:
-        n_clips = make_project(Path(tmp), args.scale, env)
+        n_clips = make_project(Path(tmp), SCALE if args.scale else {}, env)
         total, stages = run_repro(Path(tmp), env)
-    groups: dict[str, list[float]] = {}
-    for stage, seconds, peak in stages:
-        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0])
-        entry[0] += seconds
-        entry[1] = max(entry[1], peak)
+        if not args.scale and not args.no_downstream:
+            # What `dvc exp run -S downstream.enabled=true` adds: the stage and what reads it.
+            set_params(Path(tmp), {"downstream.enabled": True})
+            _, again = run_repro(Path(tmp), env)
+            downstream = grouped(again).get("downstream", [0.0, 0.0])
+    groups = grouped(stages)
     label = "scale set" if args.scale else "default params"
     print(f"cold dvc repro ({label}, {n_clips} clips): {total:.1f} s")
     print(f"  {'stage':<13}{'time':>9}{'share':>8}{'peak memory':>14}")
@@ -166,6 +199,12 @@ def main() -> None:
         print(f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:10.0f} MB")
     overhead = total - sum(s for s, _ in groups.values())
     print(f"  {'dvc itself':<13}{overhead:7.1f} s{overhead / total:8.1%}")
+    if downstream is not None:
+        print(
+            f"downstream.enabled=true on the same data: the downstream stage took "
+            f"{downstream[0]:.1f} s ({downstream[0] / DOWNSTREAM_TARGET_S:.2f} of the "
+            f"{DOWNSTREAM_TARGET_S} s target), peak memory {downstream[1] / 2**20:.0f} MB"
+        )
     if args.scale:
         factor = FULL_DEV_SET_CLIPS / n_clips
         grown = sum(s * (factor if g in SCALES_WITH_CLIPS else 1) for g, (s, _) in groups.items())
