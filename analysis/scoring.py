@@ -57,14 +57,14 @@ def recommendation_verdict(row: dict[str, Any]) -> str:
 
 SCORE_DEFINITION = (
     "score = energy distance between the joint distribution of the masks' features and that of "
-    "the real anomaly regions' features: 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Euclidean; the "
+    "the anomaly regions' features (regions found in anomalous test clips): 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Euclidean; the "
     "within-sample means over pairs of different members, so it is unbiased and can fall "
     "slightly below 0 by chance when the two are alike). "
     "Each map is a point with coordinates band centre (fraction of n_mels), band width "
     "(log(1 + rows) / log(1 + n_mels)), number of bands (log(1 + n) / log(1 + n_mels/2)), each "
     "with weight 1, and time coverage and number of segments (log(1 + n) / log(1 + T/2)), each "
     "with weight sqrt(1/2), so frequency position, band width, band count and time structure "
-    "weigh once each. An empty mask is the point with every coordinate -1, far from every real "
+    "weigh once each. An empty mask is the point with every coordinate -1, far from every anomaly "
     "region. 0 means identical joint distributions; lower is closer. The score cannot see where "
     "the bands of a multi-band map sit beyond their cell-weighted centre, nor where in the clip "
     "the segments lie."
