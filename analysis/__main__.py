@@ -16,7 +16,6 @@ from typing import Any
 from analysis.dcase import DataLayoutError
 from analysis.io import clean_own_scratch, clean_stale_scratch, probe_writable, write_text
 from analysis.params import ParamsError, load_params
-from analysis.strategies.options import StrategyError
 
 
 def _synthesize(params: dict[str, Any], args: argparse.Namespace) -> None:
@@ -74,7 +73,7 @@ def _report(params: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _check_params(params: dict[str, Any], args: argparse.Namespace) -> None:
-    from analysis.checks import check_all
+    from analysis.check_params import check_all
 
     check_all(params)
     if args.mel_table:
@@ -158,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_strategy_error(err: BaseException) -> bool:
+    """Whether ``err`` is a mask strategy's error (:class:`analysis.strategies.errors.StrategyError`),
+    told without importing the strategies: a process that never imported them cannot have
+    raised one, and the stages that draw no mask then do not depend on their code."""
+    errors = sys.modules.get("analysis.strategies.errors")
+    return errors is not None and isinstance(err, errors.StrategyError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -177,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataLayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except StrategyError as err:
+    except ValueError as err:
+        if not is_strategy_error(err):
+            raise
         # A user's strategy failed (masks.presets.NAME: ...): the message, not our traceback.
         print(f"error: {args.stage}: {err}", file=sys.stderr)
         return 1

@@ -1,11 +1,12 @@
-"""The params checks that need librosa, matplotlib, torch or the data folder.
+"""The params checks that need librosa, matplotlib or the data folder.
 
-``python -m analysis check-params`` runs them, and it is the pipeline's first
-stage, so a bad colormap, empty mel filters or a missing machine-type folder
-stop ``dvc repro`` before any work. Every stage also runs
+``python -m analysis check-params`` (:mod:`analysis.check_params`) runs them, and it is
+the pipeline's first stage, so a bad colormap, empty mel filters or a missing machine-type
+folder stop ``dvc repro`` before any work. Every stage also runs
 :func:`analysis.params.validate_params`, which imports neither library; the
 stages that use one of these things check it again at their start, for a stage
-run by hand.
+run by hand. Nothing here imports the mask strategies, so the stages that reuse a check
+(extract, figures) do not depend on them.
 """
 
 from __future__ import annotations
@@ -85,45 +86,3 @@ def check_data_root(data: Mapping[str, Any]) -> None:
             f"({', '.join(links[:5])}{', ...' if len(links) > 5 else ''}); DVC cannot hash them: "
             "remove them or restore their targets",
         )
-
-
-PRESET_LOG = Path("build/logs/python_presets.log")
-
-
-def check_python_presets(params: dict[str, Any], log_path: Path = PRESET_LOG) -> None:
-    """Import, build and call once every ``kind: python`` preset (else ``masks`` fails later).
-
-    A failure stops with a message naming the preset; its traceback goes to ``log_path``
-    (named in the message), not to the terminal.
-    """
-    import traceback
-
-    from analysis.strategies.imported import ImportedStrategy
-    from analysis.strategies.options import StrategyError
-
-    shape = (params["features"]["n_mels"], params["features"]["target_T"])
-    for name, preset in params["masks"]["presets"].items():
-        if preset["kind"] != "python":
-            continue
-        try:
-            strategy = ImportedStrategy(
-                preset["target"], shape, preset.get("kwargs"), preset.get("path"), name=name
-            )
-            strategy.full_size(1)
-        except StrategyError as err:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(traceback.format_exc(), encoding="utf-8")
-            raise ParamsError(f"masks.presets.{name}: {err} (traceback in {log_path})") from None
-
-
-def check_all(params: dict[str, Any]) -> None:
-    """The checks that need librosa, matplotlib or the data folder.
-
-    ``python -m analysis check-params`` runs them; so does the pipeline's first
-    stage, so a bad colormap or mel setting stops ``dvc repro`` before any work.
-    (Every stage runs :func:`validate_params`, which imports neither library.)
-    """
-    check_data_root(params["data"])
-    check_mel_filters(MelGeometry.from_params(params))
-    check_colormaps(params["figures"])
-    check_python_presets(params)

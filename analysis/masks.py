@@ -27,8 +27,9 @@ from analysis.io import atomic_dir, log
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
 from analysis.strategies.band import AudioSpecificStrategy  # noqa: F401 - the design's contract
+from analysis.strategies.errors import StrategyError
 from analysis.strategies.factory import build_strategy
-from analysis.strategies.options import StrategyError
+from analysis.strategies.presets import check_masks_params
 from analysis.strategies.projection import LATENT_PROJECTION, project_maps
 from analysis.workers import parallel_map, resolve_n_jobs
 
@@ -86,7 +87,7 @@ def _measure_named_batch(task: tuple) -> tuple:
         strategy = build_strategy(preset, geometry.spectrogram_shape, seed=seed, name=name)
         n_samples = m["n_samples"] if index == 0 else 0
         return measure_batch(strategy, size, n_samples, grids, m["resize_methods"])
-    except (StrategyError, TypeError, ValueError) as err:
+    except StrategyError as err:
         message = str(err)
         if not message.startswith("preset "):
             message = f"preset {name!r}: {message}"
@@ -154,6 +155,7 @@ def masks_stage(params: dict[str, Any], out_dir: str | Path = "build/masks") -> 
     params
         Validated params; reads ``masks.*``, ``features.n_mels`` and ``features.target_T``.
     """
+    check_masks_params(params)  # the presets' settings, before any mask is drawn
     m = params["masks"]
     geometry = MelGeometry.from_params(params)
     grids = {name: geometry.q_shape(f) for name, f in m["q_grids"].items()}

@@ -4,6 +4,11 @@ Every stage calls :func:`load_params`. The whole file is checked against one
 declarative spec (unknown keys, types, ranges) and a few cross-key rules
 (``fmax <= sr / 2``, ``min <= max``), and the first problem stops the run with
 a :class:`ParamsError` naming the dotted key.
+
+The settings of each ``masks.presets`` entry and the ``masks.resize_methods`` names follow the
+mask strategies' rules, so :mod:`analysis.strategies.presets` checks them (in ``check-params``,
+the pipeline's first stage, and in the ``masks`` stage, the only one that reads them): this
+module imports nothing of the strategies, and a change to their rules reruns no other stage.
 """
 
 from __future__ import annotations
@@ -17,25 +22,7 @@ from typing import Any
 
 import yaml
 
-from analysis.strategies.options import (
-    DSR_PERLIN_DEFAULTS,
-    FAMILY_KIND_NAMES,
-    PERLIN_MAX_SCALE_EXP,
-    PERLIN_THRESHOLD_RANGE,
-    PROJECTIONS,
-    OptionError,
-    check_training_options,
-    resolve_family,
-)
-
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-PRESET_KINDS: tuple[str, ...] = (
-    *FAMILY_KIND_NAMES,
-    "training_audio",
-    "perlin",
-    "dsr_perlin",
-    "python",
-)
 NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
@@ -121,71 +108,7 @@ def _positive_int(hi: float | None = None) -> Num:
     return Num(int, 1, hi)
 
 
-FRACTION = Num(float, 0.0, 1.0, lo_open=True)
-# The Perlin noise is scaled to reach at most 1 (never quite): a threshold of 1 masks nothing.
-PERLIN_THRESHOLD = Num(float, *PERLIN_THRESHOLD_RANGE, hi_open=True)
-PERLIN_SCALE_EXP = Num(int, 0, PERLIN_MAX_SCALE_EXP)
 N_JOBS = Num(int, 0, 512)
-
-# Every option of the band-times-segments family is optional: ``audio_specific`` fills in the
-# seed notebook's defaults (analysis.strategies.options).
-FAMILY_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS)}
-FAMILY_OPTIONAL: dict[str, Any] = {
-    "min_band_fraction": FRACTION,
-    "max_band_fraction": FRACTION,
-    "max_band_frac": FRACTION,
-    "min_band_rows": _positive_int(),
-    "max_band_rows": _positive_int(),
-    "min_band_hz": Num(float, 0.0, lo_open=True),
-    "max_band_hz": Num(float, 0.0, lo_open=True),
-    "min_bands": _positive_int(),
-    "max_bands": _positive_int(),
-    "min_band_position": Num(float, 0.0, 1.0),
-    "max_band_position": Num(float, 0.0, 1.0),
-    "min_segments": _positive_int(),
-    "max_segments": _positive_int(),
-    "min_seg_len": _positive_int(),
-    "max_seg_len": _positive_int(),
-    "disjoint_segments": Flag(),
-    "full_time_prob": Num(float, 0.0, 1.0),
-    "min_full_coverage": FRACTION,
-    "max_full_coverage": FRACTION,
-    "perlin_prob": Num(float, 0.0, 1.0),
-    "perlin_min_scale_exp": PERLIN_SCALE_EXP,
-    "perlin_max_scale_exp": PERLIN_SCALE_EXP,
-    "perlin_threshold": PERLIN_THRESHOLD,
-    "perlin_rotate": Flag(),
-}
-PYTHON_PRESET: dict[str, Any] = {"kind": Text(PRESET_KINDS), "target": Text()}
-PYTHON_OPTIONAL: dict[str, Any] = {"kwargs": "kwargs", "path": Text()}
-PERLIN_PRESET: dict[str, Any] = {
-    "kind": Text(PRESET_KINDS),
-    "min_scale_exp": PERLIN_SCALE_EXP,
-    "max_scale_exp": PERLIN_SCALE_EXP,
-    "threshold": PERLIN_THRESHOLD,
-    "rotate": Flag(),
-}
-# The training code's strategy and its Perlin mode: only the options it has, all optional.
-TRAINING_OPTIONAL: dict[str, Any] = {
-    "perlin_prob": Num(float, 0.0, 1.0),
-    "full_time_prob": Num(float, 0.0, 1.0),
-    "max_band_frac": FRACTION,
-    "max_segments": Num(int, 2),
-}
-DSR_PERLIN_OPTIONAL: dict[str, Any] = {
-    "min_scale_exp": PERLIN_SCALE_EXP,
-    "max_scale_exp": PERLIN_SCALE_EXP,
-    "min_threshold": PERLIN_THRESHOLD,
-    "max_threshold": PERLIN_THRESHOLD,
-    "rotate": Flag(),
-}
-KIND_SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "audio_specific": (FAMILY_PRESET, FAMILY_OPTIONAL),
-    "training_audio": (FAMILY_PRESET, TRAINING_OPTIONAL),
-    "perlin": (PERLIN_PRESET, {}),
-    "dsr_perlin": (FAMILY_PRESET, DSR_PERLIN_OPTIONAL),
-    "python": (PYTHON_PRESET, PYTHON_OPTIONAL),
-}
 
 SPEC: dict[str, Any] = {
     "data": {
@@ -239,7 +162,9 @@ SPEC: dict[str, Any] = {
         "n_masks": Num(int, 10),
         "n_samples": _positive_int(64),
         "q_grids": "q_grids",
-        "resize_methods": ListOf(Text(PROJECTIONS)),
+        # Projection names and preset settings follow the strategies' rules: checked by
+        # analysis.strategies.presets (in check-params and the masks stage), not here.
+        "resize_methods": ListOf(Text()),
         "presets": "presets",
         "n_jobs": N_JOBS,
     },
@@ -316,10 +241,6 @@ def _check_value(key: str, value: Any, leaf: Any) -> Any:
         return _check_q_grids(key, value)
     if leaf == "presets":
         return _check_presets(key, value)
-    if leaf == "kwargs":
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ParamsError(f"{key}: expected a mapping of keyword arguments")
-        return dict(value)
     return leaf.check(key, value)
 
 
@@ -342,16 +263,11 @@ def _check_presets(key: str, value: Any) -> dict[str, dict[str, Any]]:
                 f"{pkey}: {name!r} names a column of its own in the results; rename it"
             )
         if not isinstance(preset, Mapping) or "kind" not in preset:
-            raise ParamsError(f"{pkey}.kind: missing (one of {', '.join(PRESET_KINDS)})")
-        kind = Text(PRESET_KINDS).check(f"{pkey}.kind", preset["kind"])
-        out[name] = _check_mapping(pkey, preset, *KIND_SPECS[kind])
-        if kind == "python":
-            target = out[name]["target"]
-            module, _, attr = target.partition(":")
-            if not module or not attr:
-                raise ParamsError(f"{pkey}.target: {target!r} must look like 'module.path:Name'")
-            if "path" in out[name] and not Path(out[name]["path"]).is_dir():
-                raise ParamsError(f"{pkey}.path: {out[name]['path']!r} is not a folder")
+            raise ParamsError(f"{pkey}.kind: missing (every preset names its kind)")
+        Text().check(f"{pkey}.kind", preset["kind"])
+        if not all(isinstance(k, str) for k in preset):
+            raise ParamsError(f"{pkey}: setting names are text")
+        out[name] = dict(preset)
     return out
 
 
@@ -385,32 +301,6 @@ def _cross_checks(p: dict) -> None:
             f"masks.q_grids.{grid}",
             f"factor {factor} leaves an empty grid for {n_mels} x {T}",
         )
-    for name, preset in p["masks"]["presets"].items():
-        key = f"masks.presets.{name}"
-        if preset["kind"] in FAMILY_KIND_NAMES:
-            options = {k: v for k, v in preset.items() if k != "kind"}
-            try:
-                resolve_family(
-                    preset["kind"], n_mels, T, **options, fmin_hz=f["fmin"], fmax_hz=f["fmax"]
-                )
-            except OptionError as err:
-                raise ParamsError(f"{key}.{err.option}: {err}") from None
-            except (TypeError, ValueError) as err:
-                raise ParamsError(f"{key}: {err}") from None
-        elif preset["kind"] == "training_audio":
-            try:
-                check_training_options(
-                    n_mels, T, **{k: v for k, v in preset.items() if k != "kind"}
-                )
-            except OptionError as err:
-                raise ParamsError(f"{key}.{err.option}: {err}") from None
-        elif preset["kind"] == "perlin":
-            _check_min_max({key: preset}, key, "min_scale_exp", "max_scale_exp")
-        elif preset["kind"] == "dsr_perlin":
-            for lo, hi in (("min_scale_exp", "max_scale_exp"), ("min_threshold", "max_threshold")):
-                low = preset.get(lo, DSR_PERLIN_DEFAULTS[lo])
-                high = preset.get(hi, DSR_PERLIN_DEFAULTS[hi])
-                require(low <= high, f"{key}.{lo}", f"{low} is above {key}.{hi} = {high}")
     down = p["downstream"]
     for name in down["presets"]:
         require(

@@ -19,6 +19,8 @@ def _module_files(module: str, names: list[str]) -> set[str]:
 
     A package runs its ``__init__.py`` (and its parents'); a name imported from a package
     is its submodule, or, for ``analysis.strategies``, the submodule its ``EXPORTS`` names.
+    ``strategy_class`` (``analysis.strategies.registry``) may import the class of any kind its
+    ``KINDS`` names, so it counts as importing them all.
     """
     parts = module.split(".")
     files = {
@@ -29,6 +31,9 @@ def _module_files(module: str, names: list[str]) -> set[str]:
     base = ROOT / module.replace(".", "/")
     if base.with_suffix(".py").is_file():
         files.add(base.with_suffix(".py").relative_to(ROOT).as_posix())
+        if module == "analysis.strategies.registry" and "strategy_class" in names:
+            kinds = literal_assignment(base.with_suffix(".py"), "KINDS")
+            files |= _module_files("analysis.strategies", sorted(kinds.values()))
     elif base.is_dir():
         exports = package_exports(base / "__init__.py")
         for name in names:
@@ -40,10 +45,15 @@ def _module_files(module: str, names: list[str]) -> set[str]:
 
 def package_exports(init: Path) -> dict[str, str]:
     """A package's lazy ``EXPORTS`` (public name -> submodule), read from its source."""
-    for node in ast.parse(init.read_text()).body:
+    return literal_assignment(init, "EXPORTS")
+
+
+def literal_assignment(path: Path, name: str) -> dict[str, str]:
+    """The literal a module assigns to ``name`` at its top level ({} when it does not)."""
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.AnnAssign | ast.Assign):
             targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            if any(getattr(t, "id", None) == "EXPORTS" for t in targets):
+            if any(getattr(t, "id", None) == name for t in targets):
                 return ast.literal_eval(node.value)
     return {}
 
@@ -83,7 +93,7 @@ def test_every_stage_lists_exactly_the_code_it_runs():
     for name, stage in stages.items():
         body = stage.get("do", stage)
         stage_name = re.search(r"python -m analysis (\S+)", body["cmd"])[1]
-        module = {"check-params": "checks"}.get(stage_name, stage_name)
+        module = stage_name.replace("-", "_")
         expected = closure(entry | {f"analysis/{module}.py"}) - {"analysis/__init__.py"}
         listed = {d for d in body["deps"] if isinstance(d, str) and d.startswith("analysis/")}
         assert listed == expected, (name, sorted(expected - listed), sorted(listed - expected))

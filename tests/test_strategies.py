@@ -404,7 +404,7 @@ class Strategy:
 
 
 def test_a_failing_python_preset_stops_check_params_naming_it(tmp_path, params):
-    from analysis.checks import check_python_presets
+    from analysis.check_params import check_python_presets
     from analysis.params import ParamsError
 
     folder = write_module(tmp_path / "repo", "theirs", TRAINING_CODE_STRATEGIES)

@@ -5,11 +5,16 @@ The call convention is the training code's: a strategy is built as
 ``spectrogram_shape`` may be ``None``: spectrogram size) and called as
 ``strategy(batch_size, device)``, returning a float ``(B, 1, H_q, W_q)`` 0/1
 tensor. Every strategy also offers ``full_size(batch_size)``, the masks as a
-``(B, n_mels, T)`` bool array, which is what the ``masks`` stage measures.
+``(B, n_mels, T)`` bool array, which is what the ``masks`` stage measures, and
+``describe()``, a short text for the report: together the :class:`MaskStrategy` protocol.
 
 Where each piece lives:
 
-* ``options``: the family's options, defaults and rules (no torch; params checks use it);
+* ``registry``: :data:`KINDS` (every ``kind``, and its class), :class:`MaskStrategy`;
+* ``errors``: :class:`StrategySettingError`, raised for every bad setting of every kind;
+* ``options``: every kind's settings, defaults and rules (no torch; the params check uses it);
+* ``presets``: the check of ``masks.presets`` and ``masks.resize_methods`` (``check-params`` and
+  the ``masks`` stage run it);
 * ``projection``: masks onto latent grids (``any_cell``, ``nearest``);
 * ``band``: :class:`AudioSpecificStrategy` (bands of mel rows times time segments, the
   family the fit searches);
@@ -23,8 +28,8 @@ Where each piece lives:
 * ``factory``: :func:`build_strategy`, a strategy from a preset entry.
 
 ``from analysis.strategies import AudioSpecificStrategy`` works for every public name
-below; the submodule is imported on first use, so importing ``options`` alone (as
-``params.py`` does) loads neither numpy-heavy engines nor torch.
+below; the submodule is imported on first use, so importing ``options`` or ``registry``
+alone loads neither numpy-heavy engines nor torch.
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ from typing import Any
 
 # Public name -> the submodule that defines it (read by tests/test_dvc_deps.py too).
 EXPORTS: dict[str, str] = {
-    "OptionError": "options",
-    "StrategyError": "options",
+    "StrategyError": "errors",
+    "StrategySettingError": "errors",
+    "UnknownSettingError": "errors",
+    "KINDS": "registry",
+    "PRESET_KINDS": "registry",
+    "SETTING_KINDS": "registry",
+    "MaskStrategy": "registry",
+    "strategy_class": "registry",
     "SEED_DEFAULTS": "options",
     "OPTION_NAMES": "options",
     "resolve_options": "options",
@@ -53,7 +64,6 @@ EXPORTS: dict[str, str] = {
     "MachineSpecificStrategy": "machine",
     "MixtureStrategy": "mixture",
     "build_strategy": "factory",
-    "STRATEGY_KINDS": "factory",
 }
 
 __all__ = sorted(EXPORTS)

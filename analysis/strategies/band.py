@@ -78,6 +78,7 @@ class AudioSpecificStrategy:
         An int seed, or a numpy or torch generator, for reproducible draws.
     """
 
+    kind = "audio_specific"  # its kind in analysis.strategies.registry
     family = "audio_specific"  # the options' kind (see analysis.strategies.options)
 
     @classmethod
@@ -87,7 +88,7 @@ class AudioSpecificStrategy:
 
     @classmethod
     def resolve(cls, n_mels: int, T: int, **given: Any) -> dict[str, Any]:
-        """The checked options this class would use; raises ValueError/TypeError naming the option
+        """The checked options this class would use; raises StrategySettingError naming the option
         (:func:`analysis.strategies.options.resolve_family`)."""
         return resolve_family(cls.family, n_mels, T, **given)
 
@@ -361,7 +362,13 @@ class AudioSpecificStrategy:
         out = np.multiply(rows_q[:, None, :, None], frames_q[:, None, None, :], dtype=np.float32)
         return to_tensor(out, device)
 
-    def describe(self) -> dict[str, Any]:
-        """The options that differ from this class's defaults (for reports and paste-ready calls)."""
+    def changed_options(self) -> dict[str, Any]:
+        """The options that differ from this class's defaults (for paste-ready calls)."""
         defaults = self.resolve(self.n_mels, self.T)
         return {k: v for k, v in self.options.items() if v != defaults[k]}
+
+    def describe(self) -> str:
+        """A short text for the report: the kind and the options that differ from its defaults."""
+        changed = self.changed_options()
+        words = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the seed notebook's defaults"
+        return f"{self.kind}: bands of mel rows x time segments; {words}"

@@ -16,27 +16,45 @@ from typing import Any
 
 import numpy as np
 
+from analysis.strategies.errors import StrategySettingError
 from analysis.strategies.options import DEFAULT_SPECTROGRAM_SHAPE
 
 
 def resolve_shapes(
     spectrogram_shape, q_shape, n_mels, T
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Resolve the training code's (spectrogram_shape, q_shape, n_mels, T) convention."""
+    """Resolve the training code's (spectrogram_shape, q_shape, n_mels, T) convention
+    (StrategySettingError naming the argument that does not fit)."""
     if spectrogram_shape is None:
         if (n_mels is None) != (T is None):
-            raise ValueError("give spectrogram_shape, or both n_mels and T")
+            raise StrategySettingError("n_mels", "given with T (or give spectrogram_shape)", n_mels)
         # Nothing given: the detector's (128 mel bins, 320 frames).
         spectrogram_shape = DEFAULT_SPECTROGRAM_SHAPE if n_mels is None else (n_mels, T)
-    H, W = (int(x) for x in spectrogram_shape)
+    H, W = _two_sizes("spectrogram_shape", spectrogram_shape)
     if (n_mels is not None and int(n_mels) != H) or (T is not None and int(T) != W):
-        raise ValueError(
-            f"n_mels x T = {n_mels} x {T} does not match spectrogram_shape {spectrogram_shape}"
+        raise StrategySettingError(
+            "n_mels",
+            f"(with T) equal to spectrogram_shape {spectrogram_shape}",
+            message=f"n_mels x T = {n_mels} x {T} does not match spectrogram_shape "
+            f"{spectrogram_shape}",
         )
-    q = (H, W) if q_shape is None else tuple(int(x) for x in q_shape)
-    if len(q) != 2 or min(q) < 1 or q[0] > H or q[1] > W:
-        raise ValueError(f"q_shape {q_shape} must be two sizes within spectrogram_shape {(H, W)}")
+    q = (H, W) if q_shape is None else _two_sizes("q_shape", q_shape)
+    if q[0] > H or q[1] > W:
+        raise StrategySettingError(
+            "q_shape", f"two sizes within spectrogram_shape {(H, W)}", q_shape
+        )
     return (H, W), q
+
+
+def _two_sizes(key: str, shape: Any) -> tuple[int, int]:
+    """``shape`` as two positive ints, else a StrategySettingError naming ``key``."""
+    try:
+        sizes = tuple(int(x) for x in shape)
+    except (TypeError, ValueError):
+        sizes = ()
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise StrategySettingError(key, "two positive sizes (rows, frames)", shape)
+    return sizes
 
 
 class ProcessRng:
@@ -70,7 +88,7 @@ class ProcessRng:
 def numpy_rng(seed: int | None, generator: Any) -> np.random.Generator:
     """A numpy Generator from an int seed, a numpy Generator or a torch.Generator."""
     if generator is not None and seed is not None:
-        raise ValueError("give either seed or generator, not both")
+        raise StrategySettingError("seed", "None when a generator is given", seed)
     if isinstance(generator, np.random.Generator):
         return generator
     if generator is not None:  # a torch.Generator: take one draw of it as the seed

@@ -1,25 +1,19 @@
 """A strategy from a ``masks.presets`` entry or a fitted setting: ``kind`` decides which.
 
-``audio_specific``: :class:`AudioSpecificStrategy`; ``training_audio``: today's training
-strategy, exactly; ``perlin``: the DRAEM-style :class:`PerlinStrategy`; ``dsr_perlin``: the
-training code's Perlin mode; ``python``: a user's strategy by import path.
+The kinds and their classes are :data:`analysis.strategies.registry.KINDS`; this module
+builds the ones given as a settings mapping (:data:`~analysis.strategies.registry.SETTING_KINDS`:
+every preset kind, and ``mixture``, a fitted form).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from analysis.strategies.band import AudioSpecificStrategy
-from analysis.strategies.imported import ImportedStrategy
-from analysis.strategies.mixture import MixtureStrategy
-from analysis.strategies.perlin import PerlinStrategy, TrainingPerlinStrategy
-from analysis.strategies.training import TrainingAudioStrategy
+from analysis.strategies.errors import UnknownSettingError
+from analysis.strategies.registry import SETTING_KINDS, MaskStrategy, check_kind, strategy_class
 
-STRATEGY_KINDS = {
-    "audio_specific": AudioSpecificStrategy,
-    "training_audio": TrainingAudioStrategy,
-    "dsr_perlin": TrainingPerlinStrategy,
-}
+# The settings of the kinds built with arguments of their own (the others take theirs by keyword).
+OWN_SETTINGS = {"python": ("target", "kwargs", "path"), "mixture": ("components",)}
 
 
 def build_strategy(
@@ -29,25 +23,18 @@ def build_strategy(
     projection: str = "any_cell",
     seed: int | None = None,
     name: str | None = None,
-):
-    """A strategy from a ``masks.presets`` entry or a fitted recommendation (``kind`` decides)."""
-    kind = preset.get("kind", "audio_specific")
+) -> MaskStrategy:
+    """A strategy from a ``masks.presets`` entry or a fitted recommendation (``kind`` decides;
+    none means ``audio_specific``). A bad setting raises StrategySettingError naming it."""
+    kind = check_kind(preset.get("kind", "audio_specific"), SETTING_KINDS)
     settings = {k: v for k, v in preset.items() if k != "kind"}
-    if kind == "perlin":
-        return PerlinStrategy(
-            spectrogram_shape, q_shape, projection=projection, seed=seed, **settings
-        )
-    if kind == "mixture":
-        return MixtureStrategy(
-            spectrogram_shape,
-            q_shape,
-            components=settings["components"],
-            projection=projection,
-            seed=seed,
-        )
+    cls = strategy_class(kind)
+    unknown = sorted(set(settings) - set(OWN_SETTINGS.get(kind, settings)))
+    if unknown:
+        raise UnknownSettingError(unknown, OWN_SETTINGS[kind])
     if kind == "python":
-        return ImportedStrategy(
-            settings["target"],
+        return cls(
+            settings.get("target"),
             spectrogram_shape,
             settings.get("kwargs"),
             settings.get("path"),
@@ -56,6 +43,4 @@ def build_strategy(
             seed=0 if seed is None else seed,
             name=name,
         )
-    return STRATEGY_KINDS[kind](
-        spectrogram_shape, q_shape, projection=projection, seed=seed, **settings
-    )
+    return cls(spectrogram_shape, q_shape, projection=projection, seed=seed, **settings)

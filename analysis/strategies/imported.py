@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from analysis.strategies.base import resolve_shapes, to_tensor
-from analysis.strategies.options import StrategyError
+from analysis.strategies.errors import StrategyError, StrategySettingError
+from analysis.strategies.options import check_python_options
 from analysis.strategies.projection import project_maps, projection_name
 
 CONVENTION_NAMES = ("spectrogram_shape", "q_shape", "n_mels", "T")
@@ -51,9 +52,8 @@ def load_target(target: str, path: str | Path | None = None, name: str | None = 
     its own (derived from the preset ``name`` and the folder), never from Python's
     module cache; without it, ``module`` is imported as usual.
     """
+    check_python_options(target)
     module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise StrategyError(f"target {target!r} must look like 'module.path:Name'")
     try:
         if path is None:
             module = importlib.import_module(module_name)
@@ -63,14 +63,22 @@ def load_target(target: str, path: str | Path | None = None, name: str | None = 
             unique = f"_mask_preset_{tag}_{module_name.replace('.', '_')}"
             module = sys.modules.get(unique) or _import_from_folder(module_name, folder, unique)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
-        raise StrategyError(f"cannot import {module_name!r}: {type(err).__name__}: {err}") from err
+        raise StrategySettingError(
+            "target",
+            "an importable 'module.path:Name'",
+            message=f"cannot import {module_name!r}: {type(err).__name__}: {err}",
+        ) from err
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise StrategyError(f"module {module_name!r} has no attribute {attr!r}")
+            raise StrategySettingError(
+                "target",
+                "an importable 'module.path:Name'",
+                message=f"module {module_name!r} has no attribute {attr!r}",
+            )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise StrategyError(f"{target!r} is not a class or function")
+        raise StrategySettingError("target", "a class or function", target)
     return obj
 
 
@@ -123,6 +131,8 @@ class ImportedStrategy:
     before construction, so draws are reproducible when the strategy uses them.
     """
 
+    kind = "python"  # its kind in analysis.strategies.registry
+
     def __init__(
         self,
         target: str,
@@ -134,6 +144,7 @@ class ImportedStrategy:
         seed: int = 0,
         name: str | None = None,
     ) -> None:
+        target, kwargs, path = check_python_options(target, kwargs, path)
         self.name = name or target
         self.spectrogram_shape, self.q_shape = resolve_shapes(
             spectrogram_shape, q_shape, None, None
@@ -185,3 +196,7 @@ class ImportedStrategy:
     def __call__(self, batch_size: int, device: Any = "cpu"):
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+    def describe(self) -> str:
+        """A short text for the report: the kind and how the user's strategy was built."""
+        return f"{self.kind}: a user's strategy, built as {self.call}"

@@ -6,8 +6,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from analysis.artifacts import is_ok, read_recommendations, recommended_settings, type_rows
 from analysis.strategies.base import numpy_rng, resolve_shapes
+from analysis.strategies.errors import StrategySettingError
 from analysis.strategies.factory import build_strategy
 from analysis.strategies.training import TrainingAudioStrategy
 
@@ -22,7 +25,11 @@ class MachineSpecificStrategy:
     or ``strategy(batch_size, device, machine_type="fan")``. A machine type
     whose row had too little evidence for a fit uses ``fallback`` (today's
     training strategy unless given), and :attr:`fallback_types` lists them.
+    A type's setting may be of any kind :func:`~analysis.strategies.factory.build_strategy`
+    builds (:data:`analysis.strategies.registry.SETTING_KINDS`).
     """
+
+    kind = "machine_specific"  # its kind in analysis.strategies.registry
 
     def __init__(
         self,
@@ -38,6 +45,7 @@ class MachineSpecificStrategy:
         seed: int | None = None,
     ) -> None:
         shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
+        self.spectrogram_shape = shape
         path = Path(recommendations)
         if not path.is_file():
             raise FileNotFoundError(
@@ -68,8 +76,10 @@ class MachineSpecificStrategy:
         self.machine_type = machine_type
         known = {*self.strategies, *self.fallback_types}
         if machine_type is not None and machine_type not in known:
-            raise ValueError(
-                f"machine_type {machine_type!r} is not in {path} ({', '.join(sorted(known))})"
+            raise StrategySettingError(
+                "machine_type",
+                f"one of {', '.join(sorted(known))} (the types in {path})",
+                machine_type,
             )
 
     def for_type(self, machine_type: str):
@@ -85,8 +95,28 @@ class MachineSpecificStrategy:
             )
         return self.fallback
 
-    def __call__(self, batch_size: int, device: Any = "cpu", machine_type: str | None = None):
+    def _chosen(self, machine_type: str | None) -> str:
         chosen = machine_type or self.machine_type
         if chosen is None:
-            raise ValueError("give machine_type at construction or in the call")
-        return self.for_type(chosen)(batch_size, device)
+            raise StrategySettingError(
+                "machine_type", "given at construction or in the call", machine_type
+            )
+        return chosen
+
+    def __call__(self, batch_size: int, device: Any = "cpu", machine_type: str | None = None):
+        """(B, 1, H_q, W_q) float32 0/1 masks of ``machine_type`` (or the type given at
+        construction), a torch tensor on ``device``."""
+        return self.for_type(self._chosen(machine_type))(batch_size, device)
+
+    def full_size(self, batch_size: int, machine_type: str | None = None) -> np.ndarray:
+        """(B, n_mels, T) bool masks of ``machine_type`` (or the type given at construction)."""
+        return self.for_type(self._chosen(machine_type)).full_size(batch_size)
+
+    def describe(self) -> str:
+        """A short text for the report: what each machine type draws."""
+        parts = [f"{t}: {self.choices[t]}" for t in self.strategies]
+        parts += [
+            f"{t}: fallback ({getattr(self.fallback, 'kind', type(self.fallback).__name__)})"
+            for t in self.fallback_types
+        ]
+        return f"{self.kind}: one strategy per machine type ({'; '.join(parts)})"

@@ -13,6 +13,7 @@ import numpy as np
 
 from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.base import ProcessRng, resolve_shapes, to_tensor
+from analysis.strategies.options import check_mixture_components
 from analysis.strategies.projection import project_maps, projection_name
 
 
@@ -23,6 +24,8 @@ class MixtureStrategy:
     (B, 1, H_q, W_q) float 0/1 masks. Seeded, a fixed stream; unseeded, the process's
     global RNGs (see :mod:`analysis.strategies.base`).
     """
+
+    kind = "mixture"  # its kind in analysis.strategies.registry
 
     def __init__(
         self,
@@ -35,13 +38,10 @@ class MixtureStrategy:
         projection: str = "any_cell",
         seed: int | None = None,
     ) -> None:
-        if not components:
-            raise ValueError("a mixture needs at least one component")
+        components = check_mixture_components(components)
         self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.projection = projection_name(projection)
         weights = np.array([float(c["weight"]) for c in components])
-        if np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError(f"mixture weights must be non-negative and not all 0: {weights}")
         self.weights = weights / weights.sum()
         self._rng = ProcessRng(seed, None)
         self.components = [
@@ -74,3 +74,11 @@ class MixtureStrategy:
             return self.components[int(self._choices(1)[0])](1, device)
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+    def describe(self) -> str:
+        """A short text for the report: the components' weights and what each draws."""
+        parts = [
+            f"{w:.2f} x ({c.describe().split('; ', 1)[1]})"
+            for w, c in zip(self.weights, self.components, strict=True)
+        ]
+        return f"{self.kind} of {len(parts)} fitted settings: {'; '.join(parts)}"

@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 
 from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
-from analysis.strategies.options import DSR_PERLIN_DEFAULTS
+from analysis.strategies.options import (
+    DSR_PERLIN_DEFAULTS,
+    PERLIN_DEFAULTS,
+    check_dsr_perlin_options,
+    check_perlin_options,
+)
 from analysis.strategies.projection import project_maps, projection_name
 
 
@@ -20,6 +25,8 @@ class PerlinStrategy:
     both are equal); cells above ``threshold`` are masked.
     """
 
+    kind = "perlin"  # its kind in analysis.strategies.registry
+
     def __init__(
         self,
         spectrogram_shape: tuple[int, int] | None = None,
@@ -27,17 +34,21 @@ class PerlinStrategy:
         n_mels: int | None = None,
         T: int | None = None,
         *,
-        min_scale_exp: int = 0,
-        max_scale_exp: int = 6,
-        threshold: float = 0.5,
-        rotate: bool = True,
+        min_scale_exp: int = PERLIN_DEFAULTS["min_scale_exp"],
+        max_scale_exp: int = PERLIN_DEFAULTS["max_scale_exp"],
+        threshold: float = PERLIN_DEFAULTS["threshold"],
+        rotate: bool = PERLIN_DEFAULTS["rotate"],
         projection: str = "any_cell",
         resize: str | None = None,
         seed: int | None = None,
         generator: Any = None,
     ) -> None:
-
-        check_scale_exps(min_scale_exp, max_scale_exp)
+        self.options = check_perlin_options(
+            min_scale_exp=min_scale_exp,
+            max_scale_exp=max_scale_exp,
+            threshold=threshold,
+            rotate=rotate,
+        )
         self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.min_scale_exp, self.max_scale_exp = int(min_scale_exp), int(max_scale_exp)
         self.threshold, self.rotate = float(threshold), bool(rotate)
@@ -67,13 +78,13 @@ class PerlinStrategy:
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
 
+    def describe(self) -> str:
+        """A short text for the report: the kind and its options."""
+        return f"{self.kind}: thresholded Perlin noise (DRAEM); {_words(self.options)}"
 
-def check_scale_exps(min_scale_exp: int, max_scale_exp: int) -> None:
-    """Lattice exponents must satisfy 0 <= min <= max."""
-    if not 0 <= min_scale_exp <= max_scale_exp:
-        raise ValueError(
-            f"need 0 <= min_scale_exp <= max_scale_exp, got {min_scale_exp}, {max_scale_exp}"
-        )
+
+def _words(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
 def torch_generator(seed: int | None, generator: Any):
@@ -99,6 +110,8 @@ class TrainingPerlinStrategy:
     stand-alone 0.5..0.5) are masked.
     """
 
+    kind = "dsr_perlin"  # its kind in analysis.strategies.registry
+
     def __init__(
         self,
         spectrogram_shape: tuple[int, int] | None = None,
@@ -110,17 +123,18 @@ class TrainingPerlinStrategy:
         max_scale_exp: int = DSR_PERLIN_DEFAULTS["max_scale_exp"],
         min_threshold: float = DSR_PERLIN_DEFAULTS["min_threshold"],
         max_threshold: float = DSR_PERLIN_DEFAULTS["max_threshold"],
-        rotate: bool = True,
+        rotate: bool = DSR_PERLIN_DEFAULTS["rotate"],
         projection: str = "any_cell",
         seed: int | None = None,
         generator: Any = None,
     ) -> None:
-        check_scale_exps(min_scale_exp, max_scale_exp)
-        if not -1.0 <= min_threshold <= max_threshold < 1.0:
-            raise ValueError(
-                f"need -1 <= min_threshold <= max_threshold < 1, got {min_threshold}, "
-                f"{max_threshold}"
-            )
+        self.options = check_dsr_perlin_options(
+            min_scale_exp=min_scale_exp,
+            max_scale_exp=max_scale_exp,
+            min_threshold=min_threshold,
+            max_threshold=max_threshold,
+            rotate=rotate,
+        )
         self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.min_scale_exp, self.max_scale_exp = int(min_scale_exp), int(max_scale_exp)
         self.min_threshold, self.max_threshold = float(min_threshold), float(max_threshold)
@@ -154,6 +168,10 @@ class TrainingPerlinStrategy:
     def __call__(self, batch_size: int, device: Any = "cpu"):
         small = project_maps(self.full_size(batch_size), self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+    def describe(self) -> str:
+        """A short text for the report: the kind and its options."""
+        return f"{self.kind}: the training code's Perlin mode; {_words(self.options)}"
 
 
 def pixel_rotation_grid(angles, H: int, W: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.strategies.errors import StrategySettingError
 from analysis.strategies.options import PROJECTION_ALIASES, PROJECTIONS
 
 # How masks and real regions are projected for the latent-grid scores: what training does.
@@ -19,7 +20,7 @@ def projection_name(method: str) -> str:
     """The canonical projection name (``max_pool`` is accepted for ``any_cell``)."""
     name = PROJECTION_ALIASES.get(method, method)
     if name not in PROJECTIONS:
-        raise ValueError(f"projection {method!r} is not one of {', '.join(PROJECTIONS)}")
+        raise StrategySettingError("projection", f"one of {', '.join(PROJECTIONS)}", method)
     return name
 
 

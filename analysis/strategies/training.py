@@ -30,6 +30,7 @@ from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
 from analysis.strategies.options import (
     FULL_COVERAGE,
     PLACEMENT_TRIES,
+    TRAINING_OPTIONS,
     check_training_options,
 )
 from analysis.strategies.projection import project_maps, projection_name
@@ -49,6 +50,8 @@ class TrainingAudioStrategy:
     seed, generator
         A private stream; neither means the global ``random`` module.
     """
+
+    kind = "training_audio"  # its kind in analysis.strategies.registry
 
     def __init__(
         self,
@@ -140,3 +143,9 @@ class TrainingAudioStrategy:
             full = self.full_size(batch_size)
         small = project_maps(full, self.q_shape, self.projection)
         return to_tensor(small[:, None].astype(np.float32), device)
+
+    def describe(self) -> str:
+        """A short text for the report: the kind and the options that differ from its defaults."""
+        changed = {k: v for k, v in self.options.items() if v != TRAINING_OPTIONS[k]}
+        words = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the training code's defaults"
+        return f"{self.kind}: today's training strategy; {words}"
