@@ -13,6 +13,7 @@ module imports nothing of the strategies, and a change to their rules reruns no 
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import re
 from collections.abc import Mapping
@@ -80,6 +81,24 @@ class Text:
         if self.choices is not None and value not in self.choices:
             raise ParamsError(f"{key}: {value!r} is not one of {', '.join(self.choices)}")
         return value
+
+
+@dataclass(frozen=True)
+class ReportDate:
+    """``commit`` (the report is dated by SOURCE_DATE_EPOCH, else the last commit) or a
+    calendar date ``YYYY-MM-DD``: never the day it is rendered."""
+
+    def check(self, key: str, value: Any) -> Any:
+        if isinstance(value, _dt.date):  # YAML reads an unquoted 2026-12-01 as a date
+            return value.isoformat()
+        if value == "commit":
+            return value
+        try:
+            if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                return _dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+        raise ParamsError(f"{key}: {value!r} is neither 'commit' nor a date YYYY-MM-DD")
 
 
 @dataclass(frozen=True)
@@ -209,6 +228,7 @@ SPEC: dict[str, Any] = {
         "title": Text(max_len=TITLE_MAX_CHARS),
         "author": Text(max_len=TITLE_MAX_CHARS),
         "engine": Text(REPORT_ENGINES),
+        "date": ReportDate(),
         "formats": ListOf(Text(REPORT_FORMATS)),
     },
 }

@@ -93,9 +93,13 @@ def git_state(cwd: Path = Path(".")) -> dict[str, Any]:
     }
 
 
-def report_epoch(git: dict[str, Any]) -> int | None:
-    """The report's moment, for its printed date and the PDF's dates: ``SOURCE_DATE_EPOCH``
-    when set, else the commit's time; None outside a git checkout (then: now)."""
+def report_epoch(git: dict[str, Any], date: str = "commit") -> int | None:
+    """The report's moment, for its printed date and the PDF's dates: ``report.date`` when it is
+    a day (its midnight, UTC), else ``SOURCE_DATE_EPOCH`` when set, else the last commit's time;
+    None when none is known (outside a git checkout): the report is then undated."""
+    if date != "commit":
+        day = _dt.date.fromisoformat(date)
+        return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp())
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if epoch.isdigit():
         return int(epoch)
@@ -103,17 +107,23 @@ def report_epoch(git: dict[str, Any]) -> int | None:
     return int(commit) if commit.isdigit() else None
 
 
-def report_date(git: dict[str, Any]) -> str:
-    """The date printed on the report, labelled with where it comes from: ``SOURCE_DATE_EPOCH``
-    when set, else the commit's date, else today. Never the wall clock where a reproducible
-    date exists, so the same inputs give the same report."""
-    epoch = report_epoch(git)
+def report_date(git: dict[str, Any], date: str = "commit") -> str:
+    """The date printed on the report, labelled with where it comes from (``report.date``,
+    ``SOURCE_DATE_EPOCH`` or the last commit). Never the day it is rendered: the same inputs
+    give the same report, so without any of them the report says it is undated."""
+    epoch = report_epoch(git, date)
     if epoch is None:
-        return f"Rendered {_dt.date.today().isoformat()} (not a git checkout)"
+        return "Undated (not a git checkout: set report.date or SOURCE_DATE_EPOCH to date it)"
     day = _dt.datetime.fromtimestamp(epoch, _dt.UTC).date().isoformat()
+    if date != "commit":
+        return f"Date (report.date): {day}"
     if os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit():
         return f"Date (SOURCE_DATE_EPOCH): {day}"
     return f"Date of commit {git['commit'][:12]}: {day}"
+
+
+# The PDF's own dates when the report is undated: a fixed moment (the epoch), not the clock.
+UNDATED_EPOCH = 0
 
 
 def package_versions() -> dict[str, str]:
@@ -242,8 +252,8 @@ def build_context(
         **results_context(build_dir, figures_dir, geometry),
         "title": params["report"]["title"],
         "author": params["report"]["author"],
-        "date_label": report_date(git),
-        "epoch": report_epoch(git),
+        "date_label": report_date(git, params["report"]["date"]),
+        "epoch": report_epoch(git, params["report"]["date"]),
         "downloads": downloads(build_dir),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest()
         if Path(params_path).is_file()
@@ -302,15 +312,12 @@ def report(
     write_text(qmd, render_qmd(context, report_dir))
     out_dir = report_dir / "_output"
     out_dir.mkdir(parents=True, exist_ok=True)
+    epoch = UNDATED_EPOCH if context["epoch"] is None else context["epoch"]
     try:
         if engine == "quarto":
-            made = render_with_quarto(
-                qmd, out_dir, params["report"]["formats"], timestamp=context["epoch"]
-            )
+            made = render_with_quarto(qmd, out_dir, params["report"]["formats"], timestamp=epoch)
         else:
-            made = render_with_pandoc(
-                qmd, out_dir, params["report"]["formats"], timestamp=context["epoch"]
-            )
+            made = render_with_pandoc(qmd, out_dir, params["report"]["formats"], timestamp=epoch)
     except subprocess.CalledProcessError as err:
         raise RuntimeError(
             f"rendering failed: {' '.join(map(str, err.cmd[:3]))}...\n{err.stderr or ''}"

@@ -4,7 +4,11 @@ Copies the project's pipeline files into a throwaway git + DVC repo (your own
 build/ and DVC cache are untouched) and runs `dvc repro` once from nothing.
 Each stage's time comes from DVC's "Running stage" lines; its peak memory is
 the largest sum of resident memory over the stage's processes (the stage and
-its pool workers), sampled every 50 ms.
+its pool workers), sampled every 50 ms; its CPU time is the sum over those
+processes of user + system seconds (sampled too: each process's last 50 ms are
+missed), and DVC's own CPU time (hashing, locking) is that of the `dvc repro`
+process over the same interval. CPU seconds, unlike wall time, barely change
+when other work shares the machine.
 
 Default: the project's params.yaml (target: 60 s on 2 cores).
 ``--scale``: a synthetic set about a quarter of the DCASE 2020 Task 2
@@ -62,31 +66,44 @@ SCALES_WITH_CLIPS = ("synthesize", "extract", "localize", "power", "recommend")
 
 
 class PeakMemory(threading.Thread):
-    """Samples the summed RSS of a process tree; ``take()`` returns and resets the peak."""
+    """Samples the summed RSS and the CPU seconds of a process tree; ``take()`` returns the peak
+    RSS, the CPU seconds of the processes seen since the last ``take()`` (the root's excluded)
+    and the root's CPU seconds over that interval, and starts a new interval."""
 
     def __init__(self, pid: int, period_s: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.root, self.period_s, self.peak, self.running = psutil.Process(pid), period_s, 0, True
         self.lock = threading.Lock()
+        self.cpu: dict[int, float] = {}  # pid -> user + system seconds last seen
+        self.root_cpu, self.root_mark = 0.0, 0.0
 
     def run(self) -> None:
         while self.running:
             total = 0
             try:
                 # The stage's processes: DVC's own (the root) is not counted.
-                for proc in self.root.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):  # it may have just ended
-                        total += proc.memory_info().rss
+                children = self.root.children(recursive=True)
+                times = self.root.cpu_times()
             except psutil.Error:
                 return
+            cpu = {}
+            for proc in children:
+                with contextlib.suppress(psutil.Error):  # it may have just ended
+                    total += proc.memory_info().rss
+                    t = proc.cpu_times()
+                    cpu[proc.pid] = t.user + t.system
             with self.lock:
                 self.peak = max(self.peak, total)
+                self.cpu.update(cpu)
+                self.root_cpu = times.user + times.system
             time.sleep(self.period_s)
 
-    def take(self) -> int:
+    def take(self) -> tuple[int, float, float]:
         with self.lock:
             peak, self.peak = self.peak, 0
-        return peak
+            cpu, self.cpu = sum(self.cpu.values()), {}
+            root, self.root_mark = self.root_cpu - self.root_mark, self.root_cpu
+        return peak, cpu, root
 
 
 def set_params(work: Path, changes: dict[str, object]) -> None:
@@ -128,18 +145,22 @@ def make_project(work: Path, synthetic: dict[str, object], env: dict) -> int:
     return n_ids * per_id
 
 
-def grouped(stages: list[tuple[str, float, int]]) -> dict[str, list[float]]:
-    """Seconds and peak memory per stage, ``extract@fan`` and its kind summed as ``extract``."""
+def grouped(stages: list[tuple]) -> dict[str, list[float]]:
+    """Seconds, peak memory, stage CPU seconds and DVC's CPU seconds per stage, ``extract@fan``
+    and its kind summed as ``extract``."""
     groups: dict[str, list[float]] = {}
-    for stage, seconds, peak in stages:
-        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0])
+    for stage, seconds, (peak, cpu, dvc_cpu) in stages:
+        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0, 0.0, 0.0])
         entry[0] += seconds
         entry[1] = max(entry[1], peak)
+        entry[2] += cpu
+        entry[3] += dvc_cpu
     return groups
 
 
-def run_repro(work: Path, env: dict) -> tuple[float, list[tuple[str, float, int]]]:
-    """Cold `dvc repro`; returns the total seconds and (stage, seconds, peak bytes) in order."""
+def run_repro(work: Path, env: dict) -> tuple[float, list[tuple]]:
+    """Cold `dvc repro`; returns the total seconds and (stage, seconds, (peak bytes, CPU
+    seconds, DVC's CPU seconds)) in order."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
@@ -190,15 +211,21 @@ def main() -> None:
             # What `dvc exp run -S downstream.enabled=true` adds: the stage and what reads it.
             set_params(Path(tmp), {"downstream.enabled": True})
             _, again = run_repro(Path(tmp), env)
-            downstream = grouped(again).get("downstream", [0.0, 0.0])
+            downstream = grouped(again).get("downstream", [0.0, 0.0, 0.0, 0.0])
     groups = grouped(stages)
     label = "scale set" if args.scale else "default params"
     print(f"cold dvc repro ({label}, {n_clips} clips): {total:.1f} s")
-    print(f"  {'stage':<13}{'time':>9}{'share':>8}{'peak memory':>14}")
-    for stage, (seconds, peak) in groups.items():
-        print(f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:10.0f} MB")
-    overhead = total - sum(s for s, _ in groups.values())
-    print(f"  {'dvc itself':<13}{overhead:7.1f} s{overhead / total:8.1%}")
+    print(f"  {'stage':<13}{'time':>9}{'share':>8}{'peak memory':>14}{'CPU':>10}{'DVC CPU':>10}")
+    for stage, (seconds, peak, cpu, dvc_cpu) in groups.items():
+        print(
+            f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:10.0f} MB"
+            f"{cpu:8.1f} s{dvc_cpu:8.1f} s"
+        )
+    overhead = total - sum(g[0] for g in groups.values())
+    cpu_sum = sum(g[2] for g in groups.values())
+    dvc_sum = sum(g[3] for g in groups.values())
+    print(f"  {'dvc itself':<13}{overhead:7.1f} s{overhead / total:8.1%}  (before the first stage)")
+    print(f"  CPU seconds: stages {cpu_sum:.1f}, DVC within stages {dvc_sum:.1f}")
     if downstream is not None:
         print(
             f"downstream.enabled=true on the same data: the downstream stage took "

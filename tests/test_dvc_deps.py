@@ -130,3 +130,15 @@ def test_the_report_stage_lists_every_template_file():
     listed -= {f"{REPORT_DIR}/figures"}
     assert listed == {f"{REPORT_DIR}/{name}" for name in TEMPLATE_FILES}
     assert all((ROOT / REPORT_DIR / name).is_file() for name in TEMPLATE_FILES)
+
+
+def test_stages_that_draw_no_mask_depend_on_no_strategy_module():
+    """params.py and checks.py import nothing of analysis/strategies/: an edit to a strategy's
+    rules (strategies/options.py) reruns check_params and the stages that draw masks, never
+    the audio stages."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("synthesize", "extract", "localize", "power"):
+        body = stages[name].get("do", stages[name])
+        assert not [d for d in body["deps"] if d.startswith("analysis/strategies/")], name
+    for name in ("check_params", "masks"):
+        assert "analysis/strategies/options.py" in stages[name]["deps"], name

@@ -149,7 +149,7 @@ def test_report_date_is_reproducible(monkeypatch):
     assert report_date(git) == "Date (SOURCE_DATE_EPOCH): 2023-11-14"
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert report_date(git) == "Date of commit 0123456789ab: 2020-01-02"
-    assert report_date({"commit": "unknown"}).endswith("(not a git checkout)")
+    assert report_date({"commit": "unknown"}).startswith("Undated (not a git checkout")
 
 
 def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedProcess:

@@ -32,7 +32,16 @@ class StrategySettingError(StrategyError):
         if message is None:
             given = "" if value is _NOT_GIVEN else f" = {value!r}"
             message = f"{key}{given}: must be {allowed}"
+        elif key not in message:
+            message = f"{key}: {message}"
         super().__init__(message)
+
+
+def refuse_unknown(unknown: dict[str, Any], known: tuple[str, ...] | list[str]) -> None:
+    """Raise :class:`UnknownSettingError` when ``unknown`` (a constructor's ``**rest``) is
+    not empty."""
+    if unknown:
+        raise UnknownSettingError(sorted(unknown), known)
 
 
 class UnknownSettingError(StrategySettingError, TypeError):

@@ -10,7 +10,7 @@ import numpy as np
 
 from analysis.artifacts import is_ok, read_recommendations, recommended_settings, type_rows
 from analysis.strategies.base import numpy_rng, resolve_shapes
-from analysis.strategies.errors import StrategySettingError
+from analysis.strategies.errors import StrategySettingError, refuse_unknown
 from analysis.strategies.factory import build_strategy
 from analysis.strategies.training import TrainingAudioStrategy
 
@@ -43,7 +43,11 @@ class MachineSpecificStrategy:
         fallback: Any = None,
         projection: str = "any_cell",
         seed: int | None = None,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown(
+            unknown, ("machine_type", "recommendations", "fallback", "projection", "seed")
+        )
         shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.spectrogram_shape = shape
         path = Path(recommendations)

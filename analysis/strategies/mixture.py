@@ -13,6 +13,7 @@ import numpy as np
 
 from analysis.strategies.band import AudioSpecificStrategy
 from analysis.strategies.base import ProcessRng, resolve_shapes, to_tensor
+from analysis.strategies.errors import refuse_unknown
 from analysis.strategies.options import check_mixture_components
 from analysis.strategies.projection import project_maps, projection_name
 
@@ -37,7 +38,9 @@ class MixtureStrategy:
         components: list[dict[str, Any]],
         projection: str = "any_cell",
         seed: int | None = None,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown(unknown, ("components", "projection", "seed"))
         components = check_mixture_components(components)
         self.spectrogram_shape, self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.projection = projection_name(projection)

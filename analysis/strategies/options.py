@@ -192,11 +192,15 @@ def resolve_options(
     for unit in ("rows", "hz"):
         if (o[f"min_band_{unit}"] is None) != (o[f"max_band_{unit}"] is None):
             raise StrategySettingError(
-                f"min_band_{unit}", f"given together with max_band_{unit}", o[f"min_band_{unit}"]
+                f"min_band_{unit}",
+                f"given together with max_band_{unit}",
+                message=f"min_band_{unit} and max_band_{unit} go together",
             )
     if o["min_band_rows"] is not None and o["min_band_hz"] is not None:
         raise StrategySettingError(
-            "min_band_hz", "absent when band widths are given in rows", o["min_band_hz"]
+            "min_band_hz",
+            "absent when band widths are given in rows",
+            message="give band widths in rows or in Hz, not both",
         )
     _check_range("band_fraction", o["min_band_fraction"], o["max_band_fraction"], 0.0, 1.0, True)
     if o["min_band_rows"] is not None:

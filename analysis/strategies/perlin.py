@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
+from analysis.strategies.errors import refuse_unknown
 from analysis.strategies.options import (
     DSR_PERLIN_DEFAULTS,
     PERLIN_DEFAULTS,
@@ -42,7 +43,9 @@ class PerlinStrategy:
         resize: str | None = None,
         seed: int | None = None,
         generator: Any = None,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown(unknown, (*PERLIN_DEFAULTS, "projection", "resize", "seed", "generator"))
         self.options = check_perlin_options(
             min_scale_exp=min_scale_exp,
             max_scale_exp=max_scale_exp,
@@ -127,7 +130,9 @@ class TrainingPerlinStrategy:
         projection: str = "any_cell",
         seed: int | None = None,
         generator: Any = None,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown(unknown, (*DSR_PERLIN_DEFAULTS, "projection", "seed", "generator"))
         self.options = check_dsr_perlin_options(
             min_scale_exp=min_scale_exp,
             max_scale_exp=max_scale_exp,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from analysis.strategies.base import numpy_rng, resolve_shapes, to_tensor
+from analysis.strategies.errors import refuse_unknown
 from analysis.strategies.options import (
     FULL_COVERAGE,
     PLACEMENT_TRIES,
@@ -67,7 +68,9 @@ class TrainingAudioStrategy:
         projection: str = "any_cell",
         seed: int | None = None,
         generator: Any = None,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown(unknown, (*TRAINING_OPTIONS, "projection", "seed", "generator"))
         (H, W), self.q_shape = resolve_shapes(spectrogram_shape, q_shape, n_mels, T)
         self.spectrogram_shape, self.n_mels, self.T = (H, W), H, W
         self.options = check_training_options(
