@@ -15,7 +15,6 @@ import zlib
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from analysis.localization.maps import alternate_halves, clean_region, iou, pad_frames
 from analysis.regions import FEATURE_COLUMNS, region_features
@@ -29,6 +28,8 @@ def time_scales(loc: dict[str, Any], T: int) -> list[int]:
 def scale_maps(clips: np.ndarray, smooth_bins: int, length: int) -> np.ndarray:
     """Per-clip maps box-averaged over ``smooth_bins`` bins and ``length`` frames, flattened
     to (n, cells); the whole-clip scale keeps one column per mel bin."""
+    from scipy import ndimage  # here, not at the top: the report imports only constants
+
     if length >= clips.shape[2]:
         out = ndimage.uniform_filter1d(clips.mean(axis=2), size=smooth_bins, axis=1, mode="nearest")
     else:

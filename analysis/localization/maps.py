@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from analysis.mel import MelGeometry
 
@@ -43,6 +42,8 @@ def clean_region(mask: np.ndarray, min_cells: int, merge_gap_frames: int = 0) ->
     """Drop connected pieces (8-connectivity) smaller than ``min_cells``, then close time gaps
     shorter than ``merge_gap_frames`` between what is left, so fragments of one band become
     one segment. Small pieces go first: closing a noisy mask would join its noise."""
+    from scipy import ndimage  # here, not at the top: the stages that only read maps skip it
+
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count == 0:
         return mask
