@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from analysis.dcase import LAYOUTS, SECTION_LAYOUT
 from analysis.strategies.options import (
     DSR_PERLIN_DEFAULTS,
     FAMILY_KIND_NAMES,
@@ -28,7 +29,10 @@ from analysis.strategies.options import (
     resolve_family,
 )
 
+# The types the synthetic default makes; real data may name any type with a folder under data.root.
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
+MACHINE_TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one folder name, no path
+SYNTHETIC_DATA_ROOT = "data/synthetic"
 PRESET_KINDS: tuple[str, ...] = (
     *FAMILY_KIND_NAMES,
     "training_audio",
@@ -190,7 +194,8 @@ KIND_SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 SPEC: dict[str, Any] = {
     "data": {
         "root": Text(),
-        "machine_types": ListOf(Text(MACHINE_TYPES)),
+        "layout": Text(LAYOUTS),
+        "machine_types": ListOf(Text()),
     },
     "synthetic": {
         "seed": Num(int, 0),
@@ -199,6 +204,7 @@ SPEC: dict[str, Any] = {
         "test_normal_clips_per_id": _positive_int(),
         "test_anomaly_clips_per_id": _positive_int(),
         "strength": Num(float, 0.0, 10.0, lo_open=True),
+        "layout": Text(("dcase2020", SECTION_LAYOUT)),
         "n_jobs": N_JOBS,
     },
     "features": {
@@ -365,7 +371,36 @@ def _check_min_max(params: dict, group: str, lo: str, hi: str) -> None:
     require(g[lo] <= g[hi], f"{group}.{lo}", f"{g[lo]} is above {group}.{hi} = {g[hi]}")
 
 
+def _check_data(p: dict) -> None:
+    """Machine-type names are folder names; the synthetic default makes only its six types,
+    in the layout ``synthetic.layout`` names."""
+    data = p["data"]
+    for name in data["machine_types"]:
+        require(
+            bool(MACHINE_TYPE_NAME.match(name)),
+            "data.machine_types",
+            f"{name!r} is not a folder name (letters, digits, '_', '.', '-')",
+        )
+    if Path(data["root"]).as_posix().rstrip("/") != SYNTHETIC_DATA_ROOT:
+        return
+    for name in data["machine_types"]:
+        require(
+            name in MACHINE_TYPES,
+            "data.machine_types",
+            f"{name!r}: the synthetic default makes only {', '.join(MACHINE_TYPES)}; "
+            f"point data.root at a folder with {name}/ for other types",
+        )
+    layout = p["synthetic"]["layout"]
+    require(
+        data["layout"] in ("auto", layout),
+        "data.layout",
+        f"{data['layout']!r} does not read the synthetic default written as "
+        f"synthetic.layout = {layout!r} (use auto)",
+    )
+
+
 def _cross_checks(p: dict) -> None:
+    _check_data(p)
     f = p["features"]
     require(f["fmax"] <= f["sr"] / 2, "features.fmax", f"{f['fmax']} is above sr/2 = {f['sr'] / 2}")
     require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")

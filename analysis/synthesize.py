@@ -42,8 +42,9 @@ import scipy.fft
 import soundfile as sf
 from scipy.fft import next_fast_len
 
-from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, clip_name
+from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, SECTION_LAYOUT, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
+from analysis.synthetic_layout import to_section_layout
 from analysis.workers import process_pool, resolve_n_jobs
 
 SR = 16000
@@ -597,6 +598,8 @@ def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -
                 truth[job.machine_type].extend(rows)
                 progress.advance()
         progress.close(f"{n_jobs} processes")
+        if params["synthetic"]["layout"] == SECTION_LAYOUT:  # sections, domains, attributes
+            truth = to_section_layout(tmp, truth)
         for machine_type, rows in truth.items():
             write_csv(tmp / machine_type / "ground_truth.csv", rows, GROUND_TRUTH_COLUMNS)
         write_json(
