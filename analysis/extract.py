@@ -35,6 +35,7 @@ from analysis.dcase import (
     DataLayoutError,
     discover_clips,
     resolve_layout,
+    unit_label,
 )
 from analysis.io import Progress, atomic_dir, iter_chunks, log
 from analysis.mel import MelGeometry
@@ -458,13 +459,14 @@ def id_warnings(
         messages.append("no anomalous test clips: nothing to localize")
     for machine_id in sorted({c.machine_id for c in kept}):
         labels = {c.label for c in kept if c.machine_id == machine_id}
+        name = unit_label(machine_id)
         if 0 not in labels:
-            messages.append(f"{machine_id} has no normal test clips")
+            messages.append(f"{name} has no normal test clips")
         if 1 not in labels:
-            messages.append(f"{machine_id} has no anomalous test clips")
+            messages.append(f"{name} has no anomalous test clips")
         if train_ids is not None and machine_id not in train_ids:
             messages.append(
-                f"{machine_id} has test clips but no usable train clip: it is normalized with "
+                f"{name} has test clips but no usable train clip: it is normalized with "
                 "the other IDs' train statistics"
             )
     return messages

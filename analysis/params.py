@@ -375,18 +375,18 @@ def _check_data(p: dict) -> None:
     """Machine-type names are folder names; the synthetic default makes only its six types,
     in the layout ``synthetic.layout`` names."""
     data = p["data"]
-    for name in data["machine_types"]:
+    for i, name in enumerate(data["machine_types"]):
         require(
             bool(MACHINE_TYPE_NAME.match(name)),
-            "data.machine_types",
+            f"data.machine_types[{i}]",
             f"{name!r} is not a folder name (letters, digits, '_', '.', '-')",
         )
     if Path(data["root"]).as_posix().rstrip("/") != SYNTHETIC_DATA_ROOT:
         return
-    for name in data["machine_types"]:
+    for i, name in enumerate(data["machine_types"]):
         require(
             name in MACHINE_TYPES,
-            "data.machine_types",
+            f"data.machine_types[{i}]",
             f"{name!r}: the synthetic default makes only {', '.join(MACHINE_TYPES)}; "
             f"point data.root at a folder with {name}/ for other types",
         )
