@@ -583,6 +583,9 @@ def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -
     out_dir
         Where the tree goes; replaced atomically when complete.
     """
+    # Real data may list types the synthetic set does not make (ToyTrain): it makes the others.
+    known = [t for t in params["data"]["machine_types"] if t in MACHINE_IDS]
+    params = {**params, "data": {**params["data"], "machine_types": known}}
     jobs = plan_jobs(params)
     n_jobs = resolve_n_jobs(params["synthetic"]["n_jobs"])
     out_dir = Path(out_dir)
