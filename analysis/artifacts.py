@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from analysis.dcase import GROUND_TRUTH_COLUMNS
-from analysis.io import load_npz, read_csv, read_json, save_npz, write_csv, write_json
+from analysis.io import (
+    load_npz,
+    map_npz_member,
+    read_csv,
+    read_json,
+    save_npz,
+    write_csv,
+    write_json,
+)
 from analysis.regions import FEATURE_COLUMNS
 
 # ----------------------------------------------------------------------------- features
@@ -119,9 +127,14 @@ def write_features(
 
 
 def read_test_features(folder: str | Path) -> TestFeatures:
-    data = load_npz(Path(folder) / "test.npz")
+    """``test.npz``; its log-mels memory-mapped (copy-on-write), so selecting one unit's or one
+    label's clips reads only those from disk and the whole array is never loaded at once."""
+    path = Path(folder) / "test.npz"
+    logmel = map_npz_member(path, "logmel")
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files if not (k == "logmel" and logmel is not None)}
     return TestFeatures(
-        data["logmel"],
+        data["logmel"] if logmel is None else logmel,
         data["label"],
         data["machine_id"],
         data["file"],

@@ -329,7 +329,27 @@ def calibrate(
         per_id[unit]["n_normal_false_regions"] = int(flagged.sum())
     for unit in by_id:
         per_id[unit]["calibration_domain"] = used(unit) if unit_domain(unit) else ""
+    borrowed_false_regions(by_id, per_id, by_unit, loc)
     return by_unit, record
+
+
+def borrowed_false_regions(
+    by_id: dict, per_id: dict[str, dict[str, Any]], by_unit: dict, loc: dict[str, Any]
+) -> None:
+    """A unit that borrows its section's source normal clips: each of its own normal clips is
+    judged against the source clips alone (which do not hold it), at the unit's threshold;
+    those with a region are its false regions."""
+    for unit, summary in per_id.items():
+        reference = summary.get("reference")
+        if not reference or unit not in by_id:
+            continue
+        normal = by_id[unit][0].astype(np.float64)  # as the workers compute
+        n_ref = reference["n_reference_normal"]
+        threshold, cell_level = by_unit[unit]
+        _, levels = detect_regions(normal[:n_ref], normal[n_ref:], threshold, loc, cell_level)
+        flagged = levels > threshold
+        summary["clip_false_region_rate"] = float(flagged.mean())
+        summary["n_normal_false_regions"] = int(flagged.sum())
 
 
 def type_summary(

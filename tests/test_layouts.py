@@ -179,6 +179,8 @@ def test_a_target_domain_with_3_normal_clips_borrows_its_sections_source_normals
         "n_own_normal": 3,
     }
     assert target["calibration_domain"] == "source"
+    # Its own 3 normal clips, judged against the source normals alone: no tone, no region.
+    assert target["n_normal_false_regions"] == 0
     # The planted 3 kHz tone is found in the target clips, at 3 kHz.
     target_rows = [r for r in rows if r["domain"] == "target"]
     assert sum(r["found"] for r in target_rows) >= 0.8 * len(target_rows)
@@ -275,7 +277,9 @@ def test_dvc_repro_reads_every_layout_and_the_report_says_so(layouts_project):
 
 @pytest.mark.slow
 def test_dvc_repro_on_the_synthetic_default_in_the_section_layout(tmp_path):
-    work = make_project(tmp_path, **{"synthetic.layout": "dcase2021+"})
+    # 4 normal test clips per domain: enough for each unit's own reference.
+    counts = {"synthetic.test_normal_clips_per_id": 8, "synthetic.test_anomaly_clips_per_id": 8}
+    work = make_project(tmp_path, **{"synthetic.layout": "dcase2021+", **counts})
     repro(work)
     assert (work / "data/synthetic/fan/attributes_00.csv").is_file()
     text = _text((work / "report/_output/report.html").read_text())
