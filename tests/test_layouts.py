@@ -9,6 +9,7 @@ and a target domain with 3 normal clips. Anomalies are a 3 kHz tone on a 1 kHz m
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 from pathlib import Path
@@ -252,14 +253,15 @@ def layouts_project(tmp_path_factory) -> Path:
     return work
 
 
-def _text(html: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+def _text(page: str) -> str:
+    """The HTML's visible words, entities decoded and pandoc's curly apostrophes straight."""
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page)).replace("\u2019", "'")
+    return re.sub(r"\s+", " ", text)
 
 
 @pytest.mark.slow
 def test_dvc_repro_reads_every_layout_and_the_report_says_so(layouts_project):
-    html = (layouts_project / "report/_output/report.html").read_text()
-    text = _text(html)
+    text = _text((layouts_project / "report/_output/report.html").read_text())
     assert "DCASE 2020 Task 2 file layout: machine IDs for fan" in text
     assert (
         "DCASE 2021+ Task 2 file layout: sections with source and target domains for "
@@ -305,3 +307,50 @@ def test_a_target_domain_with_too_few_normals_in_all_uses_the_source_threshold(p
         assert 0 <= summary["ids"][key]["clip_false_region_rate"] <= 1  # measured at that threshold
     words = " ".join(calibration_sentences(summary))
     assert "The target domain has 12 normal test clips in all, too few" in words
+
+
+def test_large_arrays_are_streamed_into_the_npz_and_mapped_back(tmp_path):
+    """save_npz streams uncompressed members (no in-memory copy) and gives the bytes the
+    buffered writer gave; the log-mels come back memory-mapped, equal to np.load's."""
+    import io
+    import zipfile
+
+    from analysis.io import _ZIP_EPOCH, map_npz_member, save_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"logmel": rng.standard_normal((7, 16, 20)).astype(np.float32), "n": np.int64(3)}
+    save_npz(tmp_path / "streamed.npz", compress=False, **arrays)
+    with zipfile.ZipFile(tmp_path / "buffered.npz", "w") as zf:  # the buffered writer
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arrays[name]), allow_pickle=False)
+            zf.writestr(info, buf.getvalue())
+    assert (tmp_path / "streamed.npz").read_bytes() == (tmp_path / "buffered.npz").read_bytes()
+    mapped = map_npz_member(tmp_path / "streamed.npz", "logmel")
+    assert isinstance(mapped, np.memmap)
+    assert np.array_equal(mapped, np.load(tmp_path / "streamed.npz")["logmel"])
+    assert np.array_equal(mapped[[1, 5]], arrays["logmel"][[1, 5]])
+
+
+def test_a_borrowing_units_own_normals_are_judged_against_the_source_clips_alone(params):
+    """Its own normal clips must not be in the reference that judges them: a band every
+    target normal clip shares (a domain shift) stands out against the source clips, and
+    would be averaged away if the clips judged themselves."""
+    from analysis.localize import borrowed_false_regions
+
+    rng = np.random.default_rng(3)
+    source = rng.standard_normal((8, 32, 64))
+    own = rng.standard_normal((3, 32, 64))
+    own[:, 10:16, 8:56] += 6.0
+    by_id = {"section_00_target": (np.concatenate([source, own]), None, [])}
+    per_id = {
+        "section_00_target": {
+            "reference": {"unit": "section_00_source", "n_reference_normal": 8, "n_own_normal": 3}
+        }
+    }
+    loc = {**params["localization"], "min_region_cells": 10}
+    borrowed_false_regions(by_id, per_id, {"section_00_target": (3.0, 3.0)}, loc)
+    assert per_id["section_00_target"]["n_normal_false_regions"] == 3
+    assert per_id["section_00_target"]["clip_false_region_rate"] == 1.0
