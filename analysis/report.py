@@ -141,6 +141,7 @@ def layout_context(
     return {
         "layout_words": layout_words(sources),
         "unit_noun": unit_noun(sources),
+        "unit_nouns": "sections (domains)" if unit_noun(sources) != "machine ID" else "machine IDs",
         "calibration_notes": {
             t: calibration_sentences(read_localization_summary(loc_dir, t)) for t in machine_types
         },

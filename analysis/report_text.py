@@ -359,8 +359,10 @@ def findings(context: dict[str, Any]) -> list[str]:
 def data_found(sources: dict[str, dict[str, Any]]) -> str:
     """What the extract stage found under the data root, in one line (for the data banner)."""
     ids = sum(len(s["per_id"]) for s in sources.values())
-    sections = any(unit_label(m) != m for s in sources.values() for m in s["per_id"])
-    noun = "section-domain unit" if sections else "machine ID"
+    kinds = {unit_label(m) != m for s in sources.values() for m in s["per_id"]}
+    noun = {frozenset({True}): "section-domain unit", frozenset({True, False}): "unit"}.get(
+        frozenset(kinds), "machine ID"
+    )
     normal = sum(c["test_normal"] for s in sources.values() for c in s["per_id"].values())
     anomaly = sum(c["test_anomaly"] for s in sources.values() for c in s["per_id"].values())
     train = sum(s["n_train_used"] for s in sources.values())
