@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from analysis.dcase import GROUND_TRUTH_COLUMNS
-from analysis.io import load_npz, read_csv, read_json, save_npz, write_csv, write_json
+from analysis.io import (
+    load_npz,
+    map_npz_member,
+    read_csv,
+    read_json,
+    save_npz,
+    write_csv,
+    write_json,
+)
 from analysis.regions import FEATURE_COLUMNS
 
 # ----------------------------------------------------------------------------- features
@@ -44,6 +52,17 @@ class TestFeatures:
     machine_id: np.ndarray  # str (N,)
     file: np.ndarray  # str (N,): path relative to data.root
     n_frames: np.ndarray  # int32 (N,): real (unpadded) frames of each clip
+    # The section layouts' per-clip fields ("" in DCASE 2020): section "00", domain
+    # source | target, attributes "key=value; ..."; machine_id holds the unit key.
+    section: np.ndarray | None = None  # str (N,)
+    domain: np.ndarray | None = None  # str (N,)
+    attributes: np.ndarray | None = None  # str (N,)
+    layout: str = "dcase2020"
+
+    def text_field(self, name: str) -> np.ndarray:
+        """``section``, ``domain`` or ``attributes`` per clip ("" where not given)."""
+        value = getattr(self, name)
+        return np.full(self.label.shape, "", dtype=str) if value is None else value
 
     def machine_ids(self) -> list[str]:
         """The machine IDs present, sorted."""
@@ -85,6 +104,10 @@ def write_features(
         machine_id=test.machine_id,
         file=test.file,
         n_frames=test.n_frames,
+        section=test.text_field("section"),
+        domain=test.text_field("domain"),
+        attributes=test.text_field("attributes"),
+        layout=np.array(test.layout),
     )
     save_npz(
         folder / "train_stats.npz",
@@ -104,9 +127,22 @@ def write_features(
 
 
 def read_test_features(folder: str | Path) -> TestFeatures:
-    data = load_npz(Path(folder) / "test.npz")
+    """``test.npz``; its log-mels memory-mapped (copy-on-write), so selecting one unit's or one
+    label's clips reads only those from disk and the whole array is never loaded at once."""
+    path = Path(folder) / "test.npz"
+    logmel = map_npz_member(path, "logmel")
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in npz.files if not (k == "logmel" and logmel is not None)}
     return TestFeatures(
-        data["logmel"], data["label"], data["machine_id"], data["file"], data["n_frames"]
+        data["logmel"] if logmel is None else logmel,
+        data["label"],
+        data["machine_id"],
+        data["file"],
+        data["n_frames"],
+        data.get("section"),
+        data.get("domain"),
+        data.get("attributes"),
+        str(data["layout"]) if "layout" in data else "dcase2020",
     )
 
 
@@ -144,8 +180,11 @@ REGION_COLUMNS = (
     "truth_kind",
     "iou",
     "centre_error_bins",
+    "section",  # the section layouts' per-clip fields ("" in DCASE 2020)
+    "domain",
+    "attributes",
 )
-_TEXT_REGION_COLUMNS = ("file", "machine_id", "truth_kind")
+_TEXT_REGION_COLUMNS = ("file", "machine_id", "truth_kind", "section", "domain", "attributes")
 POOLED_PARTS = ("all", "fit", "holdout")  # all anomalous clips, and the two halves
 _KEY_SEP = "__"  # npz keys: ID__map and ID__pooled_region[_part]
 

@@ -68,14 +68,19 @@ def check_data_root(data: Mapping[str, Any]) -> None:
         return
     require(root.is_dir(), "data.root", f"{root}: no such folder")
     for machine_type in data["machine_types"]:
-        for split in ("train", "test"):
-            folder = root / machine_type / split
-            require(
-                folder.is_dir(),
-                "data.machine_types",
-                f"{machine_type!r} is listed but {folder} is not a folder "
-                f"(expected {root}/{machine_type}/{{train,test}}/)",
-            )
+        type_dir = root / machine_type
+        require(
+            (type_dir / "train").is_dir(),
+            "data.machine_types",
+            f"{machine_type!r} is listed but {type_dir / 'train'} is not a folder "
+            f"(expected {root}/{machine_type}/{{train,test}}/)",
+        )
+        require(
+            any((type_dir / f).is_dir() for f in ("test", "source_test", "target_test")),
+            "data.machine_types",
+            f"{machine_type!r} is listed but {type_dir} has no test/ folder "
+            f"(nor DCASE 2021's source_test/, target_test/)",
+        )
         # DVC hashes every file of ROOT/TYPE (the extract stage's dependency) and stops on a
         # link to nothing; extract itself would list it as skipped, but never gets to run.
         links = dangling_links(root, machine_type)

@@ -75,7 +75,7 @@ def train_grid_of(
     root = Path(params["data"]["root"])
     stats = read_train_stats(features_dir)
     cap = params["downstream"]["max_train_clips_per_id"]
-    clips, _ = discover_clips(root, machine_type)
+    clips, _ = discover_clips(root, machine_type, params["data"]["layout"])
     chosen, per_id = [], Counter()
     for clip in sorted((c for c in clips if c.split == "train"), key=lambda c: c.file):
         if per_id[clip.machine_id] < cap:

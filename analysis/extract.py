@@ -29,10 +29,13 @@ import soundfile as sf
 from analysis.artifacts import TestFeatures, TrainStats, write_features
 from analysis.checks import check_mel_filters
 from analysis.dcase import (
+    SECTION_UNLABELLED_REASON,
     UNLABELLED_REASON,
     Clip,
     DataLayoutError,
     discover_clips,
+    resolve_layout,
+    unit_label,
 )
 from analysis.io import Progress, atomic_dir, iter_chunks, log
 from analysis.mel import MelGeometry
@@ -257,7 +260,7 @@ def extract(
     Parameters
     ----------
     params
-        Validated params; reads ``features.*`` and ``data.root``.
+        Validated params; reads ``features.*``, ``data.root`` and ``data.layout``.
     machine_type
         A folder under the data root.
     data_root, out_dir
@@ -268,7 +271,9 @@ def extract(
     features = params["features"]
     root = Path(data_root or params["data"]["root"])
     out_dir = Path(out_dir or f"build/features/{machine_type}")
-    clips, skipped = discover_clips(root, machine_type)
+    layout = resolve_layout(root, machine_type, params["data"]["layout"])
+    log(f"extract {machine_type}: layout {layout} ({params['data']['layout']})")
+    clips, skipped = discover_clips(root, machine_type, layout)
     train = [c for c in clips if c.split == "train"]
     test = [c for c in clips if c.split == "test"]
     n_jobs = resolve_n_jobs(features["n_jobs"])
@@ -300,13 +305,18 @@ def extract(
                 np.array([c.machine_id for c in kept], dtype=str),
                 np.array([c.file for c in kept], dtype=str),
                 n_frames,
+                np.array([c.section for c in kept], dtype=str),
+                np.array([c.domain for c in kept], dtype=str),
+                np.array([c.attributes for c in kept], dtype=str),
+                layout,
             ),
             TrainStats(
                 mean.astype(np.float32), std.astype(np.float32), count, n_train_used(clips, skipped)
             ),
             skipped,
             truth if truth.is_file() else None,
-            source_summary(root, machine_type, clips, kept, skipped, notes, warnings),
+            source_summary(root, machine_type, clips, kept, skipped, notes, warnings)
+            | {"layout": layout, "layout_param": params["data"]["layout"]},
         )
     log(f"extract {machine_type}: {len(kept)} test clips -> {out_dir}")
     return out_dir
@@ -433,7 +443,11 @@ def id_warnings(
     (an evaluation-set folder, for example)."""
     messages = []
     if not kept:
-        unlabelled = sum(1 for _, reason in skipped or [] if reason == UNLABELLED_REASON)
+        unlabelled = sum(
+            1
+            for _, reason in skipped or []
+            if reason in (UNLABELLED_REASON, SECTION_UNLABELLED_REASON)
+        )
         why = (
             f"; {unlabelled} test files have evaluation-set names without a normal/anomaly "
             "label (this analysis needs the labelled development set)"
@@ -445,13 +459,14 @@ def id_warnings(
         messages.append("no anomalous test clips: nothing to localize")
     for machine_id in sorted({c.machine_id for c in kept}):
         labels = {c.label for c in kept if c.machine_id == machine_id}
+        name = unit_label(machine_id)
         if 0 not in labels:
-            messages.append(f"{machine_id} has no normal test clips")
+            messages.append(f"{name} has no normal test clips")
         if 1 not in labels:
-            messages.append(f"{machine_id} has no anomalous test clips")
+            messages.append(f"{name} has no anomalous test clips")
         if train_ids is not None and machine_id not in train_ids:
             messages.append(
-                f"{machine_id} has test clips but no usable train clip: it is normalized with "
+                f"{name} has test clips but no usable train clip: it is normalized with "
                 "the other IDs' train statistics"
             )
     return messages
@@ -465,6 +480,11 @@ def source_summary(root, machine_type, clips, kept, skipped, notes, warnings) ->
     for c in kept:
         entry = per_id.setdefault(c.machine_id, {"test_normal": 0, "test_anomaly": 0})
         entry["test_anomaly" if c.label else "test_normal"] += 1
+    unusable = {f for f, _ in skipped}
+    for c in clips:  # train clips used per unit (the section layouts' target domain has few)
+        if c.split == "train" and c.file not in unusable and c.machine_id in per_id:
+            per_id[c.machine_id]["train"] = per_id[c.machine_id].get("train", 0) + 1
+    n_unlabelled = sum(r in (UNLABELLED_REASON, SECTION_UNLABELLED_REASON) for _, r in skipped)
     return {
         "machine_type": machine_type,
         "data_root": str(root),
@@ -473,6 +493,7 @@ def source_summary(root, machine_type, clips, kept, skipped, notes, warnings) ->
         "n_train_used": n_train_used(clips, skipped),
         "n_test_used": len(kept),
         "n_skipped": len(skipped),
+        "n_unlabelled": int(n_unlabelled),
         "n_resampled": int(notes["resampled"]),
         "n_downmixed": int(notes["downmixed"]),
         "per_id": per_id,

@@ -37,6 +37,7 @@ from analysis.artifacts import (  # noqa: E402
     write_manifest,
 )
 from analysis.checks import check_colormaps  # noqa: E402
+from analysis.dcase import unit_label  # noqa: E402
 from analysis.io import atomic_dir, log, read_json  # noqa: E402
 from analysis.localization.maps import truth_map  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
@@ -122,7 +123,9 @@ def type_localization_figure(
                     linewidths=0.9,
                     linestyles=style,
                 )
-        ax.set_title(f"{panel.machine_id}: {panel.n_regions}/{panel.n_anomaly} clips", fontsize=8)
+        ax.set_title(
+            f"{unit_label(panel.machine_id)}: {panel.n_regions}/{panel.n_anomaly} clips", fontsize=8
+        )
         label_frame_axis(ax, geometry, show=k // cols == rows - 1)
         label_mel_axis(ax, geometry, show=k % cols == 0)
     for ax in axes.flat[len(panels) :]:
@@ -190,7 +193,7 @@ def seed_panels_figure(
                 cmap=cmap,
                 interpolation="nearest",
             )
-            ax.set_title(f"{machine_id}: {title}", fontsize=7)
+            ax.set_title(f"{unit_label(machine_id)}: {title}", fontsize=7)
             label_frame_axis(ax, geometry, show=r == len(ids) - 1)
             label_mel_axis(ax, geometry, show=c == 0)
     figs.save(

@@ -222,14 +222,49 @@ def save_npz(path: str | Path, compress: bool = True, **arrays: Any) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
+            array = np.asanyarray(arrays[name])
+            if not compress:  # streamed into the zip: no copy of a large array in memory
+                with zf.open(info, "w", force_zip64=array.nbytes > 2**30) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+                continue
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(arrays[name]), allow_pickle=False)
-            zf.writestr(info, buf.getvalue(), compresslevel=6 if compress else None)
+            np.lib.format.write_array(buf, array, allow_pickle=False)
+            zf.writestr(info, buf.getvalue(), compresslevel=6)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def map_npz_member(path: str | Path, name: str) -> np.ndarray | None:
+    """One array of an npz file, memory-mapped copy-on-write where it is stored uncompressed
+    (as :func:`save_npz` stores large ones), else None. Selecting rows of it reads only those
+    rows from disk, so a stage never holds the whole array when it needs a part."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        name_len, extra_len = (
+            int.from_bytes(local[26:28], "little"),
+            int.from_bytes(local[28:30], "little"),
+        )
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject or 0 in shape:
+        return None
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="c", shape=shape, offset=offset, order=order)
 
 
 class Progress:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,13 @@ from analysis.artifacts import (
     read_test_features,
     write_localization,
 )
+from analysis.dcase import unit_domain, unit_key, unit_label, unit_section
 from analysis.io import log
-from analysis.localization.clip_level import calibrate_clip_level, detect_regions
+from analysis.localization.clip_level import (
+    calibrate_clip_level,
+    detect_regions,
+    out_of_fold_levels,
+)
 from analysis.localization.id_level import id_level_evidence
 from analysis.localization.maps import iou, localization_maps, pad_frames, truth_map
 from analysis.localization.patterns import classify_pattern
@@ -185,6 +191,18 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     }
 
 
+def add_clip_fields(rows: list[dict[str, Any]], test) -> None:
+    """Each region row's section, domain and attributes ("" in DCASE 2020), by its file."""
+    fields = ("section", "domain", "attributes")
+    columns = [test.text_field(n).tolist() for n in fields]
+    by_file = {
+        f: dict(zip(fields, values, strict=True))
+        for f, *values in zip(test.file.tolist(), *columns, strict=True)
+    }
+    for row in rows:
+        row.update(by_file.get(row["file"], {}))
+
+
 def split_by_id(
     test, loc: dict[str, Any], machine_type: str
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, list[str]]], dict[str, dict[str, Any]]]:
@@ -208,25 +226,130 @@ def split_by_id(
             "n_anomaly": int(anomaly.shape[0]),
             "n_real_frames": real,
         }
-        if normal.shape[0] < loc["min_normal_clips"]:
-            per_id[machine_id]["status"] = (
-                f"not enough evidence: {normal.shape[0]} normal test clips "
-                f"(needs at least {loc['min_normal_clips']})"
-            )
-            log(f"localize {machine_type}: {machine_id}: {per_id[machine_id]['status']}")
-            continue
         by_id[machine_id] = (normal, anomaly, files)
-    return by_id, per_id
+    return borrow_reference_normals(by_id, per_id, loc, machine_type), per_id
 
 
-def calibrate(by_id: dict, per_id: dict[str, dict[str, Any]], loc: dict[str, Any], mapper):
-    """Pass 1: the type's clip-level threshold and region level; records each ID's
-    out-of-sample false-region rate in ``per_id``."""
-    calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc, mapper)
-    for machine_id, flagged in calibration.flagged.items():
-        per_id[machine_id]["clip_false_region_rate"] = float(flagged.mean())
-        per_id[machine_id]["n_normal_false_regions"] = int(flagged.sum())
-    return calibration.threshold, calibration.cell_level
+def borrow_reference_normals(
+    by_id: dict, per_id: dict[str, dict[str, Any]], loc: dict[str, Any], machine_type: str
+) -> dict:
+    """Units with too few normal clips for a reference of their own.
+
+    A target-domain unit whose section's source unit has enough takes the source normal
+    clips beside its own as its reference (``per_id[unit]["reference"]`` says so, for the
+    report); any other such unit gets a "not enough evidence" status and is left out.
+    """
+    kept = {}
+    need = loc["min_normal_clips"]
+    for key, (normal, anomaly, files) in by_id.items():
+        if normal.shape[0] >= need:
+            kept[key] = (normal, anomaly, files)
+            continue
+        source = unit_key(unit_section(key), "source") if unit_domain(key) == "target" else ""
+        if source in by_id and by_id[source][0].shape[0] >= need:
+            reference = by_id[source][0]
+            frames = min(reference.shape[2], normal.shape[2])
+            kept[key] = (
+                np.concatenate([reference[:, :, :frames], normal[:, :, :frames]]),
+                anomaly[:, :, :frames],
+                files,
+            )
+            per_id[key]["n_real_frames"] = frames
+            per_id[key]["reference"] = {
+                "unit": source,
+                "n_reference_normal": int(reference.shape[0]),
+                "n_own_normal": int(normal.shape[0]),
+            }
+            log(
+                f"localize {machine_type}: {unit_label(key)}: {normal.shape[0]} normal test "
+                f"clips (needs {need}): referenced against {unit_label(source)}'s normal clips too"
+            )
+            continue
+        per_id[key]["status"] = (
+            f"not enough evidence: {normal.shape[0]} normal test clips (needs at least {need})"
+        )
+        log(f"localize {machine_type}: {unit_label(key)}: {per_id[key]['status']}")
+    return kept
+
+
+def domain_groups(by_id: dict, per_id: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The units each domain calibrates on ("" for DCASE 2020 IDs): those with a reference of
+    their own normal clips."""
+    groups: dict[str, list[str]] = {}
+    for key in by_id:
+        if "reference" not in per_id[key]:
+            groups.setdefault(unit_domain(key), []).append(key)
+    return groups
+
+
+def calibrate(
+    by_id: dict, per_id: dict[str, dict[str, Any]], loc: dict[str, Any], mapper
+) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, Any]]]:
+    """Pass 1: the clip-level threshold and region level per domain, each on its own normal
+    clips (out of fold, pooled over the domain's units); records each unit's out-of-sample
+    false-region rate in ``per_id``.
+
+    A target domain with fewer than 1 / ``clip_false_region_rate`` normal clips in all cannot
+    resolve that rate: it takes the source domain's calibration, and its units' false-region
+    rate is measured at that threshold (their clips' out-of-fold levels). Units that borrow
+    their section's source normal clips take the source calibration too.
+
+    Returns the (threshold, cell level) per unit and a record per domain (for the report).
+    """
+    groups = domain_groups(by_id, per_id)
+    need = int(np.ceil(1 / loc["clip_false_region_rate"]))
+    record: dict[str, dict[str, Any]] = {}
+    levels: dict[str, tuple[float, float]] = {}
+    for domain, units in groups.items():
+        n_normal = sum(by_id[u][0].shape[0] for u in units)
+        if domain == "target" and n_normal < need and "source" in groups:
+            record[domain] = {"own": False, "n_normal": n_normal, "n_needed": need}
+            continue
+        calibration = calibrate_clip_level({u: by_id[u][0] for u in units}, loc, mapper)
+        levels[domain] = (calibration.threshold, calibration.cell_level)
+        record[domain] = {"own": True, "n_normal": n_normal, "n_needed": need}
+        for unit, flagged in calibration.flagged.items():
+            per_id[unit]["clip_false_region_rate"] = float(flagged.mean())
+            per_id[unit]["n_normal_false_regions"] = int(flagged.sum())
+    for domain, entry in record.items():
+        entry["threshold_abs_z"], entry["cell_level_abs_z"] = levels.get(
+            domain, levels.get("source", (None, None))
+        )
+
+    def used(unit: str) -> str:  # the domain whose calibration a unit uses
+        own = unit_domain(unit)
+        return own if own in levels and "reference" not in per_id[unit] else "source"
+
+    by_unit = {u: levels[used(u)] for u in by_id}
+    borrowing = [u for u in groups.get("target", []) if "target" not in levels]
+    measured = mapper(partial(out_of_fold_levels, loc=loc), [by_id[u][0] for u in borrowing])
+    for unit, (unit_levels, _, _) in zip(borrowing, measured, strict=True):
+        flagged = unit_levels > by_unit[unit][0]
+        per_id[unit]["clip_false_region_rate"] = float(flagged.mean())
+        per_id[unit]["n_normal_false_regions"] = int(flagged.sum())
+    for unit in by_id:
+        per_id[unit]["calibration_domain"] = used(unit) if unit_domain(unit) else ""
+    borrowed_false_regions(by_id, per_id, by_unit, loc)
+    return by_unit, record
+
+
+def borrowed_false_regions(
+    by_id: dict, per_id: dict[str, dict[str, Any]], by_unit: dict, loc: dict[str, Any]
+) -> None:
+    """A unit that borrows its section's source normal clips: each of its own normal clips is
+    judged against the source clips alone (which do not hold it), at the unit's threshold;
+    those with a region are its false regions."""
+    for unit, summary in per_id.items():
+        reference = summary.get("reference")
+        if not reference or unit not in by_id:
+            continue
+        normal = by_id[unit][0].astype(np.float64)  # as the workers compute
+        n_ref = reference["n_reference_normal"]
+        threshold, cell_level = by_unit[unit]
+        _, levels = detect_regions(normal[:n_ref], normal[n_ref:], threshold, loc, cell_level)
+        flagged = levels > threshold
+        summary["clip_false_region_rate"] = float(flagged.mean())
+        summary["n_normal_false_regions"] = int(flagged.sum())
 
 
 def type_summary(
@@ -284,15 +407,17 @@ def localize(
     geometry = MelGeometry.from_params(params)
     features_dir = Path(features_dir or f"build/features/{machine_type}")
     truth_by_file = read_ground_truth(features_dir)
-    by_id, per_id = split_by_id(read_test_features(features_dir), loc, machine_type)
-    threshold, cell_level = None, None
+    test = read_test_features(features_dir)
+    by_id, per_id = split_by_id(test, loc, machine_type)
+    by_unit: dict[str, tuple[float, float]] = {}
+    record: dict[str, dict[str, Any]] = {}
     arrays = LocalizationArrays(np.zeros((0, *geometry.spectrogram_shape), bool), [])
     rows: list[dict[str, Any]] = []
     regions: list[np.ndarray] = []
     with contextlib.ExitStack() as stack:
         mapper = parallel_map(stack, min(resolve_n_jobs(loc["n_jobs"]), len(by_id)))
         if by_id:  # pass 1: the clip-level calibration (same bytes on any number of cores)
-            threshold, cell_level = calibrate(by_id, per_id, loc, mapper)
+            by_unit, record = calibrate(by_id, per_id, loc, mapper)
         tasks = [
             IdTask(
                 machine_type,
@@ -300,8 +425,7 @@ def localize(
                 normal,
                 anomaly,
                 files,
-                threshold,
-                cell_level,
+                *by_unit[mid],
                 loc,
                 geometry,
                 {f: truth_by_file[f] for f in files if f in truth_by_file},
@@ -318,13 +442,22 @@ def localize(
             regions.append(result["regions"])
             arrays.region_files.extend(by_id[machine_id][2])
             per_id[machine_id].update(result["summary"])
+    add_clip_fields(rows, test)
     if regions:
         arrays = LocalizationArrays(
             np.concatenate(regions), arrays.region_files, arrays.maps, arrays.pooled
         )
+    main = record.get("", record.get("source", {}))
     summary = type_summary(
-        machine_type, per_id, rows, (threshold, cell_level), loc, geometry, bool(truth_by_file)
+        machine_type,
+        per_id,
+        rows,
+        (main.get("threshold_abs_z"), main.get("cell_level_abs_z")),
+        loc,
+        geometry,
+        bool(truth_by_file),
     )
+    summary["calibration_by_domain"] = {d: r for d, r in record.items() if d}
     write_localization(Path(out_dir), machine_type, arrays, rows, summary)
     log_summary(machine_type, summary, rows, len(by_id))
     return Path(out_dir)

@@ -23,7 +23,12 @@ from typing import Any
 
 import yaml
 
+from analysis.dcase import LAYOUTS, SECTION_LAYOUT
+
+# The types the synthetic default makes; real data may name any type with a folder under data.root.
 MACHINE_TYPES: tuple[str, ...] = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
+MACHINE_TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one folder name, no path
+SYNTHETIC_DATA_ROOT = "data/synthetic"
 NORMALIZATIONS: tuple[str, ...] = ("train_per_bin", "per_clip", "none")
 REPORT_ENGINES: tuple[str, ...] = ("auto", "quarto", "pandoc")
 REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
@@ -132,7 +137,8 @@ N_JOBS = Num(int, 0, 512)
 SPEC: dict[str, Any] = {
     "data": {
         "root": Text(),
-        "machine_types": ListOf(Text(MACHINE_TYPES)),
+        "layout": Text(LAYOUTS),
+        "machine_types": ListOf(Text()),
     },
     "synthetic": {
         "seed": Num(int, 0),
@@ -141,6 +147,7 @@ SPEC: dict[str, Any] = {
         "test_normal_clips_per_id": _positive_int(),
         "test_anomaly_clips_per_id": _positive_int(),
         "strength": Num(float, 0.0, 10.0, lo_open=True),
+        "layout": Text(("dcase2020", SECTION_LAYOUT)),
         "n_jobs": N_JOBS,
     },
     "features": {
@@ -301,7 +308,36 @@ def _check_min_max(params: dict, group: str, lo: str, hi: str) -> None:
     require(g[lo] <= g[hi], f"{group}.{lo}", f"{g[lo]} is above {group}.{hi} = {g[hi]}")
 
 
+def _check_data(p: dict) -> None:
+    """Machine-type names are folder names; the synthetic default makes only its six types,
+    in the layout ``synthetic.layout`` names."""
+    data = p["data"]
+    for i, name in enumerate(data["machine_types"]):
+        require(
+            bool(MACHINE_TYPE_NAME.match(name)),
+            f"data.machine_types[{i}]",
+            f"{name!r} is not a folder name (letters, digits, '_', '.', '-')",
+        )
+    if Path(data["root"]).as_posix().rstrip("/") != SYNTHETIC_DATA_ROOT:
+        return
+    for i, name in enumerate(data["machine_types"]):
+        require(
+            name in MACHINE_TYPES,
+            f"data.machine_types[{i}]",
+            f"{name!r}: the synthetic default makes only {', '.join(MACHINE_TYPES)}; "
+            f"point data.root at a folder with {name}/ for other types",
+        )
+    layout = p["synthetic"]["layout"]
+    require(
+        data["layout"] in ("auto", layout),
+        "data.layout",
+        f"{data['layout']!r} does not read the synthetic default written as "
+        f"synthetic.layout = {layout!r} (use auto)",
+    )
+
+
 def _cross_checks(p: dict) -> None:
+    _check_data(p)
     f = p["features"]
     require(f["fmax"] <= f["sr"] / 2, "features.fmax", f"{f['fmax']} is above sr/2 = {f['sr'] / 2}")
     require(f["fmin"] < f["fmax"], "features.fmin", f"{f['fmin']} must be below fmax")

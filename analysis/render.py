@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from analysis.dcase import unit_label
 from analysis.io import atomic_path
 
 REPORT_DIR = Path("report")
@@ -156,6 +157,7 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     env.filters["typst_text"] = typst_text
     env.filters["span"] = span
     env.filters["khz"] = khz
+    env.filters["unit"] = lambda v: md_escape(unit_label(v))  # "section 00 (source)", "id_00"
     # Identifiers shown with spaces so long names (narrow_band_few_segments) wrap in table cells.
     env.filters["label"] = lambda v: md_escape(str(v).replace("_", " "))
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".

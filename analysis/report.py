@@ -28,6 +28,7 @@ from analysis.artifacts import (
     read_masks_meta,
     read_power,
     read_recommendations,
+    read_region_rows,
     read_skipped,
     read_source,
 )
@@ -43,6 +44,12 @@ from analysis.render import (
     render_qmd,
     render_with_pandoc,
     render_with_quarto,
+)
+from analysis.report_layout import (
+    attribute_rows,
+    calibration_sentences,
+    layout_words,
+    unit_noun,
 )
 from analysis.report_text import (
     data_found,
@@ -136,6 +143,24 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def layout_context(
+    machine_types: list[str], sources: dict[str, dict[str, Any]], build_dir: Path
+) -> dict[str, Any]:
+    """The data layout's words: layout, unit noun, per-domain calibration, attribute tables."""
+    loc_dir = build_dir / "localization"
+    return {
+        "layout_words": layout_words(sources),
+        "unit_noun": unit_noun(sources),
+        "unit_nouns": "sections (domains)" if unit_noun(sources) != "machine ID" else "machine IDs",
+        "calibration_notes": {
+            t: calibration_sentences(read_localization_summary(loc_dir, t)) for t in machine_types
+        },
+        "attribute_tables": {
+            t: attribute_rows(read_region_rows(loc_dir, t)) for t in machine_types
+        },
+    }
+
+
 def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
     """What the data were: sources per machine type, skipped files, the data banner."""
     machine_types = params["data"]["machine_types"]
@@ -147,6 +172,7 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
         "data_root": params["data"]["root"],
         "data_found": data_found(sources),
         "sources": sources,
+        **layout_context(machine_types, sources, build_dir),
         "skipped": [
             {"machine_type": t, **row}
             for t in machine_types

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from analysis.dcase import unit_label
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
@@ -220,11 +221,12 @@ def type_description(
     for mid, summary in ids.items():
         shape, where = id_description(summary, seconds_per_frame, T)
         if shape:
-            groups.setdefault(shape, []).append(f"{mid} {where}".strip())
+            groups.setdefault(shape, []).append(f"{unit_label(mid)} {where}".strip())
         else:
-            nothing.append(mid)
+            nothing.append(unit_label(mid))
+    noun = "IDs" if all(unit_label(m) == m for m in ids) else "sections (domains)"
     parts = [
-        f"{len(members)} of {len(ids)} IDs: {shape} ({', '.join(members)})"
+        f"{len(members)} of {len(ids)} {noun}: {shape} ({', '.join(members)})"
         if len(ids) > 1
         else f"{shape} ({', '.join(members)})"
         for shape, members in groups.items()
@@ -357,13 +359,17 @@ def findings(context: dict[str, Any]) -> list[str]:
 def data_found(sources: dict[str, dict[str, Any]]) -> str:
     """What the extract stage found under the data root, in one line (for the data banner)."""
     ids = sum(len(s["per_id"]) for s in sources.values())
+    kinds = {unit_label(m) != m for s in sources.values() for m in s["per_id"]}
+    noun = {frozenset({True}): "section-domain unit", frozenset({True, False}): "unit"}.get(
+        frozenset(kinds), "machine ID"
+    )
     normal = sum(c["test_normal"] for s in sources.values() for c in s["per_id"].values())
     anomaly = sum(c["test_anomaly"] for s in sources.values() for c in s["per_id"].values())
     train = sum(s["n_train_used"] for s in sources.values())
     skipped = sum(s["n_skipped"] for s in sources.values())
     return (
         f"{len(sources)} machine type{'s' if len(sources) != 1 else ''} "
-        f"({', '.join(sources)}), {ids} machine ID{'s' if ids != 1 else ''}, {train} train clips, "
+        f"({', '.join(sources)}), {ids} {noun}{'s' if ids != 1 else ''}, {train} train clips, "
         f"{normal} normal and {anomaly} anomalous test clips used"
         + (f", {skipped} file{'s' if skipped != 1 else ''} skipped" if skipped else "")
     )

@@ -42,8 +42,9 @@ import scipy.fft
 import soundfile as sf
 from scipy.fft import next_fast_len
 
-from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, clip_name
+from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, SECTION_LAYOUT, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
+from analysis.synthetic_layout import to_section_layout
 from analysis.workers import process_pool, resolve_n_jobs
 
 SR = 16000
@@ -582,6 +583,9 @@ def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -
     out_dir
         Where the tree goes; replaced atomically when complete.
     """
+    # Real data may list types the synthetic set does not make (ToyTrain): it makes the others.
+    known = [t for t in params["data"]["machine_types"] if t in MACHINE_IDS]
+    params = {**params, "data": {**params["data"], "machine_types": known}}
     jobs = plan_jobs(params)
     n_jobs = resolve_n_jobs(params["synthetic"]["n_jobs"])
     out_dir = Path(out_dir)
@@ -597,6 +601,8 @@ def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -
                 truth[job.machine_type].extend(rows)
                 progress.advance()
         progress.close(f"{n_jobs} processes")
+        if params["synthetic"]["layout"] == SECTION_LAYOUT:  # sections, domains, attributes
+            truth = to_section_layout(tmp, truth)
         for machine_type, rows in truth.items():
             write_csv(tmp / machine_type / "ground_truth.csv", rows, GROUND_TRUTH_COLUMNS)
         write_json(
