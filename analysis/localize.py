@@ -47,6 +47,7 @@ class IdTask:
     files: list[str]  # the anomalous clips' files
     threshold: float | None  # calibrated clip-level threshold (|z|)
     cell_level: float | None  # a detected clip's region level
+    band_levels: np.ndarray | None  # per band height: the level a band grows along time at
     loc: dict[str, Any]  # localization params
     geometry: MelGeometry
     truth_by_file: dict[str, list[dict[str, str]]]  # ground-truth rows of these files
@@ -161,7 +162,9 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
     T = task.geometry.target_T
     maps = localization_maps(normal, anomaly)
-    regions, levels = detect_regions(normal, anomaly, task.threshold, task.loc, task.cell_level)
+    regions, levels = detect_regions(
+        normal, anomaly, task.threshold, task.loc, task.cell_level, band_levels=task.band_levels
+    )
     regions = pad_frames(regions, T, False)
     rows, found, truth_union = clip_rows(task, regions, levels)
     id_level, pooled = id_level_evidence(
@@ -220,13 +223,13 @@ def split_by_id(
 
 
 def calibrate(by_id: dict, per_id: dict[str, dict[str, Any]], loc: dict[str, Any], mapper):
-    """Pass 1: the type's clip-level threshold and region level; records each ID's
-    out-of-sample false-region rate in ``per_id``."""
+    """Pass 1: the type's clip-level calibration (threshold, region level, band growth
+    levels); records each ID's out-of-sample false-region rate in ``per_id``."""
     calibration = calibrate_clip_level({m: v[0] for m, v in by_id.items()}, loc, mapper)
     for machine_id, flagged in calibration.flagged.items():
         per_id[machine_id]["clip_false_region_rate"] = float(flagged.mean())
         per_id[machine_id]["n_normal_false_regions"] = int(flagged.sum())
-    return calibration.threshold, calibration.cell_level
+    return calibration
 
 
 def type_summary(
@@ -285,14 +288,14 @@ def localize(
     features_dir = Path(features_dir or f"build/features/{machine_type}")
     truth_by_file = read_ground_truth(features_dir)
     by_id, per_id = split_by_id(read_test_features(features_dir), loc, machine_type)
-    threshold, cell_level = None, None
+    calibration = None
     arrays = LocalizationArrays(np.zeros((0, *geometry.spectrogram_shape), bool), [])
     rows: list[dict[str, Any]] = []
     regions: list[np.ndarray] = []
     with contextlib.ExitStack() as stack:
         mapper = parallel_map(stack, min(resolve_n_jobs(loc["n_jobs"]), len(by_id)))
         if by_id:  # pass 1: the clip-level calibration (same bytes on any number of cores)
-            threshold, cell_level = calibrate(by_id, per_id, loc, mapper)
+            calibration = calibrate(by_id, per_id, loc, mapper)
         tasks = [
             IdTask(
                 machine_type,
@@ -300,8 +303,9 @@ def localize(
                 normal,
                 anomaly,
                 files,
-                threshold,
-                cell_level,
+                calibration.threshold,
+                calibration.cell_level,
+                calibration.profile_levels,
                 loc,
                 geometry,
                 {f: truth_by_file[f] for f in files if f in truth_by_file},
@@ -322,9 +326,8 @@ def localize(
         arrays = LocalizationArrays(
             np.concatenate(regions), arrays.region_files, arrays.maps, arrays.pooled
         )
-    summary = type_summary(
-        machine_type, per_id, rows, (threshold, cell_level), loc, geometry, bool(truth_by_file)
-    )
+    levels = (calibration.threshold, calibration.cell_level) if calibration else (None, None)
+    summary = type_summary(machine_type, per_id, rows, levels, loc, geometry, bool(truth_by_file))
     write_localization(Path(out_dir), machine_type, arrays, rows, summary)
     log_summary(machine_type, summary, rows, len(by_id))
     return Path(out_dir)
