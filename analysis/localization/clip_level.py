@@ -275,8 +275,8 @@ def grow_bands(
     each end of its seed frames the band grows one frame at a time while the
     profile averaged over the next ``frames`` frames ahead (growing right: this
     frame and those after it; growing left: this one and those before) passes the
-    band height's calibrated level (:func:`profile_levels`; raised by
-    sqrt(frames / n) where the clip's edge leaves n < ``frames`` frames). A steady
+    band height's calibrated level (:func:`profile_levels`; near the clip's edge,
+    over its first or last ``frames`` frames). A steady
     band whose cells pass the strict level only here and there thus becomes one
     band over the clip, while the evidence for a frame never includes the seed it
     grows from, so a segment's end is not pushed out by its own strength and a gap
@@ -301,14 +301,14 @@ def _grown_frames(
 ) -> np.ndarray:
     """Seed frames plus the frames reached from them while the look-ahead mean passes."""
     T = profile.size
+    frames = max(1, min(frames, T))
     cum = np.concatenate([[0.0], np.cumsum(profile)])
-    t = np.arange(T)
-    ahead_end = np.minimum(t + frames, T)  # growing right: frames t .. t + frames - 1
-    behind_start = np.maximum(t + 1 - frames, 0)  # growing left: frames t - frames + 1 .. t
-    ahead = (cum[ahead_end] - cum[t]) / (ahead_end - t)
-    behind = (cum[t + 1] - cum[behind_start]) / (t + 1 - behind_start)
-    ok_right = ahead > level * np.sqrt(frames / (ahead_end - t))
-    ok_left = behind > level * np.sqrt(frames / (t + 1 - behind_start))
+    # Growing right, frame t is judged by frames t .. t + frames - 1 (near the clip's end: its
+    # last ``frames`` frames); growing left by t - frames + 1 .. t (near its start: its first).
+    ahead_start = np.minimum(np.arange(T), T - frames)
+    behind_start = np.maximum(np.arange(T) + 1 - frames, 0)
+    ok_right = (cum[ahead_start + frames] - cum[ahead_start]) / frames > level
+    ok_left = (cum[behind_start + frames] - cum[behind_start]) / frames > level
     grown = seed_frames.copy()
     for i in range(1, T):  # rightwards from every seed frame
         grown[i] |= grown[i - 1] and ok_right[i]
