@@ -170,15 +170,15 @@ def recovery_cells(summary: dict[str, Any] | None) -> dict[str, str]:
     if whole >= 0.9:
         segments = "whole clip"
     elif whole >= 0.1:
-        segments = f"whole clip in {whole:.0%}, else {_range(summary['segments_per_clip'], 'd')}"
+        segments = f"whole clip in {whole:.0%}, else {_range(summary['segments_per_clip'], 'g')}"
     else:
-        segments = _range(summary["segments_per_clip"], "d")
+        segments = _range(summary["segments_per_clip"], "g")
     rounded = [round(v, -1) for v in summary["band_within_hz"]]
     width = summary["band_width_hz"]
     return {
         "band": _range(rounded, ",.0f"),
         "width": _range([round(v, -1) for v in width] if width else None, ",.0f"),
-        "bands": _range(summary["bands_per_clip"], "d"),
+        "bands": _range(summary["bands_per_clip"], "g"),
         "segments": segments,
         "length": _range(summary["segment_s"], ".2f"),
     }
