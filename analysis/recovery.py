@@ -182,3 +182,17 @@ def recovery_cells(summary: dict[str, Any] | None) -> dict[str, str]:
         "segments": segments,
         "length": _range(summary["segment_s"], ".2f"),
     }
+
+
+def recovery_phrase(cells: dict[str, str]) -> str:
+    """One table cell from :func:`recovery_cells`: band (Hz), bands when not one, and time
+    ("whole clip", or segments × their length in s)."""
+    if cells["band"] == "–":
+        return "–"
+    bands = "" if cells["bands"] == "1" else f"; {cells['bands']} bands"
+    time = (
+        "whole clip"
+        if cells["segments"] == "whole clip"
+        else f"{cells['segments']} × {cells['length']} s"
+    )
+    return f"{cells['band']} Hz{bands}; {time}"

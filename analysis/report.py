@@ -39,7 +39,7 @@ from analysis.fit import FIT_KEYS, PARSIMONY
 from analysis.io import log, read_json, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
-from analysis.recovery import recovery_cells, recovery_rows
+from analysis.recovery import recovery_cells, recovery_phrase, recovery_rows
 from analysis.render import (
     REPORT_DIR,
     choose_engine,
@@ -246,7 +246,10 @@ def recovery_context(
         out[t] = [
             {
                 **r,
-                "cells": {k: recovery_cells(r[k]) for k in ("injected", "found", "fitted")},
+                "cells": {
+                    k: recovery_phrase(recovery_cells(r[k]))
+                    for k in ("injected", "found", "fitted")
+                },
             }
             for r in table
         ]

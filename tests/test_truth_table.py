@@ -16,6 +16,7 @@ from analysis.dcase import GROUND_TRUTH_COLUMNS
 from analysis.io import write_csv
 from analysis.mel import MelGeometry
 from analysis.render import render_qmd
+from analysis.recovery import recovery_cells
 from analysis.report import recovery_context
 
 GEOMETRY = MelGeometry()
@@ -103,7 +104,7 @@ def test_the_table_holds_the_planted_truth_the_regions_and_the_fit(tmp_path):
     edges = mel_edges_hz()
 
     steady = by_id["id_00"]
-    assert steady["cells"]["injected"] == {
+    assert recovery_cells(steady["injected"]) == {
         "band": "1,100–1,300",
         "width": "200",
         "bands": "1",
@@ -111,18 +112,18 @@ def test_the_table_holds_the_planted_truth_the_regions_and_the_fit(tmp_path):
         "length": "10.00",
     }
     rows = rows_for(1100, 1300)
-    found = steady["cells"]["found"]
+    found = recovery_cells(steady["found"])
     lo, hi = edges[rows[0], 0], edges[rows[-1], 1]
     assert found["band"] == f"{round(lo, -1):,.0f}–{round(hi, -1):,.0f}"
     assert found["segments"] == "whole clip" and found["length"] == f"{313 * SECONDS_PER_FRAME:.2f}"
     assert (steady["found"]["n_clips"], steady["n_anomalous"]) == (3, 4)
     # The type's fit stands for the ID (no fit of its own): rows 40..47.
     assert steady["fit_scope"] == "type"
-    fitted = steady["cells"]["fitted"]
+    fitted = recovery_cells(steady["fitted"])
     assert fitted["band"] == f"{round(edges[40, 0], -1):,.0f}–{round(edges[47, 1], -1):,.0f}"
     assert fitted["segments"] == "whole clip" and fitted["width"] == "150–250"
 
-    segments = by_id["id_02"]["cells"]
+    segments = {k: recovery_cells(by_id["id_02"][k]) for k in ("injected", "found")}
     # Three clips of the same three segments (0.5, 0.6, 0.8 s): nine lengths whose 10th and
     # 90th percentiles are the shortest and the longest.
     assert segments["injected"]["length"] == "0.50–0.80"
@@ -150,11 +151,10 @@ def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
     (template / "report.qmd.j2").write_text(truth_block())
     context = recovery_context(["fan"], tmp_path / "build", [fitted_row("all")], GEOMETRY)
     text = render_qmd({"machine_types": ["fan"], "recovery": context}, template)
-    assert "@tbl-truth-fan sets it beside what the method recovers" in text
-    assert r"| id\_00 | injected | 4 | 1,100–1,300 | 200 | 1 | whole clip | 10.00 |" in text
-    assert "| | found (clip level) | 3 of 4 |" in text
-    assert r"| id\_02 | injected | 3 | 3,000–3,400 | 400 | 1 | 3 | 0.50–0.80 |" in text
-    assert "| | fitted masks (the type's fit) |" in text
+    assert "@tbl-truth-fan sets the injected ground truth beside what the method recovers" in text
+    assert r"| id\_00 | 1,100–1,300 Hz; whole clip | 3 of 4: " in text
+    assert "| type's fit: " in text
+    assert r"| id\_02 | 3,000–3,400 Hz; 3 × 0.50–0.80 s | 3 of 3: " in text
     assert "{#tbl-truth-fan}" in text
 
     # Real data: a header-only ground truth; no table and nothing refers to one.
