@@ -15,8 +15,8 @@ from analysis.artifacts import LocalizationArrays, write_localization
 from analysis.dcase import GROUND_TRUTH_COLUMNS
 from analysis.io import write_csv
 from analysis.mel import MelGeometry
-from analysis.render import render_qmd
 from analysis.recovery import recovery_cells
+from analysis.render import render_qmd
 from analysis.report import recovery_context
 
 GEOMETRY = MelGeometry()
@@ -137,11 +137,13 @@ def test_the_table_holds_the_planted_truth_the_regions_and_the_fit(tmp_path):
 
 
 def truth_block() -> str:
-    """The template's ground-truth block, exactly as the report template holds it."""
+    """The template's ground-truth block and the localization intro's sentence that refers to
+    it, exactly as the report template holds them."""
     text = (ROOT / "report" / "report.qmd.j2").read_text()
     start = text.index("{% if recovery[t] is defined %}")
     end = text.index("{% endif %}", text.index("{#tbl-truth-", start)) + len("{% endif %}")
-    return "{% for t in machine_types %}\n" + text[start:end] + "\n{% endfor %}\n"
+    intro = next(line for line in text.splitlines() if "{% for t in recovery %}" in line)
+    return intro + "\n\n{% for t in machine_types %}\n" + text[start:end] + "\n{% endfor %}\n"
 
 
 def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
@@ -150,8 +152,8 @@ def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
     template.mkdir()
     (template / "report.qmd.j2").write_text(truth_block())
     context = recovery_context(["fan"], tmp_path / "build", [fitted_row("all")], GEOMETRY)
-    text = render_qmd({"machine_types": ["fan"], "recovery": context}, template)
-    assert "@tbl-truth-fan sets the injected ground truth beside what the method recovers" in text
+    text = render_qmd({"machine_types": ["fan"], "recovery": context, "synthetic": True}, template)
+    assert "beside the regions found and the fitted masks: @tbl-truth-fan)" in text
     assert r"| id\_00 | 1,100–1,300 Hz; whole clip | 3 of 4: " in text
     assert "| type's fit: " in text
     assert r"| id\_02 | 3,000–3,400 Hz; 3 × 0.50–0.80 s | 3 of 3: " in text
@@ -161,5 +163,5 @@ def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
     planted_build(tmp_path / "real", with_truth=False)
     none = recovery_context(["fan"], tmp_path / "real", [fitted_row("all")], GEOMETRY)
     assert none == {}
-    text = render_qmd({"machine_types": ["fan"], "recovery": none}, template)
-    assert "truth" not in text and "injected" not in text
+    text = render_qmd({"machine_types": ["fan"], "recovery": none, "synthetic": False}, template)
+    assert "truth" not in text and "tbl-" not in text and "|" not in text
