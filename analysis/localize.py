@@ -53,6 +53,7 @@ class IdTask:
     files: list[str]  # the anomalous clips' files
     threshold: float | None  # calibrated clip-level threshold (|z|)
     cell_level: float | None  # a detected clip's region level
+    band_levels: np.ndarray | None  # per band height: the level a band grows along time at
     loc: dict[str, Any]  # localization params
     geometry: MelGeometry
     truth_by_file: dict[str, list[dict[str, str]]]  # ground-truth rows of these files
@@ -167,7 +168,9 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
     T = task.geometry.target_T
     maps = localization_maps(normal, anomaly)
-    regions, levels = detect_regions(normal, anomaly, task.threshold, task.loc, task.cell_level)
+    regions, levels = detect_regions(
+        normal, anomaly, task.threshold, task.loc, task.cell_level, band_levels=task.band_levels
+    )
     regions = pad_frames(regions, T, False)
     rows, found, truth_union = clip_rows(task, regions, levels)
     id_level, pooled = id_level_evidence(
@@ -284,7 +287,7 @@ def domain_groups(by_id: dict, per_id: dict[str, dict[str, Any]]) -> dict[str, l
 
 def calibrate(
     by_id: dict, per_id: dict[str, dict[str, Any]], loc: dict[str, Any], mapper
-) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, tuple[float, float, np.ndarray]], dict[str, dict[str, Any]]]:
     """Pass 1: the clip-level threshold and region level per domain, each on its own normal
     clips (out of fold, pooled over the domain's units); records each unit's out-of-sample
     false-region rate in ``per_id``.
@@ -294,27 +297,32 @@ def calibrate(
     rate is measured at that threshold (their clips' out-of-fold levels). Units that borrow
     their section's source normal clips take the source calibration too.
 
-    Returns the (threshold, cell level) per unit and a record per domain (for the report).
+    Returns the (threshold, cell level, band growth levels) per unit and a record per domain
+    (for the report).
     """
     groups = domain_groups(by_id, per_id)
     need = int(np.ceil(1 / loc["clip_false_region_rate"]))
     record: dict[str, dict[str, Any]] = {}
-    levels: dict[str, tuple[float, float]] = {}
+    levels: dict[str, tuple[float, float, np.ndarray]] = {}
     for domain, units in groups.items():
         n_normal = sum(by_id[u][0].shape[0] for u in units)
         if domain == "target" and n_normal < need and "source" in groups:
             record[domain] = {"own": False, "n_normal": n_normal, "n_needed": need}
             continue
         calibration = calibrate_clip_level({u: by_id[u][0] for u in units}, loc, mapper)
-        levels[domain] = (calibration.threshold, calibration.cell_level)
+        levels[domain] = (
+            calibration.threshold,
+            calibration.cell_level,
+            calibration.profile_levels,
+        )
         record[domain] = {"own": True, "n_normal": n_normal, "n_needed": need}
         for unit, flagged in calibration.flagged.items():
             per_id[unit]["clip_false_region_rate"] = float(flagged.mean())
             per_id[unit]["n_normal_false_regions"] = int(flagged.sum())
     for domain, entry in record.items():
         entry["threshold_abs_z"], entry["cell_level_abs_z"] = levels.get(
-            domain, levels.get("source", (None, None))
-        )
+            domain, levels.get("source", (None, None, None))
+        )[:2]
 
     def used(unit: str) -> str:  # the domain whose calibration a unit uses
         own = unit_domain(unit)
@@ -323,7 +331,7 @@ def calibrate(
     by_unit = {u: levels[used(u)] for u in by_id}
     borrowing = [u for u in groups.get("target", []) if "target" not in levels]
     measured = mapper(partial(out_of_fold_levels, loc=loc), [by_id[u][0] for u in borrowing])
-    for unit, (unit_levels, _, _) in zip(borrowing, measured, strict=True):
+    for unit, (unit_levels, *_) in zip(borrowing, measured, strict=True):
         flagged = unit_levels > by_unit[unit][0]
         per_id[unit]["clip_false_region_rate"] = float(flagged.mean())
         per_id[unit]["n_normal_false_regions"] = int(flagged.sum())
@@ -345,8 +353,10 @@ def borrowed_false_regions(
             continue
         normal = by_id[unit][0].astype(np.float64)  # as the workers compute
         n_ref = reference["n_reference_normal"]
-        threshold, cell_level = by_unit[unit]
-        _, levels = detect_regions(normal[:n_ref], normal[n_ref:], threshold, loc, cell_level)
+        threshold, cell_level, band_levels = by_unit[unit]
+        _, levels = detect_regions(
+            normal[:n_ref], normal[n_ref:], threshold, loc, cell_level, band_levels=band_levels
+        )
         flagged = levels > threshold
         summary["clip_false_region_rate"] = float(flagged.mean())
         summary["n_normal_false_regions"] = int(flagged.sum())
@@ -409,7 +419,7 @@ def localize(
     truth_by_file = read_ground_truth(features_dir)
     test = read_test_features(features_dir)
     by_id, per_id = split_by_id(test, loc, machine_type)
-    by_unit: dict[str, tuple[float, float]] = {}
+    by_unit: dict[str, tuple[float, float, np.ndarray]] = {}
     record: dict[str, dict[str, Any]] = {}
     arrays = LocalizationArrays(np.zeros((0, *geometry.spectrogram_shape), bool), [])
     rows: list[dict[str, Any]] = []

@@ -174,6 +174,7 @@ SPEC: dict[str, Any] = {
         "smooth_frames": _positive_int(256),
         "window_frames": _positive_int(100000),
         "merge_gap_frames": Num(int, 0, 100000),
+        "grow_frame_rate": Num(float, 0.0, 0.5, lo_open=True),
         "min_region_cells": _positive_int(),
         "min_normal_clips": Num(int, 4),
         "n_jobs": N_JOBS,

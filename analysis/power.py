@@ -120,7 +120,7 @@ def spike_one_id(
     signed: np.ndarray,
     delta: float,
     loc: dict[str, Any],
-    calibration: tuple[float, float],
+    calibration: tuple[float, float, np.ndarray],
     seed: int,
 ) -> tuple[list[bool], list[float], bool, float]:
     """Add ``delta`` within-ID SDs of a signed pattern to the spiked half and localize it.
@@ -131,10 +131,10 @@ def spike_one_id(
     truth = signed != 0
     sd = float(np.std(ref.normal - ref.normal.mean(axis=0)))
     anomalous = ref.spiked + delta * sd * signed
-    threshold, cell_level = calibration
+    threshold, cell_level, band_levels = calibration
     # Regions are empty for clips not detected, so a hit is overlap with the truth.
     regions, _ = detect_regions(
-        ref.normal, anomalous, threshold, loc, cell_level, with_levels=False
+        ref.normal, anomalous, threshold, loc, cell_level, False, band_levels
     )
     ious = [iou(region, truth) if region.any() else 0.0 for region in regions]
     hits = [value >= LOCATED_IOU for value in ious]
@@ -156,7 +156,7 @@ def evaluate_type(
     refs = id_references(normal_by_id, loc, seed)
     # Calibrate the clip level on the normal halves only, exactly as localize does.
     calibration = calibrate_clip_level({mid: r.normal for mid, r in refs.items()}, loc)
-    levels = (calibration.threshold, calibration.cell_level)
+    levels = (calibration.threshold, calibration.cell_level, calibration.profile_levels)
     false_rate = float(np.concatenate(list(calibration.flagged.values())).mean())
     rows = []
     for p_index, pattern in enumerate(PATTERNS):

@@ -23,6 +23,8 @@ import yaml
 from analysis.artifacts import (
     is_ok,
     read_fidelity,
+    read_ground_truth,
+    read_localization_arrays,
     read_localization_summary,
     read_manifest,
     read_masks_meta,
@@ -37,6 +39,7 @@ from analysis.fit import FIT_KEYS, PARSIMONY
 from analysis.io import log, read_json, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
+from analysis.recovery import recovery_cells, recovery_phrase, recovery_rows
 from analysis.render import (
     REPORT_DIR,
     choose_engine,
@@ -251,6 +254,43 @@ def results_context(build_dir: Path, figures_dir: Path, geometry: MelGeometry) -
     }
 
 
+def recovery_context(
+    machine_types: list[str], build_dir: Path, rows: list[dict[str, Any]], geometry: MelGeometry
+) -> dict[str, list[dict[str, Any]]]:
+    """Per machine type with ground truth, per ID: the injected truth, the clip-level regions
+    found and the fitted setting's masks (its own fit, else its type's), as table cells;
+    types without ground truth (real data) are left out."""
+    out = {}
+    for t in machine_types:
+        truth = read_ground_truth(build_dir / "features" / t)
+        region_rows = read_region_rows(build_dir / "localization", t) if truth else []
+        if not region_rows:
+            continue
+        arrays = read_localization_arrays(build_dir / "localization", t)
+        regions = dict(zip(arrays.region_files, arrays.regions, strict=True))
+        type_fit = [r for r in rows if r["machine_type"] == t and r["machine_id"] == "all"]
+        fits = {
+            r["machine_id"]: {**r, "scope": "ID"}
+            for r in rows
+            if r["machine_type"] == t and r["machine_id"] != "all" and is_ok(r)
+        }
+        if type_fit and is_ok(type_fit[0]):
+            for mid in {r["machine_id"] for r in region_rows} - set(fits):
+                fits[mid] = {**type_fit[0], "scope": "type"}
+        table = recovery_rows(region_rows, regions, truth, fits, geometry)
+        out[t] = [
+            {
+                **r,
+                "cells": {
+                    k: recovery_phrase(recovery_cells(r[k]))
+                    for k in ("injected", "found", "fitted")
+                },
+            }
+            for r in table
+        ]
+    return {t: v for t, v in out.items() if v}
+
+
 def shareable_presets(presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Presets with every ``kind: python`` preset's ``path`` made shareable (see
     :func:`~analysis.report_text.shareable_path`)."""
@@ -306,6 +346,9 @@ def build_context(
         for t in context["machine_types"]
     }
     context["findings"] = findings(context)
+    context["recovery"] = recovery_context(
+        context["machine_types"], build_dir, context["rows"], geometry
+    )
     synthetic_words = context["any_synthetic"]
     context["anomalies"] = "anomalies in the test clips" if synthetic_words else "real anomalies"
     context["anomaly_clips"] = "anomalous test clips" if synthetic_words else "real anomalous clips"

@@ -52,7 +52,7 @@ def test_a_half_sigma_whole_clip_band_is_found_at_id_level(loc):
     # Box smoothing over 3 bins may widen the band by a bin on each side, no more.
     assert 6 <= f["band_fraction"] * 128 <= 8
     # At the clip level the same band is mostly invisible: that is why the pooled level exists.
-    levels, folds, _ = out_of_fold_levels(normal, loc)
+    levels, folds, _, _ = out_of_fold_levels(normal, loc)
     threshold = calibrated_threshold(levels, loc["clip_false_region_rate"])
     _, crit = detect_regions(normal, anomaly, threshold, loc)
     assert np.mean(crit > threshold) < 0.5
@@ -95,7 +95,7 @@ def test_out_of_fold_levels_never_use_the_clip_they_measure(loc):
     normal = noise(rng, 10, shape=(32, 80))
     normal[3, 5:9, 20:40] += 2.5  # clip 3 stands out; a leak would hide it in its own reference
     loc.update(min_region_cells=10, n_folds=5)
-    levels, folds, _ = out_of_fold_levels(normal, loc)
+    levels, folds, _, _ = out_of_fold_levels(normal, loc)
     others = normal[folds != folds[3]]
     mean = others.mean(axis=0)
     var = ((others - mean) ** 2).mean(axis=0) * len(others) / (len(others) - 1)

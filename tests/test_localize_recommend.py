@@ -41,7 +41,7 @@ def test_excess_removes_normal_variability():
 
 
 def calibrated(normal, loc):
-    levels, _, cells = out_of_fold_levels(normal, loc)
+    levels, _, cells, _ = out_of_fold_levels(normal, loc)
     return calibrated_threshold(levels, loc["clip_false_region_rate"]), delineation_level(
         cells, loc
     )

@@ -41,16 +41,23 @@ def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray,
     return mean, np.sqrt(np.maximum(var, 0.0)) + 1e-6
 
 
-def z_maps(
+def signed_z_maps(
     clips: np.ndarray, mean: np.ndarray, scale: np.ndarray, smooth: tuple[int, int]
 ) -> np.ndarray:
-    """|box-smoothed signed z| of ``clips`` against a reference (mean, scale).
+    """Box-smoothed signed z of ``clips`` against a reference (mean, scale).
 
     Smoothing the signed z keeps consistent shifts (a tone that is lost, a band
     that rises) and averages isolated noisy cells away.
     """
     z = (clips - mean) / scale
-    return np.abs(ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest"))
+    return ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest")
+
+
+def z_maps(
+    clips: np.ndarray, mean: np.ndarray, scale: np.ndarray, smooth: tuple[int, int]
+) -> np.ndarray:
+    """|box-smoothed signed z| of ``clips`` against a reference (see :func:`signed_z_maps`)."""
+    return np.abs(signed_z_maps(clips, mean, scale, smooth))
 
 
 def has_region(z: np.ndarray, threshold: float, min_cells: int) -> bool:
@@ -106,29 +113,63 @@ def fold_of(n: int, n_folds: int) -> np.ndarray:
 
 
 CELL_SAMPLE = 4096  # out-of-fold |z| cells kept per normal clip for the delineation level
+PROFILE_MAX_ROWS = 16  # band heights whose profile level is calibrated; wider bands use this one's
+
+
+def band_profiles(signed_z: np.ndarray, frames: int, max_rows: int = PROFILE_MAX_ROWS) -> list:
+    """Every band's time profile in one z-map, per band height.
+
+    Entry ``k - 1`` is the (n_mels - k + 1, T) mean signed z over the k adjacent mel
+    rows starting at each row, box-averaged over ``frames`` frames: the statistic
+    :func:`grow_bands` compares with its level.
+    """
+    n_mels, T = signed_z.shape
+    cum = np.cumsum(np.pad(signed_z, ((1, 0), (0, 0))), axis=0)
+    size = max(1, min(frames, T))
+    return [
+        ndimage.uniform_filter1d((cum[k:] - cum[:-k]) / k, size=size, axis=1, mode="nearest")
+        for k in range(1, min(max_rows, n_mels) + 1)
+    ]
 
 
 def out_of_fold_levels(
     normal: np.ndarray, loc: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """Critical levels of every normal clip against a reference that excludes its fold.
 
-    Returns the levels, the fold of each clip, and an evenly spaced sample of
-    every clip's out-of-fold |z| cells (for :func:`delineation_level`). No clip
+    Returns the levels, the fold of each clip, an evenly spaced sample of every
+    clip's out-of-fold |z| cells (for :func:`delineation_level`) and, per band
+    height, a sample of its band profiles (for :func:`profile_levels`). No clip
     is ever part of the reference it is measured against.
     """
     normal = np.asarray(normal, dtype=np.float64)  # no copy when it already is
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
     folds = fold_of(normal.shape[0], loc["n_folds"])
     levels = np.zeros(normal.shape[0])
-    cells = []
+    cells, profiles = [], []
     for k in np.unique(folds):
         mean, scale = reference_stats(normal[folds != k], loc["window_frames"])
         for i in np.flatnonzero(folds == k):
-            z = z_maps(normal[i : i + 1], mean, scale, smooth)[0]
+            signed = signed_z_maps(normal[i : i + 1], mean, scale, smooth)[0]
+            z = np.abs(signed)
             levels[i] = critical_level(z, loc["min_region_cells"])
             cells.append(z.ravel()[:: max(1, z.size // CELL_SAMPLE)])
-    return levels, folds, np.concatenate(cells) if cells else np.zeros(0)
+            by_height = band_profiles(signed, loc["merge_gap_frames"])
+            profiles.append([p.ravel()[:: max(1, p.size // CELL_SAMPLE)] for p in by_height])
+    by_height = [np.concatenate(column) for column in zip(*profiles, strict=True)]
+    return levels, folds, np.concatenate(cells) if cells else np.zeros(0), by_height
+
+
+def profile_levels(by_height: list[np.ndarray], loc: dict[str, Any]) -> np.ndarray:
+    """Per band height, the level that only ``grow_frame_rate`` of normal band profiles pass.
+
+    Both signs count (a band can rise or fall), so the level is the
+    ``1 - grow_frame_rate`` quantile of the profiles and their negatives.
+    """
+    q = 1.0 - loc["grow_frame_rate"]
+    return np.array(
+        [float(np.quantile(np.concatenate([v, -v]), q)) if v.size else np.inf for v in by_height]
+    )
 
 
 def delineation_level(cells: np.ndarray, loc: dict[str, Any]) -> float:
@@ -167,6 +208,7 @@ class ClipCalibration:
     cell_level: float  # a detected clip's region is drawn at max(threshold, cell_level)
     flagged: dict[str, np.ndarray]  # per ID: normal clips with a region at a threshold set
     #                                  without their fold (the out-of-sample false regions)
+    profile_levels: np.ndarray  # per band height (1..PROFILE_MAX_ROWS rows): grow_bands' level
 
 
 def calibrate_clip_level(
@@ -181,12 +223,15 @@ def calibrate_clip_level(
     ``map``) measures the IDs in parallel; results do not depend on it.
     """
     rate = loc["clip_false_region_rate"]
-    levels, folds, owners, cells = [], [], [], []
+    levels, folds, owners, cells, profiles = [], [], [], [], []
     measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
-    for machine_id, (id_levels, id_folds, id_cells) in zip(normal_by_id, measured, strict=True):
+    for machine_id, (id_levels, id_folds, id_cells, id_profiles) in zip(
+        normal_by_id, measured, strict=True
+    ):
         levels.append(id_levels)
         folds.append(id_folds)
         cells.append(id_cells)
+        profiles.append(id_profiles)
         owners += [machine_id] * id_levels.size
     all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
     flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
@@ -194,8 +239,82 @@ def calibrate_clip_level(
     return ClipCalibration(
         threshold=calibrated_threshold(all_levels, rate),
         cell_level=delineation_level(np.concatenate(cells), loc),
+        profile_levels=profile_levels(
+            [np.concatenate(column) for column in zip(*profiles, strict=True)], loc
+        ),
         flagged={m: flagged[owners_arr == m] for m in normal_by_id},
     )
+
+
+def _row_groups(pieces: np.ndarray, count: int) -> list[list[int]]:
+    """Labels of the pieces grouped by shared mel rows (overlapping row spans chain)."""
+    spans = sorted(
+        (sl[0].start, sl[0].stop, label)
+        for label, sl in enumerate(ndimage.find_objects(pieces, count), start=1)
+    )
+    groups: list[list[int]] = []
+    stop = -1
+    for start, end, label in spans:
+        if start < stop:
+            groups[-1].append(label)
+            stop = max(stop, end)
+        else:
+            groups.append([label])
+            stop = end
+    return groups
+
+
+def grow_bands(
+    seeds: np.ndarray, signed_z: np.ndarray, levels: np.ndarray, frames: int
+) -> np.ndarray:
+    """Grow a clip's region along time inside its bands (hysteresis on the band profile).
+
+    The ``seeds`` (cells over the strict level, in pieces of at least
+    ``min_region_cells``) are grouped into bands by shared mel rows. A band's
+    profile is the mean signed z over its rows, with the sign of its seeds. From
+    each end of its seed frames the band grows one frame at a time while the
+    profile averaged over the next ``frames`` frames ahead (growing right: this
+    frame and those after it; growing left: this one and those before) passes the
+    band height's calibrated level (:func:`profile_levels`; near the clip's edge,
+    over its first or last ``frames`` frames). A steady
+    band whose cells pass the strict level only here and there thus becomes one
+    band over the clip, while the evidence for a frame never includes the seed it
+    grows from, so a segment's end is not pushed out by its own strength and a gap
+    of ``frames`` frames without the anomaly stops the growth: separate segments
+    stay separate. Returns the seeds plus each band's rows over its frames.
+    """
+    pieces, count = ndimage.label(seeds, structure=np.ones((3, 3)))
+    out = seeds.copy()
+    for group in _row_groups(pieces, count):
+        in_group = np.isin(pieces, group)
+        rows = np.flatnonzero(in_group.any(axis=1))
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        sign = 1.0 if signed_z[in_group].sum() >= 0 else -1.0
+        level = levels[min(hi - lo, levels.size) - 1]
+        profile = sign * signed_z[lo:hi].mean(axis=0)
+        out[lo:hi, _grown_frames(profile, in_group.any(axis=0), level, frames)] = True
+    return out
+
+
+def _grown_frames(
+    profile: np.ndarray, seed_frames: np.ndarray, level: float, frames: int
+) -> np.ndarray:
+    """Seed frames plus the frames reached from them while the look-ahead mean passes."""
+    T = profile.size
+    frames = max(1, min(frames, T))
+    cum = np.concatenate([[0.0], np.cumsum(profile)])
+    # Growing right, frame t is judged by frames t .. t + frames - 1 (near the clip's end: its
+    # last ``frames`` frames); growing left by t - frames + 1 .. t (near its start: its first).
+    ahead_start = np.minimum(np.arange(T), T - frames)
+    behind_start = np.maximum(np.arange(T) + 1 - frames, 0)
+    ok_right = (cum[ahead_start + frames] - cum[ahead_start]) / frames > level
+    ok_left = (cum[behind_start + frames] - cum[behind_start]) / frames > level
+    grown = seed_frames.copy()
+    for i in range(1, T):  # rightwards from every seed frame
+        grown[i] |= grown[i - 1] and ok_right[i]
+    for i in range(T - 2, -1, -1):  # leftwards
+        grown[i] |= grown[i + 1] and ok_left[i]
+    return grown
 
 
 def detect_regions(
@@ -205,17 +324,21 @@ def detect_regions(
     loc: dict[str, Any],
     cell_level: float = 0.0,
     with_levels: bool = True,
+    band_levels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Clip-level regions of anomalous clips against all normal clips of their ID.
 
     A clip is detected when its critical level passes ``threshold``; its region
-    is drawn at ``max(threshold, cell_level)``. Returns the (n_anomaly, n_mels,
-    T) bool regions and each clip's critical level (None without
-    ``with_levels``: the same regions, found with less work).
+    is seeded at ``max(threshold, cell_level)`` and, with ``band_levels`` (the
+    calibration's ``profile_levels``), grown along time inside its bands
+    (:func:`grow_bands`). Returns the (n_anomaly, n_mels, T) bool regions and each
+    clip's critical level (None without ``with_levels``: the same regions, found
+    with less work).
     """
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
     mean, scale = reference_stats(normal, loc["window_frames"])
-    z = z_maps(anomaly, mean, scale, smooth)
+    signed = signed_z_maps(anomaly, mean, scale, smooth)
+    z = np.abs(signed)
     min_cells = loc["min_region_cells"]
     levels = np.array([critical_level(zi, min_cells) for zi in z]) if with_levels else None
     # A clip has a region exactly when its critical level passes the threshold (as calibrated);
@@ -227,10 +350,27 @@ def detect_regions(
     )
     regions = np.stack(
         [
-            clean_region(zi > max(threshold, cell_level), min_cells, loc["merge_gap_frames"])
+            clip_region(zi, si, max(threshold, cell_level), loc, band_levels)
             if found
             else np.zeros(zi.shape, dtype=bool)
-            for zi, found in zip(z, detected, strict=True)
+            for zi, si, found in zip(z, signed, detected, strict=True)
         ]
     )
     return regions, levels
+
+
+def clip_region(
+    z: np.ndarray,
+    signed_z: np.ndarray,
+    level: float,
+    loc: dict[str, Any],
+    band_levels: np.ndarray | None,
+) -> np.ndarray:
+    """One detected clip's region: pieces of ``|z| > level``, grown inside their bands when
+    ``band_levels`` are given, then time gaps shorter than ``merge_gap_frames`` closed."""
+    gap = loc["merge_gap_frames"]
+    if band_levels is None:
+        return clean_region(z > level, loc["min_region_cells"], gap)
+    seeds = clean_region(z > level, loc["min_region_cells"])
+    grown = grow_bands(seeds, signed_z, band_levels, gap)
+    return clean_region(grown, 1, gap)
