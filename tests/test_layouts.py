@@ -351,6 +351,6 @@ def test_a_borrowing_units_own_normals_are_judged_against_the_source_clips_alone
         }
     }
     loc = {**params["localization"], "min_region_cells": 10}
-    borrowed_false_regions(by_id, per_id, {"section_00_target": (3.0, 3.0)}, loc)
+    borrowed_false_regions(by_id, per_id, {"section_00_target": (3.0, 3.0, None)}, loc)
     assert per_id["section_00_target"]["n_normal_false_regions"] == 3
     assert per_id["section_00_target"]["clip_false_region_rate"] == 1.0
