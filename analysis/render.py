@@ -107,6 +107,15 @@ def significant(value: Any, digits: int = 3) -> str:
     return np.format_float_positional(f, precision=digits, unique=False, fractional=False, trim="-")
 
 
+_HYPHEN_MINUS = re.compile(r"(?<![\w.])-(?=\.?\d)")
+
+
+def minus(text: Any) -> str:
+    """``text`` with the minus sign of every number set as U+2212 ("−0.012"), so the report
+    prints one minus sign (the hyphen stays a hyphen: "clip-level", "10-90")."""
+    return _HYPHEN_MINUS.sub("\u2212", str(text))
+
+
 def pandoc_path() -> str:
     import pypandoc
 
@@ -147,11 +156,15 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    from analysis.report_text import hz_words  # here: report_text imports this module
+
     env.filters["md"] = md_escape
+    # Where a band lies, lower to upper edge in Hz/kHz ("1.1–1.3 kHz"); "–" when unknown.
+    env.filters["band"] = lambda v: md_escape(hz_words(v) or "–")
     # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
-    env.filters["num"] = fmt
-    env.filters["sig"] = significant
+    env.filters["num"] = lambda v, digits=3: minus(fmt(v, digits))
+    env.filters["sig"] = lambda v, digits=3: minus(significant(v, digits))
     env.filters["code"] = md_code
     env.filters["typst_text"] = typst_text
     env.filters["span"] = span

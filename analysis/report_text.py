@@ -11,7 +11,13 @@ from typing import Any
 
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
+from analysis.render import minus
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
+
+
+def plural(n: int, word: str) -> str:
+    """``n`` and ``word``, plural where ``n`` is not 1: "1 ID", "3 IDs", "0 held-out regions"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _span(lo: Any, hi: Any) -> str:
@@ -154,7 +160,8 @@ def shareable_path(path: str, root: Path | None = None) -> str:
 
 
 def hz_words(band_hz: list[float] | None) -> str:
-    """Where a band sits: "near 1.1–1.3 kHz", "near 820 Hz" (empty when unknown)."""
+    """Where a band lies, from its lower to its upper edge: "1.1–1.3 kHz", "820 Hz" where
+    both round alike (empty when unknown). Never a range of band centres."""
     if not band_hz:
         return ""
 
@@ -163,11 +170,11 @@ def hz_words(band_hz: list[float] | None) -> str:
 
     lo, hi = one(band_hz[0]), one(band_hz[1])
     if lo == hi:
-        return f"near {lo}"
+        return lo
     for unit in (" kHz", " Hz"):
         if lo.endswith(unit) and hi.endswith(unit):
-            return f"near {lo.removesuffix(unit)}–{hi}"
-    return f"near {lo}–{hi}"
+            return f"{lo.removesuffix(unit)}–{hi}"
+    return f"{lo}–{hi}"
 
 
 def shape_words(features: dict[str, float | None], seconds_per_frame: float, T: int) -> str:
@@ -210,17 +217,22 @@ def type_description(
     machine_type: str, loc: dict[str, Any], seconds_per_frame: float, T: int
 ) -> str:
     """A machine type's evidence, built from its IDs' descriptions (never a median over IDs):
-    "fan: 2 of 4 IDs: narrow band over the whole clip (id_00 near 1.1 kHz, id_02 near 1.3 kHz);
-    nothing found in id_04, id_06"."""
-    if not loc["n_anomaly"]:
-        return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
+    "fan: 2 of 4 IDs: narrow band over the whole clip (id_00 at 1.1–1.2 kHz, id_02 at 1.3 kHz);
+    nothing found in id_04; id_06 not localized (0 normal test clips, needs at least 4)".
+    An ID that could not be localized is never "nothing found": its own reason is given."""
     ids = loc["ids"]
+    if not any(s.get("n_anomaly") for s in ids.values()):
+        return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
     groups: dict[str, list[str]] = {}
-    nothing = []
+    nothing, not_localized = [], []
     for mid, summary in ids.items():
+        if summary.get("status", "ok") != "ok":
+            reason = summary["status"].removeprefix("not enough evidence: ")
+            not_localized.append(f"{mid} not localized ({reason})")
+            continue
         shape, where = id_description(summary, seconds_per_frame, T)
         if shape:
-            groups.setdefault(shape, []).append(f"{mid} {where}".strip())
+            groups.setdefault(shape, []).append(f"{mid} at {where}" if where else mid)
         else:
             nothing.append(mid)
     parts = [
@@ -231,20 +243,21 @@ def type_description(
     ]
     if nothing:
         parts.append(f"nothing found in {', '.join(nothing)}")
-    return f"{machine_type}: " + "; ".join(parts) + "."
+    return f"{machine_type}: " + "; ".join(parts + not_localized) + "."
 
 
 def comparison_sentence(row: dict[str, Any], T: int) -> str:
     """What one row's paired interval supports, in words (evidence and held-out count included);
     ``T`` is the clip length in frames."""
     t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
-    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): {row['verdict']}; "
+    regions = f"{n} independent held-out region{'s' if n != 1 else ''}"
+    head = f"{t} ({row['evidence']} evidence, {regions}): {row['verdict']}; "
     if not row.get("intervals"):
         return (
             head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
             f"setting and '{best}' are not distinguishable."
         )
-    diff = (
+    diff = minus(
         f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
         f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
     )
@@ -254,7 +267,7 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
     elif verdict == "farther":
         claim = f"'{best}', the closest preset, is closer than the fitted setting"
     else:
-        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
+        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {plural(n, 'held-out region')}"
     floor = f"{row['score_floor']:.3g}"
     return (
         head + f"{claim} (score difference fitted − {best} {diff}; the floor is "
@@ -273,9 +286,16 @@ def negative_control_words(loc: dict[str, Any]) -> str:
         if control.get("found"):
             flagged.append(mid)
     if not tested:
-        return "negative control not run (too few normal clips)"
+        reasons = sorted(
+            {
+                summary["status"].removeprefix("not enough evidence: ")
+                for summary in loc["ids"].values()
+                if summary.get("status", "ok") != "ok"
+            }
+        )
+        return f"negative control not run ({'; '.join(reasons) or 'too few normal clips'})"
     if not flagged:
-        return f"control clean in {tested}/{tested} IDs"
+        return f"control clean in {tested}/{plural(tested, 'ID')}"
     return (
         f"control found a region in {', '.join(flagged)} (left out of every fit), clean in "
         f"{tested - len(flagged)}/{tested}"
@@ -298,7 +318,8 @@ def evidence_words(
     elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
         levels = f"{type_row['evidence'].replace('-', ' ')} (pooled over its IDs)"
     else:
-        levels = f"too little in all {len(loc['ids'])} IDs"
+        n_ids = len(loc["ids"])
+        levels = f"too little in {'its' if n_ids == 1 else 'all'} {plural(n_ids, 'ID')}"
     return f"{levels}; {negative_control_words(loc)}"
 
 

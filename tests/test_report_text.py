@@ -52,8 +52,8 @@ def test_a_newline_in_a_file_name_stays_in_its_table_cell():
 def test_bands_are_named_in_hz_and_khz():
     from analysis.report_text import hz_words
 
-    assert hz_words([771.0, 829.0]) == "near 771–829 Hz"
-    assert hz_words([1100.0, 1290.0]) == "near 1.1–1.3 kHz"
-    assert hz_words([949.0, 1100.0]) == "near 949 Hz–1.1 kHz"
-    assert hz_words([1210.0, 1230.0]) == "near 1.2 kHz"
+    assert hz_words([771.0, 829.0]) == "771–829 Hz"
+    assert hz_words([1100.0, 1290.0]) == "1.1–1.3 kHz"
+    assert hz_words([949.0, 1100.0]) == "949 Hz–1.1 kHz"
+    assert hz_words([1210.0, 1230.0]) == "1.2 kHz"
     assert hz_words(None) == ""
