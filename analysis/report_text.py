@@ -6,6 +6,7 @@ so tests can check what the reader is told without rendering anything.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from analysis.scoring import MIN_HOLDOUT_FOR_CI
 def plural(n: int, word: str) -> str:
     """``n`` and ``word``, plural where ``n`` is not 1: "1 ID", "3 IDs", "0 held-out regions"."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def status_reason(status: str) -> str:
+    """Why an ID was not localized, as a clause: "0 normal test clips, needs at least 4"."""
+    reason = status.removeprefix("not enough evidence: ")
+    return re.sub(r" \((needs [^()]*)\)$", r", \1", reason)
 
 
 def _span(lo: Any, hi: Any) -> str:
@@ -221,14 +228,15 @@ def type_description(
     nothing found in id_04; id_06 not localized (0 normal test clips, needs at least 4)".
     An ID that could not be localized is never "nothing found": its own reason is given."""
     ids = loc["ids"]
+    if not ids:
+        return f"{machine_type}: no machine ID with labelled test clips, so nothing to localize."
     if not any(s.get("n_anomaly") for s in ids.values()):
         return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
     groups: dict[str, list[str]] = {}
     nothing, not_localized = [], []
     for mid, summary in ids.items():
         if summary.get("status", "ok") != "ok":
-            reason = summary["status"].removeprefix("not enough evidence: ")
-            not_localized.append(f"{mid} not localized ({reason})")
+            not_localized.append(f"{mid} not localized ({status_reason(summary['status'])})")
             continue
         shape, where = id_description(summary, seconds_per_frame, T)
         if shape:
@@ -286,14 +294,10 @@ def negative_control_words(loc: dict[str, Any]) -> str:
         if control.get("found"):
             flagged.append(mid)
     if not tested:
-        reasons = sorted(
-            {
-                summary["status"].removeprefix("not enough evidence: ")
-                for summary in loc["ids"].values()
-                if summary.get("status", "ok") != "ok"
-            }
-        )
-        return f"negative control not run ({'; '.join(reasons) or 'too few normal clips'})"
+        if not loc["ids"]:
+            return "negative control not run (no labelled test clips)"
+        localized = any(s.get("status", "ok") == "ok" for s in loc["ids"].values())
+        return f"negative control not run ({'too few normal clips' if localized else 'no ID localized'})"
     if not flagged:
         return f"control clean in {tested}/{plural(tested, 'ID')}"
     return (
@@ -318,9 +322,28 @@ def evidence_words(
     elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
         levels = f"{type_row['evidence'].replace('-', ' ')} (pooled over its IDs)"
     else:
-        n_ids = len(loc["ids"])
-        levels = f"too little in {'its' if n_ids == 1 else 'all'} {plural(n_ids, 'ID')}"
+        levels = lacking_words(loc)
     return f"{levels}; {negative_control_words(loc)}"
+
+
+def lacking_words(loc: dict[str, Any]) -> str:
+    """Why a type without a fit has none, per its IDs: too little found in the localized
+    ones, and each one not localized with its own reason."""
+    ids = loc["ids"]
+    if not ids:
+        return "no machine ID with labelled test clips"
+    localized = [mid for mid, s in ids.items() if s.get("status", "ok") == "ok"]
+    parts = []
+    if localized:
+        n = len(localized)
+        scope = "its" if n == len(ids) == 1 else ("all" if n == len(ids) else f"{n} of")
+        parts.append(f"too little in {scope} {plural(len(ids) if scope != 'its' else 1, 'ID')}")
+    parts += [
+        f"{mid} not localized ({status_reason(s['status'])})"
+        for mid, s in ids.items()
+        if s.get("status", "ok") != "ok"
+    ]
+    return "; ".join(parts)
 
 
 def lead_sentence(type_rows: list[dict[str, Any]]) -> str:
