@@ -40,6 +40,31 @@ def printed_font_sizes(fig) -> list[float]:
     ]
 
 
+MARK_BAND_IN = 0.16  # the synthetic mark's band above a figure with set margins
+
+
+def add_top_band(fig, band_in: float) -> None:
+    """Make ``fig`` ``band_in`` inches taller with the new height empty at the top: every
+    axes keeps its size and place in inches from the bottom (a figure legend anchored at
+    the bottom stays there)."""
+    height = fig.get_figheight()
+    scale = height / (height + band_in)
+    fig.set_figheight(height + band_in)
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position([pos.x0, pos.y0 * scale, pos.width, pos.height * scale])
+
+
+def mark_over_content(fig, mark) -> bool:
+    """Whether the mark's box (after a draw) overlaps any axes with its titles and tick
+    labels, or a figure legend."""
+    renderer = fig.canvas.get_renderer()
+    box = mark.get_window_extent(renderer)
+    others = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+    others += [legend.get_window_extent(renderer) for legend in fig.legends]
+    return any(other is not None and box.overlaps(other) for other in others)
+
+
 class FigureSet:
     """Saves figures into a folder and records them for the manifest.
 
@@ -55,9 +80,12 @@ class FigureSet:
         self, fig, fig_id: str, caption: str, section: str, data: bool = True, **extra: Any
     ) -> None:
         file = f"{fig_id.removeprefix('fig-')}.png"
+        mark = None
         if self.marker and data:
+            if fig.get_layout_engine() is None:  # set margins: a band of its own above them
+                add_top_band(fig, MARK_BAND_IN)
             # As the figure's suptitle, so a constrained layout makes room for it.
-            fig.suptitle(
+            mark = fig.suptitle(
                 self.marker,
                 x=0.995,
                 y=0.998,
@@ -71,6 +99,8 @@ class FigureSet:
         # margins), and "tight" draws each figure twice.
         fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
         sizes = printed_font_sizes(fig)  # after the draw: tick labels exist only then
+        if mark is not None:
+            extra = {**extra, "mark_over_content": mark_over_content(fig, mark)}
         entry = {
             "id": fig_id,
             "file": file,
