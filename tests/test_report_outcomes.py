@@ -150,7 +150,30 @@ def check_renders(work: Path) -> dict[str, str]:
     for machine_type, verdict in verdicts.items():
         assert machine_type in first, machine_type
         assert squeeze(verdict) in first, (machine_type, verdict)
+    check_answer_caption(work, first)
     return verdicts
+
+
+def check_answer_caption(work: Path, first: str) -> None:
+    """Table 1's caption states the rule its verdicts follow: the fitted setting only where
+    the paired interval lies entirely below 0; else the closest preset (also without an
+    interval); no fit, not enough evidence. Each row is held to that rule."""
+    rule = squeeze(
+        '"use the fitted setting" where the 90% paired interval of fitted − closest preset '
+        '(the preset chosen on the fit half) lies entirely below 0; "keep PRESET" where it '
+        'does not, or where too few held-out regions give no interval; "not enough evidence" '
+        "where the type has no fit"
+    )
+    assert rule in first.replace("“", '"').replace("”", '"'), "Table 1's caption lost its rule"
+    rows = json.loads((work / "build/recommendations.json").read_text())["rows"]
+    for r in (r for r in rows if r["machine_id"] == "all"):
+        if r["status"] != "ok":
+            expected = NO_FIT
+        elif r.get("intervals") and r["diff_fitted_vs_best_ci_high"] < 0:
+            expected = "use the fitted setting"
+        else:
+            expected = f"keep {r['best_preset']}"
+        assert r["verdict"] == expected, (r["machine_type"], r["verdict"], expected)
 
 
 def summary_lines(work: Path) -> list[str]:
