@@ -10,7 +10,10 @@ def source(per_id: dict, n_train: int, n_skipped: int = 0) -> dict:
 
 
 def test_a_type_without_anomalous_clips_says_so_and_not_no_region():
-    loc = {"n_anomaly": 0, "n_regions_found": 0, "pattern": "none found", "ids": {}}
+    # As localize writes it: the ID is listed, with no anomalous clips and its status.
+    status = "not enough evidence: no anomalous test clips"
+    ids = {"id_00": {"n_normal": 8, "n_anomaly": 0, "status": status}}
+    loc = {"n_anomaly": 0, "n_regions_found": 0, "pattern": "none found", "ids": ids}
     context = {
         "machine_types": ["pump"],
         "localization": {"pump": loc},
@@ -22,6 +25,35 @@ def test_a_type_without_anomalous_clips_says_so_and_not_no_region():
     text = " ".join(findings(context))
     assert "pump: no labelled anomalous test clips" in text
     assert "standing out" not in text
+
+
+def test_each_outcome_without_a_fit_gives_its_own_reason():
+    """Not localized (no normal test clips) is not "nothing found", and the negative control's
+    reason is that outcome's, not "too few normal clips"; a type whose test clips carry no
+    labels says that; counts of one read in the singular."""
+    from analysis.report_text import evidence_words
+
+    no_normals = "not enough evidence: 0 normal test clips (needs at least 4)"
+    valve = {
+        "n_anomaly": 0,
+        "ids": {"id_00": {"n_normal": 0, "n_anomaly": 12, "status": no_normals}},
+    }
+    words = type_description("valve", valve, SPF, 320)
+    assert words == "valve: id_00 not localized (0 normal test clips, needs at least 4)."
+    cell = evidence_words({"machine_type": "valve", "status": "x"}, [], valve)
+    assert "nothing found" not in cell and "too few normal clips" not in cell
+    assert cell.endswith("negative control not run (no ID localized)"), cell
+    unlabelled = {"n_anomaly": 0, "ids": {}}
+    assert "no machine ID with labelled test clips" in type_description("T", unlabelled, SPF, 320)
+    cell = evidence_words({"machine_type": "T", "status": "x"}, [], unlabelled)
+    assert (
+        cell
+        == "no machine ID with labelled test clips; negative control not run (no labelled test clips)"
+    )
+    one = {"ids": {"id_00": {"status": "ok", "id_level": {"negative_control": {"found": False}}}}}
+    assert evidence_words({"machine_type": "T", "status": "x"}, [], one) == (
+        "too little in its 1 ID; control clean in 1/1 ID"
+    )
 
 
 def test_data_found_counts_what_extract_used():
