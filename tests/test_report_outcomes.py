@@ -183,6 +183,28 @@ def summary_lines(work: Path) -> list[str]:
     return [re.sub(r"<[^>]+>", "", li) for li in re.findall(r"<li>(.*?)</li>", part, re.S)]
 
 
+def check_power_section(work: Path) -> None:
+    """The power section's text, figure caption and table name one criterion (IoU at least
+    the record's ``located_iou``; never "any overlap" counted as located) and the table's
+    false-region rates are the record's, under the name the glossary gives them."""
+    power = json.loads((work / "build/power.json").read_text())
+    html = (work / "report/_output/report.html").read_text()
+    section = html.split('id="sec-power"', 1)[1].split('id="sec-presets"', 1)[0]
+    text = html_lib.unescape(re.sub(r"<[^>]+>", " ", section))
+    text = re.sub(r"\s+", " ", text)
+    iou = power["located_iou"]
+    assert f"IoU with the planted region is at least {iou:g}" in text
+    caption = text.split("What the localization can detect on this data", 1)[1]
+    assert caption.count(f"IoU ≥ {iou:g}") == 2 and "overlaps the truth" not in caption
+    assert "false-region rate (unspiked half)" in text
+    for machine_type, summary in power["types"].items():
+        if summary.get("status") != "ok":
+            continue
+        rate = next(r for r in power["rows"] if r["machine_type"] == machine_type)
+        shown = f"{rate['clip_false_region_rate'] * 100:.3g}%"
+        assert re.search(rf"{machine_type} \d+ {re.escape(shown)}", text), (machine_type, shown)
+
+
 def test_each_type_its_own_outcome_renders_and_page_one_tells_each(tmp_path):
     started = time.monotonic()
     work = run_case(tmp_path, OUTCOMES)
@@ -202,6 +224,7 @@ def test_each_type_its_own_outcome_renders_and_page_one_tells_each(tmp_path):
     ):
         assert squeeze(words) in said, words
     assert squeeze("nothing found in id_00 (valve") not in said
+    check_power_section(work)
     print(f"matrix case 1: {time.monotonic() - started:.0f} s")
 
 

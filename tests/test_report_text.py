@@ -89,3 +89,31 @@ def test_bands_are_named_in_hz_and_khz():
     assert hz_words([949.0, 1100.0]) == "949 Hz–1.1 kHz"
     assert hz_words([1210.0, 1230.0]) == "1.2 kHz"
     assert hz_words(None) == ""
+
+
+def test_numbers_print_one_minus_sign_and_hyphens_stay():
+    from analysis.render import minus
+
+    assert minus("-0.0123 [-0.02, -.5], 10-90, clip-level, id_-1") == (
+        "−0.0123 [−0.02, −.5], 10-90, clip-level, id_-1"
+    )
+    assert minus(-3) == "−3"
+
+
+def test_the_data_root_is_named_relative_to_the_project_or_by_its_last_part(tmp_path):
+    """An absolute data.root inside the project prints relative to it; one outside prints
+    only its last part (no one's home folder in a shared PDF)."""
+    import os
+
+    from analysis.report import shareable_params
+
+    (tmp_path / "project" / "data" / "dcase").mkdir(parents=True)
+    params = {"data": {"root": str(tmp_path / "project/data/dcase")}, "masks": {"presets": {}}}
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path / "project")
+        assert shareable_params(params)["data"]["root"] == "data/dcase"
+        outside = {**params, "data": {"root": "/home/someone/private/dev_data"}}
+        assert shareable_params(outside)["data"]["root"] == "…/dev_data"
+    finally:
+        os.chdir(cwd)
