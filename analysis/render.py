@@ -174,7 +174,27 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
     env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v) * 100:.3g}%"
     env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"
-    return env.get_template(TEMPLATE).render(**context)
+    text = env.get_template(TEMPLATE).render(**context)
+    missing = unresolved_references(text)
+    if missing:
+        raise ValueError(
+            "the report cites what this run does not draw (guard it in the template): "
+            + ", ".join(f"@{ref}" for ref in missing)
+        )
+    return text
+
+
+_REFERENCE = re.compile(r"(?<![\\\w])@((?:fig|tbl|sec)-[A-Za-z0-9_-]*[A-Za-z0-9])")
+_LABEL = re.compile(r"\{#((?:fig|tbl|sec)-[A-Za-z0-9_-]+)")
+
+
+def unresolved_references(qmd_text: str) -> list[str]:
+    """Ids cited as ``@fig-``/``@tbl-``/``@sec-`` that no figure, table or heading of
+    ``qmd_text`` carries, in order of first citation. Checked before either engine runs:
+    Quarto would print such a reference as "?@fig-x" and go on."""
+    labels = set(_LABEL.findall(qmd_text))
+    cited = dict.fromkeys(_REFERENCE.findall(qmd_text))
+    return [ref for ref in cited if ref not in labels]
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -117,3 +117,17 @@ def test_the_data_root_is_named_relative_to_the_project_or_by_its_last_part(tmp_
         assert shareable_params(outside)["data"]["root"] == "…/dev_data"
     finally:
         os.chdir(cwd)
+
+
+def test_a_reference_to_what_the_run_did_not_draw_is_named_before_rendering():
+    """Either engine would fail (pandoc's filter) or print "?@fig-x" (Quarto): the check finds
+    each cited id no figure, table or heading carries; escaped and e-mail-like text is no
+    citation."""
+    from analysis.render import unresolved_references
+
+    qmd = (
+        "See @fig-a, @tbl-b and @sec-c; @fig-regions-vs-fitted is not drawn; \\@fig-x and "
+        "me@fig-y.org cite nothing.\n\n![cap](a.png){#fig-a width=100%}\n\n: cap {#tbl-b}\n\n"
+        "# Head {#sec-c}\n"
+    )
+    assert unresolved_references(qmd) == ["fig-regions-vs-fitted"]
