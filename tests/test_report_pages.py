@@ -361,3 +361,28 @@ def test_on_a_phone_the_forest_plot_reads_and_every_wide_table_scrolls(default_r
     assert r["forest_label_px"] >= 11, r
     assert r["unscrolled"] == [], r
     assert r["page_scroll_width"] <= 391, r
+
+
+def test_the_layout_detectors_see_a_heading_at_a_page_foot_and_a_stamp_on_a_figure(tmp_path):
+    """Both PDF detectors on a PDF made here: a numbered heading as the last line of its page
+    (its text on the next), and a header stamp set over an image."""
+    import typst
+
+    project = tmp_path
+    (project / "report/_output").mkdir(parents=True)
+    (project / "report/figures").mkdir()
+    (project / "report/figures/manifest.json").write_text('{"figures": []}')
+    from PIL import Image
+
+    Image.new("RGB", (40, 20), "gray").save(project / "report/figures/box.png")
+    source = project / "report/t.typ"
+    source.write_text(
+        '#set page(height: 12cm, header: [SYNTHETIC DATA header])\n#set heading(numbering: "1")\n'
+        "= First\n" + "Line of text.\n\n" * 14 + "= Alone at the foot\n#pagebreak()\n"
+        "Its text.\n\n= Kept with its text\n" + "Line.\n\n" * 4 + "\n"
+        '#place(top + left, dy: -1.6cm, image("figures/box.png", width: 6cm))\n'
+    )
+    typst.compile(str(source), output=str(project / "report/_output/report.pdf"))
+    feet = headings_at_page_foot(project)
+    assert len(feet) == 1 and "Alone at the foot" in feet[0], feet
+    assert len(stamps_over_figures(project)) == 1  # the one page with the image under its header
