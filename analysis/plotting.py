@@ -55,6 +55,16 @@ def add_top_band(fig, band_in: float) -> None:
         ax.set_position([pos.x0, pos.y0 * scale, pos.width, pos.height * scale])
 
 
+def freeze_layout(fig) -> None:
+    """Lay ``fig`` out once with its layout engine (constrained layout) and keep those
+    positions (no engine after), so a band added above them stays empty."""
+    if fig.get_layout_engine() is not None and fig.get_layout_engine().__class__.__name__ != (
+        "PlaceHolderLayoutEngine"
+    ):
+        fig.canvas.draw()
+        fig.set_layout_engine("none")
+
+
 def mark_over_content(fig, mark) -> bool:
     """Whether the mark's box (after a draw) overlaps any axes with its titles and tick
     labels, or a figure legend."""
@@ -82,9 +92,8 @@ class FigureSet:
         file = f"{fig_id.removeprefix('fig-')}.png"
         mark = None
         if self.marker and data:
-            if fig.get_layout_engine() is None:  # set margins: a band of its own above them
-                add_top_band(fig, MARK_BAND_IN)
-            # As the figure's suptitle, so a constrained layout makes room for it.
+            freeze_layout(fig)
+            add_top_band(fig, MARK_BAND_IN)  # the mark's own band above the panels
             mark = fig.suptitle(
                 self.marker,
                 x=0.995,

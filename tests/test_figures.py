@@ -75,3 +75,22 @@ def test_the_synthetic_mark_never_prints_over_a_figure_with_set_margins(tmp_path
     kept = [ax.get_position().height * fig.get_figheight() for ax in fig.axes]
     assert np.allclose(kept, axes_inches)
     plt.close(fig)
+
+
+def test_a_constrained_figure_with_a_colorbar_gets_the_mark_clear_of_its_panels(tmp_path):
+    """Constrained layout alone left the mark over the top panel's title (measured on the
+    default report's heat map, forest plot and feature distributions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.plotting import FigureSet
+
+    fig, ax = plt.subplots(figsize=(6.2, 2.0), layout="constrained")
+    image = ax.imshow(np.arange(12.0).reshape(3, 4), aspect="auto")
+    fig.colorbar(image, ax=ax)
+    ax.set_title("a title across the whole top of the panel " * 2, fontsize=7)
+    figs = FigureSet(tmp_path, dpi=60, marker="SYNTHETIC DATA")
+    figs.save(fig, "fig-heat", "caption", "test")
+    assert figs.entries[0]["mark_over_content"] is False
