@@ -92,8 +92,7 @@ class FigureSet:
         file = f"{fig_id.removeprefix('fig-')}.png"
         mark = None
         if self.marker and data:
-            freeze_layout(fig)
-            add_top_band(fig, MARK_BAND_IN)  # the mark's own band above the panels
+            freeze_layout(fig)  # a constrained layout would not keep a band empty
             mark = fig.suptitle(
                 self.marker,
                 x=0.995,
@@ -107,6 +106,10 @@ class FigureSet:
         # No bbox_inches="tight": every figure lays itself out (constrained layout or set
         # margins), and "tight" draws each figure twice.
         fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
+        if mark is not None and mark_over_content(fig, mark):
+            # Over the panels: a band of its own above them, drawn again (only these figures).
+            add_top_band(fig, MARK_BAND_IN)
+            fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
         sizes = printed_font_sizes(fig)  # after the draw: tick labels exist only then
         if mark is not None:
             extra = {**extra, "mark_over_content": mark_over_content(fig, mark)}

@@ -160,9 +160,8 @@ def check_answer_caption(work: Path, first: str) -> None:
     interval); no fit, not enough evidence. Each row is held to that rule."""
     rule = squeeze(
         '"use the fitted setting" where the 90% paired interval of fitted − closest preset '
-        '(the preset chosen on the fit half) lies entirely below 0; "keep PRESET" where it '
-        'does not, or where too few held-out regions give no interval; "not enough evidence" '
-        "where the type has no fit"
+        '(chosen on the fit half) lies below 0; else "keep PRESET" (also without an interval); '
+        '"not enough evidence" without a fit'
     )
     assert rule in first.replace("“", '"').replace("”", '"'), "Table 1's caption lost its rule"
     rows = json.loads((work / "build/recommendations.json").read_text())["rows"]

@@ -249,7 +249,8 @@ def words_outside_their_cells(project: Path) -> list[str]:
         page = doc.pages[0]
         edges = answer_table_columns_pt(project, page)
         rule_top = max(page.lines, key=lambda line: line["x1"] - line["x0"])["top"]
-        table_bottom = min((im["top"] for im in page.images), default=page.height)
+        # the table ends above the forest plot, or else above the page number
+        table_bottom = min((im["top"] for im in page.images), default=page.height - 50)
         words = page.extract_words(x_tolerance=1.0)
         # the header row: the last "machine" above the rule (the caption and banner say it too)
         header_top = max(w["top"] for w in words if w["text"] == "machine" and w["top"] < rule_top)
