@@ -389,6 +389,7 @@ def power_figure(figs, power: dict) -> None:
     rows = power["rows"]
     if not rows:
         return
+    located = power["located_iou"]
     records = []
     for r in rows:
         records.append(
@@ -445,8 +446,8 @@ def power_figure(figs, power: dict) -> None:
         "fig-power",
         "What the localization can detect on this data's own normal clips: known anomalies added to "
         "half of each ID's normal clips at a strength in units of the ID's cell SD; clip level: "
-        "share of spiked clips whose region overlaps the truth; ID level: share of IDs with a pooled "
-        "region on the truth.",
+        f"share of spiked clips whose region locates the planted one (IoU ≥ {located:g}); ID "
+        f"level: share of IDs whose pooled region locates it (IoU ≥ {located:g}).",
         "power",
     )
 
@@ -766,11 +767,12 @@ def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> lis
 
 def comparison_jobs(inp: FigureInputs) -> list[tuple]:
     """Regions of four anomalous test clips beside four masks of the fitted setting, per
-    machine type with regions (the worker draws the fitted masks)."""
+    machine type with regions and a fit (the worker draws the fitted masks); no figure where
+    no type has both (its caption describes fitted masks)."""
     per_type = []
     for machine_type in inp.machine_types:
         found = [r["file"] for r in inp.region_rows[machine_type] if r["found"]][:4]
-        if found:
+        if found and inp.fitted.get(machine_type) is not None:
             arrays = inp.loc_arrays[machine_type]
             regions = [arrays.region_of(f) for f in found]
             per_type.append((machine_type, regions, inp.fitted.get(machine_type)))

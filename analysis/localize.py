@@ -79,6 +79,12 @@ def clip_rows(
         row["band_centre_hz"] = (
             float(geometry.bin_to_hz(feats["band_centre_bin"][i])) if found[i] else None
         )
+        if found[i]:  # the band's lowest and highest mel bin, for the report's words (not CSV)
+            band_bins = np.flatnonzero(regions[i].any(axis=1))
+            row["band_edges_hz"] = [
+                float(geometry.bin_to_hz(band_bins[0])),
+                float(geometry.bin_to_hz(band_bins[-1])),
+            ]
         if file in task.truth_by_file:
             truth = truth_map(task.truth_by_file[file], geometry)
             truth[:, real_frames:] = False
@@ -134,7 +140,7 @@ def id_summary(
         "clip_features_median": (
             {c: float(np.median(v)) for c, v in found_feats.items()} if found.any() else None
         ),
-        "clip_band_hz": band_hz_range([r["band_centre_hz"] for r in rows if r["found"]]),
+        "clip_band_hz": band_edges_hz([r["band_edges_hz"] for r in rows if r["found"]]),
         "pooled_band_hz": (
             [
                 float(geometry.bin_to_hz(min(id_level["all"]["rows"]))),
@@ -146,11 +152,13 @@ def id_summary(
     }
 
 
-def band_hz_range(centres_hz: list[float]) -> list[float] | None:
-    """The 25th to 75th percentile of the found regions' band centres (Hz), or None."""
-    if not centres_hz:
+def band_edges_hz(edges_hz: list[list[float]]) -> list[float] | None:
+    """Where the found regions' bands lie: the median lower edge to the median upper edge
+    (Hz, centres of the lowest and highest mel bin of each band), or None."""
+    if not edges_hz:
         return None
-    return [float(np.percentile(centres_hz, 25)), float(np.percentile(centres_hz, 75))]
+    edges = np.asarray(edges_hz, dtype=np.float64)
+    return [float(np.median(edges[:, 0])), float(np.median(edges[:, 1]))]
 
 
 def localize_id(task: IdTask) -> dict[str, Any]:

@@ -40,6 +40,41 @@ def printed_font_sizes(fig) -> list[float]:
     ]
 
 
+MARK_BAND_IN = 0.16  # the synthetic mark's band above a figure with set margins
+
+
+def add_top_band(fig, band_in: float) -> None:
+    """Make ``fig`` ``band_in`` inches taller with the new height empty at the top: every
+    axes keeps its size and place in inches from the bottom (a figure legend anchored at
+    the bottom stays there)."""
+    height = fig.get_figheight()
+    scale = height / (height + band_in)
+    fig.set_figheight(height + band_in)
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position([pos.x0, pos.y0 * scale, pos.width, pos.height * scale])
+
+
+def freeze_layout(fig) -> None:
+    """Lay ``fig`` out once with its layout engine (constrained layout) and keep those
+    positions (no engine after), so a band added above them stays empty."""
+    if fig.get_layout_engine() is not None and fig.get_layout_engine().__class__.__name__ != (
+        "PlaceHolderLayoutEngine"
+    ):
+        fig.canvas.draw()
+        fig.set_layout_engine("none")
+
+
+def mark_over_content(fig, mark) -> bool:
+    """Whether the mark's box (after a draw) overlaps any axes with its titles and tick
+    labels, or a figure legend."""
+    renderer = fig.canvas.get_renderer()
+    box = mark.get_window_extent(renderer)
+    others = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+    others += [legend.get_window_extent(renderer) for legend in fig.legends]
+    return any(other is not None and box.overlaps(other) for other in others)
+
+
 class FigureSet:
     """Saves figures into a folder and records them for the manifest.
 
@@ -55,9 +90,10 @@ class FigureSet:
         self, fig, fig_id: str, caption: str, section: str, data: bool = True, **extra: Any
     ) -> None:
         file = f"{fig_id.removeprefix('fig-')}.png"
+        mark = None
         if self.marker and data:
-            # As the figure's suptitle, so a constrained layout makes room for it.
-            fig.suptitle(
+            freeze_layout(fig)  # a constrained layout would not keep a band empty
+            mark = fig.suptitle(
                 self.marker,
                 x=0.995,
                 y=0.998,
@@ -70,7 +106,13 @@ class FigureSet:
         # No bbox_inches="tight": every figure lays itself out (constrained layout or set
         # margins), and "tight" draws each figure twice.
         fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
+        if mark is not None and mark_over_content(fig, mark):
+            # Over the panels: a band of its own above them, drawn again (only these figures).
+            add_top_band(fig, MARK_BAND_IN)
+            fig.savefig(self.folder / file, dpi=self.dpi, metadata={"Software": None})
         sizes = printed_font_sizes(fig)  # after the draw: tick labels exist only then
+        if mark is not None:
+            extra = {**extra, "mark_over_content": mark_over_content(fig, mark)}
         entry = {
             "id": fig_id,
             "file": file,

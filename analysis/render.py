@@ -108,6 +108,15 @@ def significant(value: Any, digits: int = 3) -> str:
     return np.format_float_positional(f, precision=digits, unique=False, fractional=False, trim="-")
 
 
+_HYPHEN_MINUS = re.compile(r"(?<![\w.])-(?=\.?\d)")
+
+
+def minus(text: Any) -> str:
+    """``text`` with the minus sign of every number set as U+2212 ("−0.012"), so the report
+    prints one minus sign (the hyphen stays a hyphen: "clip-level", "10-90")."""
+    return _HYPHEN_MINUS.sub("\u2212", str(text))
+
+
 def pandoc_path() -> str:
     import pypandoc
 
@@ -148,11 +157,15 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    from analysis.report_text import hz_words  # here: report_text imports this module
+
     env.filters["md"] = md_escape
+    # Where a band lies, lower to upper edge in Hz/kHz ("1.1–1.3 kHz"); "–" when unknown.
+    env.filters["band"] = lambda v: md_escape(hz_words(v) or "–")
     # Metadata: Markdown-escaped text as a JSON string, which is valid YAML.
     env.filters["yaml_md"] = lambda v: json.dumps(md_escape(v))
-    env.filters["num"] = fmt
-    env.filters["sig"] = significant
+    env.filters["num"] = lambda v, digits=3: minus(fmt(v, digits))
+    env.filters["sig"] = lambda v, digits=3: minus(significant(v, digits))
     env.filters["code"] = md_code
     env.filters["typst_text"] = typst_text
     env.filters["span"] = span
@@ -163,7 +176,27 @@ def render_qmd(context: dict[str, Any], template_dir: Path = REPORT_DIR) -> str:
     # Percentages keep small values visible: 0.002 -> "0.2%", 0.155 -> "15.5%", 0.5 -> "50%".
     env.filters["pct"] = lambda v: "–" if v in (None, "") else f"{float(v) * 100:.3g}%"
     env.filters["slug"] = lambda v: re.sub(r"[^a-z0-9]+", "-", str(v).lower()).strip("-") or "x"
-    return env.get_template(TEMPLATE).render(**context)
+    text = env.get_template(TEMPLATE).render(**context)
+    missing = unresolved_references(text)
+    if missing:
+        raise ValueError(
+            "the report cites what this run does not draw (guard it in the template): "
+            + ", ".join(f"@{ref}" for ref in missing)
+        )
+    return text
+
+
+_REFERENCE = re.compile(r"(?<![\\\w])@((?:fig|tbl|sec)-[A-Za-z0-9_-]*[A-Za-z0-9])")
+_LABEL = re.compile(r"\{#((?:fig|tbl|sec)-[A-Za-z0-9_-]+)")
+
+
+def unresolved_references(qmd_text: str) -> list[str]:
+    """Ids cited as ``@fig-``/``@tbl-``/``@sec-`` that no figure, table or heading of
+    ``qmd_text`` carries, in order of first citation. Checked before either engine runs:
+    Quarto would print such a reference as "?@fig-x" and go on."""
+    labels = set(_LABEL.findall(qmd_text))
+    cited = dict.fromkeys(_REFERENCE.findall(qmd_text))
+    return [ref for ref in cited if ref not in labels]
 
 
 def _stop(proc: subprocess.Popen) -> None:

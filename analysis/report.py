@@ -301,9 +301,11 @@ def shareable_presets(presets: dict[str, dict[str, Any]]) -> dict[str, dict[str,
 
 
 def shareable_params(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as the report prints them (shareable preset paths)."""
+    """``params`` as the report prints them: shareable preset paths and data root (relative
+    to the project, or only its last part: the banner, provenance and params block)."""
     presets = shareable_presets(params["masks"]["presets"])
-    return {**params, "masks": {**params["masks"], "presets": presets}}
+    data = {**params["data"], "root": shareable_path(params["data"]["root"])}
+    return {**params, "data": data, "masks": {**params["masks"], "presets": presets}}
 
 
 def build_context(

@@ -6,13 +6,26 @@ so tests can check what the reader is told without rendering anything.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from analysis.dcase import unit_label
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
+from analysis.render import minus
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
+
+
+def plural(n: int, word: str) -> str:
+    """``n`` and ``word``, plural where ``n`` is not 1: "1 ID", "3 IDs", "0 held-out regions"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def status_reason(status: str) -> str:
+    """Why an ID was not localized, as a clause: "0 normal test clips, needs at least 4"."""
+    reason = status.removeprefix("not enough evidence: ")
+    return re.sub(r" \((needs [^()]*)\)$", r", \1", reason)
 
 
 def _span(lo: Any, hi: Any) -> str:
@@ -155,7 +168,8 @@ def shareable_path(path: str, root: Path | None = None) -> str:
 
 
 def hz_words(band_hz: list[float] | None) -> str:
-    """Where a band sits: "near 1.1–1.3 kHz", "near 820 Hz" (empty when unknown)."""
+    """Where a band lies, from its lower to its upper edge: "1.1–1.3 kHz", "820 Hz" where
+    both round alike (empty when unknown). Never a range of band centres."""
     if not band_hz:
         return ""
 
@@ -164,11 +178,11 @@ def hz_words(band_hz: list[float] | None) -> str:
 
     lo, hi = one(band_hz[0]), one(band_hz[1])
     if lo == hi:
-        return f"near {lo}"
+        return lo
     for unit in (" kHz", " Hz"):
         if lo.endswith(unit) and hi.endswith(unit):
-            return f"near {lo.removesuffix(unit)}–{hi}"
-    return f"near {lo}–{hi}"
+            return f"{lo.removesuffix(unit)}–{hi}"
+    return f"{lo}–{hi}"
 
 
 def shape_words(features: dict[str, float | None], seconds_per_frame: float, T: int) -> str:
@@ -211,17 +225,26 @@ def type_description(
     machine_type: str, loc: dict[str, Any], seconds_per_frame: float, T: int
 ) -> str:
     """A machine type's evidence, built from its IDs' descriptions (never a median over IDs):
-    "fan: 2 of 4 IDs: narrow band over the whole clip (id_00 near 1.1 kHz, id_02 near 1.3 kHz);
-    nothing found in id_04, id_06"."""
-    if not loc["n_anomaly"]:
-        return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
+    "fan: 2 of 4 IDs: narrow band over the whole clip (id_00 at 1.1–1.2 kHz, id_02 at 1.3 kHz);
+    nothing found in id_04; id_06 not localized (0 normal test clips, needs at least 4)".
+    An ID that could not be localized is never "nothing found": its own reason is given."""
     ids = loc["ids"]
+    if not ids:
+        return f"{machine_type}: no machine ID with labelled test clips, so nothing to localize."
+    if not any(s.get("n_anomaly") for s in ids.values()):
+        return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
     groups: dict[str, list[str]] = {}
-    nothing = []
+    nothing, not_localized = [], []
     for mid, summary in ids.items():
+        if summary.get("status", "ok") != "ok":
+            not_localized.append(
+                f"{unit_label(mid)} not localized ({status_reason(summary['status'])})"
+            )
+            continue
         shape, where = id_description(summary, seconds_per_frame, T)
         if shape:
-            groups.setdefault(shape, []).append(f"{unit_label(mid)} {where}".strip())
+            label = unit_label(mid)
+            groups.setdefault(shape, []).append(f"{label} at {where}" if where else label)
         else:
             nothing.append(unit_label(mid))
     noun = "IDs" if all(unit_label(m) == m for m in ids) else "sections (domains)"
@@ -233,20 +256,21 @@ def type_description(
     ]
     if nothing:
         parts.append(f"nothing found in {', '.join(nothing)}")
-    return f"{machine_type}: " + "; ".join(parts) + "."
+    return f"{machine_type}: " + "; ".join(parts + not_localized) + "."
 
 
 def comparison_sentence(row: dict[str, Any], T: int) -> str:
     """What one row's paired interval supports, in words (evidence and held-out count included);
     ``T`` is the clip length in frames."""
     t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
-    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): {row['verdict']}; "
+    regions = f"{n} independent held-out region{'s' if n != 1 else ''}"
+    head = f"{t} ({row['evidence']} evidence, {regions}): {row['verdict']}; "
     if not row.get("intervals"):
         return (
             head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
             f"setting and '{best}' are not distinguishable."
         )
-    diff = (
+    diff = minus(
         f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
         f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
     )
@@ -256,7 +280,7 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
     elif verdict == "farther":
         claim = f"'{best}', the closest preset, is closer than the fitted setting"
     else:
-        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
+        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {plural(n, 'held-out region')}"
     floor = f"{row['score_floor']:.3g}"
     return (
         head + f"{claim} (score difference fitted − {best} {diff}; the floor is "
@@ -275,9 +299,12 @@ def negative_control_words(loc: dict[str, Any]) -> str:
         if control.get("found"):
             flagged.append(mid)
     if not tested:
-        return "negative control not run (too few normal clips)"
+        if not loc["ids"]:
+            return "negative control not run (no labelled test clips)"
+        localized = any(s.get("status", "ok") == "ok" for s in loc["ids"].values())
+        return f"negative control not run ({'too few normal clips' if localized else 'no ID localized'})"
     if not flagged:
-        return f"control clean in {tested}/{tested} IDs"
+        return f"control clean in {tested}/{plural(tested, 'ID')}"
     return (
         f"control found a region in {', '.join(flagged)} (left out of every fit), clean in "
         f"{tested - len(flagged)}/{tested}"
@@ -300,8 +327,28 @@ def evidence_words(
     elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
         levels = f"{type_row['evidence'].replace('-', ' ')} (pooled over its IDs)"
     else:
-        levels = f"too little in all {len(loc['ids'])} IDs"
+        levels = lacking_words(loc)
     return f"{levels}; {negative_control_words(loc)}"
+
+
+def lacking_words(loc: dict[str, Any]) -> str:
+    """Why a type without a fit has none, per its IDs: too little found in the localized
+    ones, and each one not localized with its own reason."""
+    ids = loc["ids"]
+    if not ids:
+        return "no machine ID with labelled test clips"
+    localized = [mid for mid, s in ids.items() if s.get("status", "ok") == "ok"]
+    parts = []
+    if localized:
+        n = len(localized)
+        scope = "its" if n == len(ids) == 1 else ("all" if n == len(ids) else f"{n} of")
+        parts.append(f"too little in {scope} {plural(len(ids) if scope != 'its' else 1, 'ID')}")
+    parts += [
+        f"{mid} not localized ({status_reason(s['status'])})"
+        for mid, s in ids.items()
+        if s.get("status", "ok") != "ok"
+    ]
+    return "; ".join(parts)
 
 
 def lead_sentence(type_rows: list[dict[str, Any]]) -> str:

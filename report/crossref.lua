@@ -10,6 +10,11 @@ text cites them as `@fig-...` and so on, which pandoc parses as citations.
   order, captions get a "Figure N:" / "Table N:" prefix, and citations become
   links reading "Figure N".
 
+One numbering: Typst counts only what the PDF holds, so a figure only the HTML
+shows (its image has class `detail`, inside `content-visible when-format="html"`)
+takes no number of its own: it is "Figure 5a", "5b", ... after the numbered figure
+before it, and Figure N is the same figure in both formats.
+
 A citation of an id that no figure or table carries stops the render with an
 error, so a broken reference can never reach a report.
 ]]
@@ -24,13 +29,32 @@ local function kind_of(id)
   return nil
 end
 
+local function is_detail(el)
+  if el.t ~= "Figure" then
+    return false
+  end
+  local found = false
+  el:walk({
+    Image = function(img)
+      if img.classes:includes("detail") then
+        found = true
+      end
+    end,
+  })
+  return found
+end
+
 function Pandoc(doc)
-  local labels, counts = {}, { fig = 0, tbl = 0 }
+  local labels, counts, details = {}, { fig = 0, tbl = 0 }, 0
   local function register(el)
     local id = el.identifier
     local kind = id and id ~= "" and kind_of(id)
-    if kind then
+    if kind and is_detail(el) then
+      details = details + 1
+      labels[id] = { kind = kind, number = counts[kind] .. string.char(96 + math.min(details, 26)) }
+    elseif kind then
       counts[kind] = counts[kind] + 1
+      details = 0
       labels[id] = { kind = kind, number = counts[kind] }
     end
   end

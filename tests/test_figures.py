@@ -34,3 +34,63 @@ def test_map_mosaic_with_a_grid_that_does_not_divide():
     tile = image[top : top + height, :10][::-1]
     rows, cols = (np.arange(7) * 3) // 7, (np.arange(10) * 3) // 10
     np.testing.assert_array_equal(tile, coarse[rows][:, cols])
+
+
+def test_the_synthetic_mark_never_prints_over_a_figure_with_set_margins(tmp_path):
+    """A figure laid out with set margins (no layout engine) whose panel title reaches the top
+    edge: the mark, drawn into that corner, would print over the title. It gets a band above
+    the panels instead, and the manifest records that it is clear of every axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.plotting import FigureSet, add_top_band, mark_over_content
+
+    def crowded():
+        fig, axes = plt.subplots(1, 2, figsize=(6.9, 1.5))
+        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.2, top=0.86)
+        for ax in axes:
+            ax.plot([0, 1], [0, 1])
+            ax.set_title("a panel title that reaches the top right corner", loc="right")
+        return fig
+
+    # Without the band the check sees the overlap (so it can fail).
+    fig = crowded()
+    mark = fig.suptitle("SYNTHETIC DATA", x=0.995, y=0.998, ha="right", va="top", fontsize=7)
+    fig.canvas.draw()
+    assert mark_over_content(fig, mark)
+    plt.close(fig)
+
+    figs = FigureSet(tmp_path, dpi=60, marker="SYNTHETIC DATA")
+    fig = crowded()
+    axes_inches = [ax.get_position().height * fig.get_figheight() for ax in fig.axes]
+    figs.save(fig, "fig-crowded", "caption", "test")
+    entry = figs.entries[0]
+    assert entry["mark_over_content"] is False
+    # The band adds height on top; the panels keep their size in inches.
+    fig = crowded()
+    add_top_band(fig, 0.16)
+    assert abs(fig.get_figheight() - 1.66) < 1e-9
+    kept = [ax.get_position().height * fig.get_figheight() for ax in fig.axes]
+    assert np.allclose(kept, axes_inches)
+    plt.close(fig)
+
+
+def test_a_constrained_figure_with_a_colorbar_gets_the_mark_clear_of_its_panels(tmp_path):
+    """Constrained layout alone left the mark over the top panel's title (measured on the
+    default report's heat map, forest plot and feature distributions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.plotting import FigureSet
+
+    fig, ax = plt.subplots(figsize=(6.2, 2.0), layout="constrained")
+    image = ax.imshow(np.arange(12.0).reshape(3, 4), aspect="auto")
+    fig.colorbar(image, ax=ax)
+    ax.set_title("a title across the whole top of the panel " * 2, fontsize=7)
+    figs = FigureSet(tmp_path, dpi=60, marker="SYNTHETIC DATA")
+    figs.save(fig, "fig-heat", "caption", "test")
+    assert figs.entries[0]["mark_over_content"] is False

@@ -80,7 +80,14 @@ def test_each_id_is_described_by_what_was_planted_in_it(params, tmp_path, streng
     segments = next(p for p in parts if "id_02" in p)
     assert "nothing found in id_04" in parts, text
     assert "narrow band over the whole clip" in full, text
-    assert re.search(r"id_00 near 1\.[1-3]", full) and re.search(r"id_02 near 3\.[0-4]", segments)
+    # The band words quote where the planted band lies, lower to upper edge (its 5 rows,
+    # centres b - 2 ... b + 2), not a range of band centres: each edge within 3 bins of the
+    # planted one and 0.1 kHz rounding (smoothing over 3 bins widens a region by a row each side).
+    for mid, part in (("id_00", full), ("id_02", segments)):
+        lo, hi = planted_edges_khz(part, mid)
+        b = int(round(GEOMETRY.hz_to_bin(BAND_HZ[mid])))
+        lo_bin, hi_bin = GEOMETRY.hz_to_bin(lo * 1000), GEOMETRY.hz_to_bin(hi * 1000)
+        assert abs(lo_bin - (b - 2)) <= 3 and abs(hi_bin - (b + 2)) <= 3, (mid, part, b)
     assert full != segments and "whole clip" not in segments  # named apart, never a median
     if level == "clip":
         # Every clip shows its own three segments of 0.5-1 s.
@@ -90,6 +97,13 @@ def test_each_id_is_described_by_what_was_planted_in_it(params, tmp_path, streng
         # Only the mean shows them; at other places in every clip they spread over the pooled
         # map, and the words say the evidence is pooled.
         assert "(pooled over clips)" in full and "(pooled over clips)" in segments, text
+
+
+def planted_edges_khz(words: str, machine_id: str) -> tuple[float, float]:
+    """The band edges (kHz) the words give for ``machine_id``: "id_00 at 1.1–1.3 kHz"."""
+    found = re.search(machine_id + r" at ([0-9.]+)(?: kHz)?–([0-9.]+) kHz", words)
+    assert found, words
+    return float(found[1]), float(found[2])
 
 
 def planted_region_rows(rng, n: int, kind: str) -> list[dict]:

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -177,14 +178,14 @@ PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
 }, 300));</script>"""
 
 
-def browser_report(page_html: str, width: int, tmp_path: Path) -> dict:
+def browser_report(page_html: str, width: int, tmp_path: Path, probe: str = PROBE) -> dict:
     """The probe's findings after Chromium ran the page's scripts. Headless Chromium has no
     window narrower than 500 px, so a narrow screen is an iframe of that width (its own
     viewport: media queries and ``innerWidth`` are the iframe's)."""
     chromium = headless_chromium(
         tmp_path / "profile", f"--window-size={max(width, 500) + 40},1000", budget_ms=15000
     )
-    doc = page_html.replace("</body>", PROBE + "</body>")
+    doc = page_html.replace("</body>", probe + "</body>")
     wrapper = (
         "<!doctype html><html><body style='margin:0'>"
         f"<iframe style='width:{width}px;height:900px;border:0' "
@@ -218,3 +219,170 @@ def test_captions_stay_visible_and_the_first_column_sticks(default_run, tmp_path
         assert len(r["sticky"]) >= 3, "no table wider than the screen: the check would be empty"
     for t in r["sticky"]:
         assert t["scrolled"] and t["first_column_on_screen"], t
+
+
+# --------------------------------------------------------------------------- layout checks
+
+
+def answer_table_columns_pt(project: Path, page) -> list[float]:
+    """The x edges (pt) of the page-1 answer table's columns: the widths Typst was given
+    (report.typ) laid over the rule under the table's header."""
+    typ = (project / "report/report.typ").read_text()
+    head = typ[: typ.index("<tbl-answer>")]
+    widths = re.findall(r"columns: \(([^)]*)\)", head)[-1]
+    shares = [float(w.strip().rstrip("%")) / 100 for w in widths.split(",") if w.strip()]
+    rule = max(page.lines, key=lambda line: line["x1"] - line["x0"])
+    x0, width = rule["x0"], rule["x1"] - rule["x0"]
+    edges, at = [x0], x0
+    for share in shares:
+        at += share * width
+        edges.append(at)
+    return edges
+
+
+def words_outside_their_cells(project: Path) -> list[str]:
+    """Words of the page-1 answer table that cross a column edge (text run into the next
+    cell: "ToyConveyornot enough")."""
+    import pdfplumber
+
+    with pdfplumber.open(project / "report/_output/report.pdf") as doc:
+        page = doc.pages[0]
+        edges = answer_table_columns_pt(project, page)
+        rule_top = max(page.lines, key=lambda line: line["x1"] - line["x0"])["top"]
+        # the table ends above the forest plot, or else above the page number
+        table_bottom = min((im["top"] for im in page.images), default=page.height - 50)
+        words = page.extract_words(x_tolerance=1.0)
+        # the header row: the last "machine" above the rule (the caption and banner say it too)
+        header_top = max(w["top"] for w in words if w["text"] == "machine" and w["top"] < rule_top)
+        bad = []
+        for w in words:
+            if not header_top - 1 <= w["top"] < table_bottom:
+                continue
+            inside = any(lo - 0.5 <= w["x0"] and w["x1"] <= hi + 0.5 for lo, hi in pairwise(edges))
+            if not inside:
+                bad.append(w["text"])
+        return bad
+
+
+def stamps_over_figures(project: Path) -> list[str]:
+    """Pages where the SYNTHETIC running header touches a figure's box, and figures whose own
+    mark prints over their content (recorded when drawn)."""
+    import pdfplumber
+
+    bad = []
+    with pdfplumber.open(project / "report/_output/report.pdf") as doc:
+        for number, page in enumerate(doc.pages, start=1):
+            stamps = [w for w in page.extract_words() if "SYNTHETIC" in w["text"]]
+            for s in stamps:
+                for im in page.images:
+                    if (
+                        s["x0"] < im["x1"]
+                        and im["x0"] < s["x1"]
+                        and s["top"] < im["bottom"]
+                        and im["top"] < s["bottom"]
+                    ):
+                        bad.append(f"page {number}")
+    manifest = json.loads((project / "report/figures/manifest.json").read_text())["figures"]
+    bad += [f["id"] for f in manifest if f.get("mark_over_content")]
+    return bad
+
+
+def headings_at_page_foot(project: Path, min_lines_after: int = 2) -> list[str]:
+    """Numbered headings (bold, "3 Where ..." / "3.1 fan") followed on their page by fewer
+    than ``min_lines_after`` lines of anything (text, or a figure's box)."""
+    import pdfplumber
+
+    bad = []
+    with pdfplumber.open(project / "report/_output/report.pdf") as doc:
+        for number, page in enumerate(doc.pages, start=1):
+            words = page.extract_words(extra_attrs=["fontname", "size"])
+            body = [w for w in words if HEADER_PT < w["top"] < page.height - 50]
+            lines = sorted({round(w["top"]) for w in body})
+            for w in body:
+                if not (re.fullmatch(r"[0-9]+(\.[0-9]+)*", w["text"]) and "Bold" in w["fontname"]):
+                    continue
+                if w["size"] < 10.5:
+                    continue
+                below = [t for t in lines if t > w["bottom"] + 1]
+                below += [im["top"] for im in page.images if im["top"] > w["bottom"]]
+                if len(below) < min_lines_after:
+                    title = " ".join(x["text"] for x in body if abs(x["top"] - w["top"]) < 1)
+                    bad.append(f"page {number}: {title}")
+    return bad
+
+
+def test_page_one_table_text_stays_inside_its_cells(default_run):
+    assert words_outside_their_cells(default_run) == []
+
+
+def test_the_synthetic_stamp_prints_over_no_figure(default_run):
+    assert stamps_over_figures(default_run) == []
+
+
+def test_no_heading_stands_in_the_last_lines_of_a_page(default_run):
+    assert headings_at_page_foot(default_run) == []
+
+
+NARROW_PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const r = {width: innerWidth, page_scroll_width: document.documentElement.scrollWidth,
+             forest_px: null, unscrolled: []};
+  const img = document.querySelector('#fig-forest img');
+  if (img) r.forest_px = img.getBoundingClientRect().width;
+  document.querySelectorAll('table').forEach((t) => {
+    if (t.closest('.tab-panel[hidden]')) return;
+    const box = t.closest('.table-scroll');
+    const fits = t.getBoundingClientRect().right <= innerWidth + 1;
+    if (!fits && !(box && getComputedStyle(box).overflowX === 'auto')) {
+      r.unscrolled.push((t.closest('[id]') || {}).id || t.textContent.slice(0, 60));
+    }
+  });
+  const out = (window.parent || window).document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = 'PROBE' + JSON.stringify(r) + 'END';
+  (window.parent || window).document.body.appendChild(out);
+}, 300));</script>"""
+
+
+def narrow_screen_findings(project: Path, tmp_path: Path, width: int = 390) -> dict:
+    """What a phone shows: the forest plot's smallest label in CSS px, tables wider than the
+    screen outside a sideways scroller (and the page's own scroll width, for a reader)."""
+    page_html = (project / "report/_output/report.html").read_text()
+    r = browser_report(page_html, width, tmp_path, probe=NARROW_PROBE)
+    manifest = json.loads((project / "report/figures/manifest.json").read_text())["figures"]
+    forest = next(f for f in manifest if f["id"] == "fig-forest")
+    # Rendered px per printed pt: the image's CSS width over the figure's width in pt.
+    r["forest_label_px"] = forest["min_font_pt"] * r["forest_px"] / (forest["width_in"] * 72)
+    return r
+
+
+@pytest.mark.browser
+def test_on_a_phone_the_forest_plot_reads_and_every_wide_table_scrolls(default_run, tmp_path):
+    r = narrow_screen_findings(default_run, tmp_path)
+    assert r["width"] == 390
+    assert r["forest_label_px"] >= 11, r
+    assert r["unscrolled"] == [], r
+
+
+def test_the_layout_detectors_see_a_heading_at_a_page_foot_and_a_stamp_on_a_figure(tmp_path):
+    """Both PDF detectors on a PDF made here: a numbered heading as the last line of its page
+    (its text on the next), and a header stamp set over an image."""
+    import typst
+
+    project = tmp_path
+    (project / "report/_output").mkdir(parents=True)
+    (project / "report/figures").mkdir()
+    (project / "report/figures/manifest.json").write_text('{"figures": []}')
+    from PIL import Image
+
+    Image.new("RGB", (40, 20), "gray").save(project / "report/figures/box.png")
+    source = project / "report/t.typ"
+    source.write_text(
+        '#set page(height: 12cm, header: [SYNTHETIC DATA header])\n#set heading(numbering: "1")\n'
+        "= First\n" + "Line of text.\n\n" * 14 + "= Alone at the foot\n#pagebreak()\n"
+        "Its text.\n\n= Kept with its text\n" + "Line.\n\n" * 4 + "\n"
+        '#place(top + left, dy: -1.6cm, image("figures/box.png", width: 6cm))\n'
+    )
+    typst.compile(str(source), output=str(project / "report/_output/report.pdf"))
+    feet = headings_at_page_foot(project)
+    assert len(feet) == 1 and "Alone at the foot" in feet[0], feet
+    assert len(stamps_over_figures(project)) == 1  # the one page with the image under its header
