@@ -31,6 +31,7 @@ from analysis.artifacts import (
     read_skipped,
     read_source,
 )
+from analysis.decision import REPEATED_SEARCH_SHARE, STABLE_SHARE
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
 from analysis.io import log, read_json, write_text
@@ -47,19 +48,25 @@ from analysis.render import (
 from analysis.report_text import (
     data_found,
     describe_fit,
+    difference_words,
     evidence_words,
     findings,
     lead_sentence,
+    settle_words,
     shareable_path,
+    stability_words,
     strategy_call,
     training_code_call,
     type_description,
+    verdict_label,
+    yardstick_words,
 )
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
 
 PACKAGES = (
     "numpy",
     "scipy",
+    "scikit-learn",
     "torch",
     "librosa",
     "soundfile",
@@ -259,6 +266,10 @@ def build_context(
         "fit_keys": FIT_KEYS,
         "ci_level": params["recommend"]["ci_level"],
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
+        "stable_share": STABLE_SHARE,
+        "n_splits": params["recommend"]["n_splits"],
+        "user_setting": params["recommend"]["user_setting"],
+        "repeated_search_share": REPEATED_SEARCH_SHARE,
         "parsimony": PARSIMONY,
         # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
@@ -273,6 +284,19 @@ def build_context(
     synthetic_words = context["any_synthetic"]
     context["anomalies"] = "anomalies in the test clips" if synthetic_words else "real anomalies"
     context["anomaly_clips"] = "anomalous test clips" if synthetic_words else "real anomalous clips"
+    context["verdict_labels"] = {r["machine_type"]: verdict_label(r) for r in context["type_rows"]}
+    context["verdict_labels_by_row"] = {
+        f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
+    }
+    context["difference_words"] = {
+        r["machine_type"]: difference_words(r) for r in context["type_rows"]
+    }
+    context["yardstick_words"] = {
+        r["machine_type"]: yardstick_words(r) for r in context["type_rows"]
+    }
+    context["stability"] = {
+        r["machine_type"]: stability_words(r) or settle_words(r) for r in context["type_rows"]
+    }
     context["evidence_words"] = {
         r["machine_type"]: evidence_words(
             r, context["id_rows"], context["localization"][r["machine_type"]]

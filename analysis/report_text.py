@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from analysis.artifacts import FITTED, Verdict, row_verdict
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
@@ -234,32 +235,89 @@ def type_description(
     return f"{machine_type}: " + "; ".join(parts) + "."
 
 
-def comparison_sentence(row: dict[str, Any], T: int) -> str:
-    """What one row's paired interval supports, in words (evidence and held-out count included);
-    ``T`` is the clip length in frames."""
-    t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
-    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): {row['verdict']}; "
-    if not row.get("intervals"):
+def verdict_label(row: dict[str, Any]) -> str:
+    """A row's verdict in three words: "switch to fitted", "keep current", "not enough evidence"."""
+    v = row_verdict(row)
+    if v.kind is Verdict.SWITCH:
+        return f"switch to {v.candidate}"
+    if v.kind is Verdict.KEEP:
+        return f"keep {v.user_setting}"
+    return "not enough evidence"
+
+
+def difference_words(row: dict[str, Any]) -> str:
+    """The tested difference and its corrected interval ("fitted − current −0.178 [−0.346,
+    −0.083], 97.5 % interval"), or why no test ran."""
+    v = row_verdict(row)
+    if v.ci_low is None:
+        n = v.n_independent_holdout
         return (
-            head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
-            f"setting and '{best}' are not distinguishable."
+            f"no test: {n} independent held-out region{'s' if n != 1 else ''} (a test needs "
+            f"{MIN_HOLDOUT_FOR_CI})"
         )
-    diff = (
-        f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
-        f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
-    )
-    verdict = row["diff_fitted_vs_best_verdict"]
-    if verdict == "closer":
-        claim = f"the fitted setting ({describe_fit(row, T)}) is closer than '{best}', the closest preset"
-    elif verdict == "farther":
-        claim = f"'{best}', the closest preset, is closer than the fitted setting"
-    else:
-        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
-    floor = f"{row['score_floor']:.3g}"
     return (
-        head + f"{claim} (score difference fitted − {best} {diff}; the floor is "
-        f"{floor}, '{best}' scores {row[f'score_{best}']:.3g})."
+        f"{v.candidate} − {v.user_setting} {v.difference:+.3f} [{v.ci_low:+.3f}, "
+        f"{v.ci_high:+.3f}], {v.corrected_level:.1%} interval"
     )
+
+
+def stability_words(row: dict[str, Any]) -> str:
+    """ "switch to fitted in 9 of 10 splits" (empty where the verdict is "not enough evidence":
+    its reason says how the splits went)."""
+    v = row_verdict(row)
+    if v.kind is Verdict.NOT_ENOUGH_EVIDENCE or v.stability_share is None:
+        return ""
+    n_same = round(v.stability_share * v.n_splits)
+    return f"{verdict_label(row)} in {n_same} of {v.n_splits} split{'s' if v.n_splits != 1 else ''}"
+
+
+def yardstick_words(row: dict[str, Any]) -> str:
+    """The classifier two-sample AUC of the user's setting and of the tested candidate against
+    the held-out regions ("current 0.97 [0.93, 1.00]; fitted 0.62 [0.48, 0.75]"), or "–"."""
+    v, sticks = row_verdict(row), row.get("yardstick") or {}
+    parts = []
+    for name in dict.fromkeys([v.user_setting, v.candidate]):
+        stick = sticks.get(name)
+        if stick:
+            parts.append(
+                f"{name} {stick['auc']:.2f} [{stick['ci_low']:.2f}, {stick['ci_high']:.2f}]"
+            )
+    return "; ".join(parts) or "–"
+
+
+def settle_words(row: dict[str, Any]) -> str:
+    """What would settle a "not enough evidence" verdict (empty for the others)."""
+    v = row_verdict(row)
+    if v.kind is not Verdict.NOT_ENOUGH_EVIDENCE:
+        return ""
+    if v.clips_needed is None:
+        return "more anomalous clips would not settle it at this difference"
+    return f"about {v.clips_needed} more anomalous clips would settle it"
+
+
+def comparison_sentence(row: dict[str, Any], T: int) -> str:
+    """What one row's verdict rests on, in words (evidence, held-out count, the tested
+    difference with its corrected interval, stability); ``T`` is the clip length in frames."""
+    v = row_verdict(row)
+    n = v.n_independent_holdout
+    regions = f"{n} independent held-out region{'s' if n != 1 else ''}"
+    head = f"{row['machine_type']} ({row['evidence']} evidence, {regions}): "
+    head += f"{verdict_label(row)}"
+    if v.candidate == FITTED and row.get("status") == "ok":
+        tested = f"the fitted setting ({describe_fit(row, T)})"
+    else:
+        tested = f"'{v.candidate}'"
+    if v.kind is Verdict.SWITCH:
+        claim = f"{tested} is closer than '{v.user_setting}', the setting you run"
+    elif v.kind is Verdict.KEEP:
+        claim = (
+            f"no candidate is distinguishably closer than '{v.user_setting}', the setting you run "
+            f"(tested: {tested}, the closest on the fit half)"
+        )
+    else:  # without a test, the difference words say why; else the reason (a flip) does
+        claim = v.reason if v.ci_low is not None else ""
+    parts = [claim, difference_words(row), stability_words(row), settle_words(row)]
+    return head + "; " + "; ".join(p for p in parts if p) + "."
 
 
 def negative_control_words(loc: dict[str, Any]) -> str:
@@ -319,22 +377,14 @@ def findings(context: dict[str, Any]) -> list[str]:
         out.append(context["descriptions"][t])
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
     if ok:
-        by_verdict = {
-            v: [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == v]
-            for v in ("closer", "farther", "not distinguishable")
-        }
-        words = {
-            "closer": "the fitted setting is closer than the closest preset",
-            "farther": "the closest preset is closer than the fitted setting",
-            "not distinguishable": "the two are not distinguishable with their held-out clips",
-        }
+        by_verdict: dict[str, list[str]] = {}
+        for r in ok:
+            by_verdict.setdefault(verdict_label(r), []).append(r["machine_type"])
         out.append(
-            f"Held-out comparison of the fitted setting with the closest preset (chosen on the "
-            f"fit half; a claim only where the {context['ci_level']:.0%} paired interval of the "
-            "score difference excludes 0): "
-            + "; ".join(
-                f"{words[v]} for {', '.join(types)}" for v, types in by_verdict.items() if types
-            )
+            "Against the setting you run (recommend.user_setting, Holm-corrected over the "
+            "machine types tested, stable in at least "
+            f"{context['stable_share']:.0%} of {context['n_splits']} splits): "
+            + "; ".join(f"{v} for {', '.join(types)}" for v, types in by_verdict.items())
             + "."
         )
         for r in ok:
