@@ -372,7 +372,7 @@ def finalize_verdicts(rows: list[dict[str, Any]], settings: dict[str, Any]) -> N
         level = levels.get(row["machine_type"]) if row["machine_id"] == "all" else alpha
         record = decide(tests, level, settings["user_setting"], settings["fit_fraction"], share)
         row["verdict"] = record.to_json()
-        if row["machine_id"] == "all":
+        if row["machine_id"] == "all" and len(tests) > 1:
             row["fitted_spread"] = parameter_spread(tests, FIT_KEYS)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from analysis.artifacts import (
+    Verdict,
     is_ok,
     read_fidelity,
     read_localization_summary,
@@ -30,6 +31,8 @@ from analysis.artifacts import (
     read_recommendations,
     read_skipped,
     read_source,
+    recommended_settings,
+    row_verdict,
 )
 from analysis.decision import REPEATED_SEARCH_SHARE, STABLE_SHARE
 from analysis.evidence import AGREEMENT_BINS
@@ -46,12 +49,14 @@ from analysis.render import (
     render_with_quarto,
 )
 from analysis.report_text import (
+    NOT_SWITCHING,
     data_found,
     describe_fit,
     difference_words,
     evidence_words,
     findings,
     lead_sentence,
+    rebuild_code,
     settle_words,
     shareable_path,
     stability_words,
@@ -62,6 +67,19 @@ from analysis.report_text import (
     yardstick_words,
 )
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
+
+# The fitted parameters whose spread over splits the report prints (the rest follow from them).
+SPREAD_KEYS = (
+    "min_band_fraction",
+    "max_band_fraction",
+    "min_band_position",
+    "max_band_position",
+    "full_time_prob",
+    "min_segments",
+    "max_segments",
+    "min_seg_len",
+    "max_seg_len",
+)
 
 PACKAGES = (
     "numpy",
@@ -267,6 +285,7 @@ def build_context(
         "ci_level": params["recommend"]["ci_level"],
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
         "stable_share": STABLE_SHARE,
+        "spread_keys": SPREAD_KEYS,
         "n_splits": params["recommend"]["n_splits"],
         "user_setting": params["recommend"]["user_setting"],
         "repeated_search_share": REPEATED_SEARCH_SHARE,
@@ -291,6 +310,20 @@ def build_context(
     context["difference_words"] = {
         r["machine_type"]: difference_words(r) for r in context["type_rows"]
     }
+    recommended = recommended_settings(read_recommendations(build_dir / "recommendations.json"))
+    context["switching"] = [
+        r["machine_type"] for r in context["type_rows"] if row_verdict(r).kind is Verdict.SWITCH
+    ]
+    context["staying"] = [t for t in recommended if t not in context["switching"]]
+    context["rebuild"] = {
+        t: rebuild_code(t, name, setting, context["verdict_labels"][t], geometry)
+        for t, (name, setting) in recommended.items()
+        if t in context["switching"]
+    }
+    user = params["recommend"]["user_setting"]
+    context["rebuild_staying"] = rebuild_code(
+        NOT_SWITCHING, user, params["masks"]["presets"][user], "the setting you run", geometry
+    )
     context["yardstick_words"] = {
         r["machine_type"]: yardstick_words(r) for r in context["type_rows"]
     }

@@ -95,6 +95,84 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
     return _call("AudioSpecificStrategy", args)
 
 
+# A class per preset kind (``kind: python`` presets go through build_strategy).
+KIND_CLASSES = {
+    "audio_specific": "AudioSpecificStrategy",
+    "training_audio": "TrainingAudioStrategy",
+    "dsr_perlin": "TrainingPerlinStrategy",
+    "perlin": "PerlinStrategy",
+}
+NOT_SWITCHING = "every type whose verdict is not switch"  # the shared block's heading
+REBUILD_SEED = 0  # the seed the printed code passes (None: the process's RNGs, as training does)
+
+
+def _literal(value: Any) -> str:
+    """A Python literal that reads back to ``value`` exactly (floats by repr)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def rebuild_code(
+    machine_type: str, name: str, setting: dict[str, Any], verdict_words: str, geometry: MelGeometry
+) -> str:
+    """Code that builds exactly the strategy a type's verdict recommends (``name`` and
+    ``setting`` as :func:`analysis.artifacts.recommended_settings` gives them): the fitted
+    setting, every component of a mixture with its weight, or a preset. One argument per line,
+    every line inside the call's brackets, so it runs from the PDF's text too (which loses
+    indentation)."""
+    n_mels, T = geometry.spectrogram_shape
+    head = [f"# {machine_type}: {verdict_words} ({name})"]
+    shape = [f"({n_mels}, {T})", "None", str(n_mels), str(T)]
+    kind = setting.get("kind", "audio_specific")
+    options = {k: v for k, v in setting.items() if k != "kind"}
+    if kind == "mixture":  # (indent level, line) pairs, arguments packed into short lines
+        cls, args = "MixtureStrategy", [(1, _packed(shape)), (1, "components=[")]
+        for c in options["components"]:
+            args += [(2, f"{{  # {c['machine_id']}"), (3, f"'weight': {c['weight']!r},")]
+            args += [(3, "'fitted': {")]
+            args += [(4, line) for line in _packed_lines(c["fitted"], ": ", 88 - 16)]
+            args += [(3, "},"), (2, "},")]
+        args.append((1, "],"))
+    else:
+        if kind in KIND_CLASSES:
+            cls, items = (
+                KIND_CLASSES[kind],
+                shape + [f"{k}={_literal(v)}" for k, v in options.items()],
+            )
+        else:
+            cls, items = "build_strategy", [_literal(setting), f"({n_mels}, {T})", "None"]
+        args = [(1, line) for line in _pack([*items, f"seed={REBUILD_SEED}"], 88 - 4)]
+    if kind == "mixture":
+        args.append((1, f"seed={REBUILD_SEED},"))
+    lines = [*head, f"from analysis.strategies import {cls}", "", f"strategy = {cls}("]
+    return "\n".join(lines + ["    " * level + text for level, text in args] + [")"])
+
+
+def _pack(pieces: list[str], width: int) -> list[str]:
+    """``pieces`` joined with ", " into lines of at most ``width`` characters, each ending in a
+    comma (inside brackets, so the line breaks do not matter to Python)."""
+    lines, line = [], ""
+    for piece in pieces:
+        item = f"{piece},"
+        if line and len(line) + 1 + len(item) > width:
+            lines.append(line)
+            line = item
+        else:
+            line = f"{line} {item}" if line else item
+    return [*lines, line] if line else lines
+
+
+def _packed(pieces: list[str]) -> str:
+    return " ".join(f"{p}," for p in pieces)
+
+
+def _packed_lines(mapping: dict[str, Any], sep: str, width: int) -> list[str]:
+    return _pack([f"{k!r}{sep}{_literal(v)}" for k, v in mapping.items()], width)
+
+
 def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str, list[str]]:
     """The fitted setting as the training code's own constructor arguments, as far as its
     family reaches, and what of the fit it cannot express.
@@ -387,8 +465,12 @@ def findings(context: dict[str, Any]) -> list[str]:
             + "; ".join(f"{v} for {', '.join(types)}" for v, types in by_verdict.items())
             + "."
         )
+        # Where a verdict flips between splits, the reason belongs beside it; the rest is in
+        # the table above.
         for r in ok:
-            out.append(comparison_sentence(r, context["T"]))
+            v = row_verdict(r)
+            if v.kind is Verdict.NOT_ENOUGH_EVIDENCE and v.ci_low is not None:
+                out.append(comparison_sentence(r, context["T"]))
     lacking = [r["machine_type"] for r in context["type_rows"] if r.get("status") != "ok"]
     if lacking:
         out.append(
