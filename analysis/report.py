@@ -67,6 +67,7 @@ from analysis.report_text import (
     yardstick_words,
 )
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
+from analysis.yardstick import N_FOLDS as YARDSTICK_FOLDS
 
 # The fitted parameters whose spread over splits the report prints (the rest follow from them).
 SPREAD_KEYS = (
@@ -286,6 +287,7 @@ def build_context(
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
         "stable_share": STABLE_SHARE,
         "spread_keys": SPREAD_KEYS,
+        "yardstick_folds": YARDSTICK_FOLDS,
         "n_splits": params["recommend"]["n_splits"],
         "user_setting": params["recommend"]["user_setting"],
         "repeated_search_share": REPEATED_SEARCH_SHARE,

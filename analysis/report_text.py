@@ -131,10 +131,9 @@ def rebuild_code(
     if kind == "mixture":  # (indent level, line) pairs, arguments packed into short lines
         cls, args = "MixtureStrategy", [(1, _packed(shape)), (1, "components=[")]
         for c in options["components"]:
-            args += [(2, f"{{  # {c['machine_id']}"), (3, f"'weight': {c['weight']!r},")]
-            args += [(3, "'fitted': {")]
-            args += [(4, line) for line in _packed_lines(c["fitted"], ": ", 88 - 16)]
-            args += [(3, "},"), (2, "},")]
+            args += [(2, f"{{'weight': {c['weight']!r}, 'fitted': {{  # {c['machine_id']}")]
+            args += [(3, line) for line in _packed_lines(c["fitted"], ": ", 88 - 12)]
+            args += [(2, "}},")]
         args.append((1, "],"))
     else:
         if kind in KIND_CLASSES:
