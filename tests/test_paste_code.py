@@ -85,7 +85,8 @@ def plant(work: Path, machine_type: str, case: str) -> dict:
     ).to_json()
     row["form"] = "mixture" if case == "mixture" else "single"
     if case == "mixture":
-        other = {**row["fitted"], "full_time_prob": 1.0, "max_band_position": 0.3}
+        other = {**row["fitted"], "full_time_prob": 1.0}
+        other.update(min_band_position=0.0, max_band_position=0.3)
         row["mixture"] = [
             {"machine_id": "id_00", "weight": 0.3333, "fitted": row["fitted"]},
             {"machine_id": "id_02", "weight": 0.6667, "fitted": other},
