@@ -10,6 +10,7 @@ intervals (:mod:`analysis.scoring`), at spectrogram size and on every latent gri
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,6 +372,15 @@ def finalize_verdicts(rows: list[dict[str, Any]], settings: dict[str, Any]) -> N
             continue
         level = levels.get(row["machine_type"]) if row["machine_id"] == "all" else alpha
         record = decide(tests, level, settings["user_setting"], settings["fit_fraction"], share)
+        if record.clips_needed is not None and row["n_holdout"] > tests[0].n_independent:
+            # Pooled (ID-level) regions count once per ID and half: more clips of the same IDs
+            # add no independent region, so no clip count can be promised.
+            record = dataclasses.replace(
+                record,
+                clips_needed=None,
+                reason=record.reason + "; its held-out regions are pooled per ID, so more "
+                "clips of the same IDs add none (IDs with clip-level regions would)",
+            )
         row["verdict"] = record.to_json()
         if row["machine_id"] == "all" and len(tests) > 1:
             row["fitted_spread"] = parameter_spread(tests, FIT_KEYS)

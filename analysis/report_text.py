@@ -368,7 +368,7 @@ def settle_words(row: dict[str, Any]) -> str:
     if v.kind is not Verdict.NOT_ENOUGH_EVIDENCE:
         return ""
     if v.clips_needed is None:
-        return "more anomalous clips would not settle it at this difference"
+        return "no number of further anomalous clips can be promised to settle it"
     return f"about {v.clips_needed} more anomalous clips would settle it"
 
 

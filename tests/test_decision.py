@@ -200,3 +200,21 @@ def test_the_yardstick_cannot_tell_two_halves_of_the_same_regions_apart(settings
     assert (
         two_sample_auc(half, {c: v[:4] for c, v in other.items()}, N_MELS, T, settings, 0) is None
     )
+
+
+def test_pooled_held_out_regions_promise_no_clip_count(settings):
+    """An ID-level (pooled) region stands for many clips but counts once: more clips of the same
+    IDs add no independent region, so no clip count is promised."""
+    row = {
+        "machine_type": "ToyCar",
+        "machine_id": "all",
+        "status": "ok",
+        "n_anomaly": 16,
+        "n_regions": 8,
+        "n_holdout": 8,  # eight clips, one pooled region
+        "_tests": [SplitTest("fitted", 1, -0.3, None)],
+    }
+    finalize_verdicts([row], settings)
+    v = row_verdict(row)
+    assert v.kind is Verdict.NOT_ENOUGH_EVIDENCE and v.clips_needed is None
+    assert "pooled per ID" in v.reason
