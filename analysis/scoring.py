@@ -11,7 +11,8 @@ masks pays for them, and an all-empty preset is worst.
 Paired bootstrap intervals (:func:`paired_bootstrap`: the same resampled held-out
 regions for every candidate; IDs first, then regions within them, where a row
 pools IDs) give intervals of score *differences*; :func:`held_out_comparison`
-calls a difference "closer" or "farther" only where its interval excludes 0.
+calls a difference "closer" or "farther" only where its interval excludes 0, "not
+distinguishable" where it does not, and "no test" where too few regions allow no interval.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def held_out_comparison(
             )
             verdict = "closer" if hi < 0 else "farther" if lo > 0 else "not distinguishable"
         else:
-            lo, hi, verdict = None, None, "not distinguishable"
+            lo, hi, verdict = None, None, "no test"
         out[f"diff_{label}"], out[f"diff_{label}_ci_low"], out[f"diff_{label}_ci_high"] = (
             diff,
             lo,

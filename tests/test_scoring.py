@@ -232,7 +232,9 @@ def test_too_few_held_out_clips_give_no_interval_and_no_claim(settings):
     row = recommend_group("fan", "id_00", fake_rows(6), {}, presets, GEOMETRY, settings)
     assert row["status"] == "ok" and row["n_holdout"] == 3 < MIN_HOLDOUT_FOR_CI
     assert not row["intervals"] and row["score_current_ci_low"] is None
-    assert row["diff_fitted_vs_best_verdict"] == "not distinguishable"
+    assert (
+        row["diff_fitted_vs_best_verdict"] == "no test"
+    )  # never "not distinguishable" without a test
 
 
 @pytest.mark.parametrize("fit_fraction", [0.9, 0.1])
@@ -278,7 +280,7 @@ def test_a_pooled_region_counts_once_however_many_clips_it_stands_for(settings):
     row = recommend_group("ToyCar", "all", rows, summaries, presets, GEOMETRY, settings)
     assert row["status"] == "ok" and row["evidence"] == "ID-level"
     assert row["n_holdout"] == 16 and row["n_independent_holdout"] == 2
-    assert not row["intervals"] and row["diff_fitted_vs_best_verdict"] == "not distinguishable"
+    assert not row["intervals"] and row["diff_fitted_vs_best_verdict"] == "no test"
 
 
 def test_resampled_within_terms_leave_out_copies_of_one_member():
