@@ -35,7 +35,7 @@ REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
 
 
 TITLE_MAX_CHARS = 200  # report.title and report.author
-RESERVED_PRESET_NAMES = ("recommended", "floor")  # the fitted setting and the yardstick
+RESERVED_PRESET_NAMES = ("recommended", "fitted", "noise_level")  # fitted setting; yardstick
 
 
 class ParamsError(ValueError):
@@ -205,6 +205,8 @@ SPEC: dict[str, Any] = {
         "n_refine_rounds": Num(int, 0, 50),
         "n_bootstrap": Num(int, 10),
         "ci_level": Num(float, 0.5, 0.999),
+        "user_setting": Text(),
+        "n_splits": Num(int, 1, 100),
         "n_jobs": N_JOBS,
     },
     "figures": {
@@ -358,6 +360,12 @@ def _cross_checks(p: dict) -> None:
             f"masks.q_grids.{grid}",
             f"factor {factor} leaves an empty grid for {n_mels} x {T}",
         )
+    require(
+        p["recommend"]["user_setting"] in p["masks"]["presets"],
+        "recommend.user_setting",
+        f"{p['recommend']['user_setting']!r} is not a preset in masks.presets (name the setting "
+        "your training code runs, as a preset)",
+    )
     down = p["downstream"]
     for name in down["presets"]:
         require(
