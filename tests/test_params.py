@@ -93,7 +93,6 @@ def test_bad_values_name_the_key(edit, key):
         (
             lambda p: p["masks"].update(resize_methods=["nearest", "bicubic"]),
             "masks.resize_methods[1]",
-            (lambda p: p["data"].update(machine_types=["fan", "fan"]), "data.machine_types"),
         ),
     ],
 )

@@ -42,11 +42,25 @@ class BandAtTheBottom:
 
 @pytest.fixture
 def recommendations(tmp_path):
+    from tests.test_strategies import verdict_json
+
     recs = {
+        "presets": {"current": {"kind": "audio_specific"}},
         "rows": [
-            {"machine_type": "fan", "machine_id": "all", "status": "ok", "fitted": FITTED},
-            {"machine_type": "valve", "machine_id": "all", "status": "not enough evidence"},
-        ]
+            {
+                "machine_type": "fan",
+                "machine_id": "all",
+                "status": "ok",
+                "fitted": FITTED,
+                "verdict": verdict_json("switch"),
+            },
+            {
+                "machine_type": "valve",
+                "machine_id": "all",
+                "status": "not enough evidence",
+                "verdict": verdict_json("not_enough_evidence", None),
+            },
+        ],
     }
     path = tmp_path / "recommendations.json"
     path.write_text(json.dumps(recs))
@@ -112,8 +126,8 @@ def test_machine_specific_full_size_draws_the_types_setting(recommendations):
     rows = masks.any(axis=2).sum(axis=1)
     assert rows.min() >= 6 and rows.max() <= 12
     assert fan.spectrogram_shape == SPEC
-    with pytest.warns(UserWarning, match="valve"):
-        assert fan.full_size(2, machine_type="valve").shape == (2, *SPEC)
+    # valve's verdict keeps the user's setting ('current'): drawn, no warning
+    assert fan.full_size(2, machine_type="valve").shape == (2, *SPEC)
 
 
 def test_describe_says_the_kind_and_what_differs(tmp_path, recommendations):
@@ -130,7 +144,8 @@ def test_describe_says_the_kind_and_what_differs(tmp_path, recommendations):
     assert "user_masks:BandAtTheBottom" in texts["python"]
     assert "0.25 x" in texts["mixture"] and "0.75 x" in texts["mixture"]
     assert "fan: fitted" in texts["machine_specific"]
-    assert "valve: fallback (training_audio)" in texts["machine_specific"]
+    assert "valve: current" in texts["machine_specific"]
+    assert "any other type: fallback (training_audio)" in texts["machine_specific"]
 
 
 # (kind, settings, the key the error must name). Every kind: a value out of range, a wrong

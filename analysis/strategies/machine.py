@@ -143,8 +143,6 @@ class MachineSpecificStrategy:
     def describe(self) -> str:
         """A short text for the report: what each machine type draws."""
         parts = [f"{t}: {self.choices[t]}" for t in self.strategies]
-        parts += [
-            f"{t}: fallback ({getattr(self.fallback, 'kind', type(self.fallback).__name__)})"
-            for t in self.fallback_types
-        ]
+        fallback = getattr(self.fallback, "kind", type(self.fallback).__name__)
+        parts.append(f"any other type: fallback ({fallback})")
         return f"{self.kind}: one strategy per machine type ({'; '.join(parts)})"
