@@ -483,6 +483,7 @@ class ClipJob:
     index: int
     seed: int
     strength: float
+    stream: int = 0  # 0: the default set's clips; another value: clips of a stream of its own
 
     @property
     def file(self) -> str:
@@ -495,7 +496,7 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Make one clip: int16 samples and its ground-truth rows (empty for normal clips)."""
     machine = Machine(job.machine_type, job.machine_id, job.seed)
     key = zlib.crc32(job.file.encode())
-    rng = np.random.default_rng([job.seed, key])
+    rng = np.random.default_rng([job.seed, key, job.stream] if job.stream else [job.seed, key])
     n = int(clip_duration_s(job.machine_type) * SR)
     sound = machine.normal(rng, n)
     normal_mix = sound.mix()
@@ -570,6 +571,58 @@ def plan_jobs(params: dict[str, Any]) -> list[ClipJob]:
                         )
                     )
     return jobs
+
+
+# The random stream of the extra train clips (write_train_clips): the same machines as the
+# default set, clips that never repeat one of its own.
+EXTRA_TRAIN_STREAM = 1
+
+
+def write_train_clips(params: dict[str, Any], root: Path, n_per_id: int) -> list[Path]:
+    """Write extra normal train clips of the default set's machines, DCASE 2020 layout.
+
+    Parameters
+    ----------
+    params
+        Validated params; reads ``synthetic.*`` (seed, IDs per type, n_jobs) and
+        ``data.machine_types``.
+    root
+        The clips go to ``root/<type>/train/normal_id_XX_NNNNNNNN.wav`` (folders made).
+    n_per_id
+        Clips per (type, ID), numbered 0 .. n_per_id - 1.
+
+    Returns
+    -------
+    The written paths, in (type, ID, index) order. Each (type, ID) sounds as that machine
+    does in the default set (same per-ID character); the clips come from a random stream
+    of their own, so none repeats a default train or test clip. Deterministic.
+    """
+    s = params["synthetic"]
+    jobs = [
+        ClipJob(
+            machine_type,
+            machine_id,
+            "train",
+            0,
+            index,
+            s["seed"],
+            s["strength"],
+            EXTRA_TRAIN_STREAM,
+        )
+        for machine_type in params["data"]["machine_types"]
+        for machine_id in MACHINE_IDS[machine_type][: s["ids_per_type"]]
+        for index in range(n_per_id)
+    ]
+    root = Path(root)
+    for machine_type in params["data"]["machine_types"]:
+        (root / machine_type / "train").mkdir(parents=True, exist_ok=True)
+    n_jobs = resolve_n_jobs(s["n_jobs"])
+    progress = Progress("synthesize: extra train clips", len(jobs))
+    with process_pool(n_jobs) as pool:
+        for _ in pool.map(_write_clip, [(job, str(root)) for job in jobs], chunksize=4):
+            progress.advance()
+    progress.close(f"{n_jobs} processes")
+    return [root / job.file for job in jobs]
 
 
 def synthesize(params: dict[str, Any], out_dir: str | Path = "data/synthetic") -> Path:

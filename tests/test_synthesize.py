@@ -218,3 +218,42 @@ def test_tone_phase_in_closed_form_equals_the_running_sum(hz, drift, wobble):
     expected = np.sin(2 * np.pi * (np.cumsum(inst) / sr + rng.uniform(0, 1)))
     got = tone(t, hz, np.random.default_rng(1), drift=drift, wobble=wobble)
     assert got.shape == (n,) and np.abs(got - expected).max() < 1e-3
+
+
+def test_extra_train_clips_are_the_same_machines_from_a_stream_of_their_own(synthetic, tmp_path):
+    """write_train_clips: n per (type, ID) in the DCASE layout, deterministic, never a copy of
+    a default clip, and each ID still sounds like itself (its long-term spectrum is closer to its
+    own default train clip than to another ID's)."""
+    import copy
+
+    from analysis.synthesize import write_train_clips
+
+    params, root = synthetic
+    paths = write_train_clips(params, tmp_path / "a", 2)
+    assert len(paths) == 2 * len(MACHINE_TYPES)  # ids_per_type is 1 in this fixture
+    for path in paths:
+        label, machine_id = parse_clip_name(path.name)
+        assert (label, path.parent.name) == (0, "train")
+        default = root / path.relative_to(tmp_path / "a")
+        if default.exists():  # the same name as a default clip, never the same sound
+            assert path.read_bytes() != default.read_bytes()
+    again = write_train_clips(params, tmp_path / "b", 2)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+
+    two_ids = copy.deepcopy(params)
+    two_ids["data"]["machine_types"] = ["fan"]
+    two_ids["synthetic"]["ids_per_type"] = 2
+    extra = write_train_clips(two_ids, tmp_path / "c", 1)
+    reference = synthesize(two_ids, tmp_path / "ref")
+
+    def spectrum(path):
+        y = sf.read(path)[0]
+        return np.log(np.abs(np.fft.rfft(y))[:80_000].reshape(400, -1).mean(axis=1))
+
+    for path in extra:
+        machine_id = parse_clip_name(path.name)[1]
+        other_id = "id_02" if machine_id == "id_00" else "id_00"
+        mine = spectrum(reference / "fan" / "train" / path.name)
+        other = spectrum(reference / "fan" / "train" / path.name.replace(machine_id, other_id))
+        own = spectrum(path)
+        assert np.abs(own - mine).mean() < np.abs(own - other).mean(), path.name
