@@ -42,6 +42,7 @@ import scipy.fft
 import soundfile as sf
 from scipy.fft import next_fast_len
 
+from analysis.calibration import PUBLISHED_ID_AUC_PCT
 from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
 from analysis.workers import process_pool, resolve_n_jobs
@@ -52,13 +53,14 @@ GENERATOR_VERSION = 2
 # calibrated against the published realism figures (fan 0.5, pump 0.8, slider 0.8, valve 0.3,
 # ToyCar 0.2, ToyConveyor 0.2); each clip draws its gain in [0.5, 1.5] times this.
 REALISTIC_GAIN_DB = {
-    "fan": 3.0,
-    "pump": 5.0,
-    "slider": 12.0,
-    "valve": 28.0,
-    "ToyCar": 0.7,
-    "ToyConveyor": 9.0,
+    "fan": 2.55,
+    "pump": 2.5,
+    "slider": 4.0,
+    "valve": 3.4,
+    "ToyCar": 0.45,
+    "ToyConveyor": 3.0,
 }
+CLIP_STRENGTH_LOG_SD = 0.6  # spread of each anomalous clip's gain around its ID's (log-normal)
 MAX_GAIN_DB = 24.0  # a large synthetic.strength saturates here (and never clips the output)
 # Published peak |mean anomalous - mean normal| per type (per-clip standardized log-mel,
 # time-averaged), about +-40 %: what REALISTIC_GAIN_DB is calibrated to.
@@ -415,16 +417,17 @@ class Machine:
         )
 
     def _anomaly_valve(self, s, rng, t, gain_db):
+        # Each clip draws its extent too: how long its extra rattles ring (0.1-0.6 s).
         f_lo = rng.uniform(3000, 4000)
+        count, length_s = rng.integers(3, 7), rng.uniform(0.1, 0.6)
         return self._event_clicks(
-            s, rng, t, gain_db, "extra_clicks", (f_lo, f_lo + 2500), rng.integers(3, 7)
+            s, rng, t, gain_db, "extra_clicks", (f_lo, f_lo + 2500), count, length_s
         )
 
-    def _event_clicks(self, s, rng, t, gain_db, kind, f_band, count):
+    def _event_clicks(self, s, rng, t, gain_db, kind, f_band, count, length_s=0.1):
         dur = t[-1]
         period = (dur - 1.0) / count
         times = 0.3 + np.arange(count) * period + rng.uniform(0, 0.5 * period, count)
-        length_s = 0.1
         part = clicks(rng, t.size, times, f_band[0], f_band[1], length_s / 6)
         regions = [(f_band[0], f_band[1], float(x), float(min(x + length_s, dur))) for x in times]
         # Scale so each click's rectangle rises by about gain_db.
@@ -492,6 +495,32 @@ class ClipJob:
         )
 
 
+def id_detectability(machine_type: str, machine_id: str) -> float:
+    """How much stronger than its type's typical anomaly an ID's anomalies are (mean 1 per type).
+
+    Follows the published per-ID baseline AUCs: an ID's binormal separation
+    d = sqrt(2) probit(AUC) grows with the square of the gain (a detector's squared error
+    does), so the ID's gain scales with sqrt(d), relative to the type's mean.
+    """
+    from scipy.stats import norm
+
+    def root_d(auc_pct: float) -> float:
+        return float(np.sqrt(np.sqrt(2) * norm.ppf(auc_pct / 100)))
+
+    published = PUBLISHED_ID_AUC_PCT[machine_type]
+    return root_d(published[machine_id]) / np.mean([root_d(v) for v in published.values()])
+
+
+def clip_gain_db(
+    rng: np.random.Generator, machine_type: str, machine_id: str, strength: float
+) -> float:
+    """One anomalous clip's drawn gain (dB): strength x type gain x ID detectability x a
+    log-normal draw of mean 1 (many clips barely differ from normal, a few grossly), capped."""
+    draw = rng.lognormal(-0.5 * CLIP_STRENGTH_LOG_SD**2, CLIP_STRENGTH_LOG_SD)
+    typical = REALISTIC_GAIN_DB[machine_type] * id_detectability(machine_type, machine_id)
+    return float(min(strength * typical * draw, MAX_GAIN_DB))
+
+
 def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Make one clip: int16 samples and its ground-truth rows (empty for normal clips)."""
     machine = Machine(job.machine_type, job.machine_id, job.seed)
@@ -505,9 +534,7 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
     level = 10 ** ((-30 + rng.normal(0, 1.0)) / 20) / (np.sqrt(np.mean(normal_mix**2)) + 1e-12)
     rows: list[dict[str, Any]] = []
     if job.label == 1:
-        gain_db = min(
-            job.strength * REALISTIC_GAIN_DB[job.machine_type] * rng.uniform(0.5, 1.5), MAX_GAIN_DB
-        )
+        gain_db = clip_gain_db(rng, job.machine_type, job.machine_id, job.strength)
         anomaly = machine.anomaly(sound, rng, gain_db)
         mix = sound.mix()
         for region in anomaly.regions:
@@ -523,6 +550,7 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
                     "t_start_s": round(region[2], 3),
                     "t_end_s": round(region[3], 3),
                     "gain_db": round(float(measured), 2),
+                    "clip_strength_db": round(float(gain_db), 2),
                 }
             )
     else:
