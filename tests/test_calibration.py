@@ -31,9 +31,18 @@ from analysis.synthesize import (
 # 100 train and 40 + 40 test clips per ID in the calibration run (benchmarks/
 # bench_calibration.py, README); half-width: 3 standard errors of a type's mean AUC over its
 # IDs at the default size (an ID's AUC from 16 + 16 clips has SE about 0.075 near 0.75; over
-# 3-4 IDs about 0.04), rounded up to 12 points. The generator before calibration scored
-# 84-100 % on this statistic (slider, valve near 100 %).
-GUARD_CENTRE_PCT: dict[str, float] = {}
+# 3-4 IDs about 0.04), rounded up to 12 points. The default set measures fan 62.5, pump 67.6,
+# slider 72.8, valve 59.8, ToyCar 74.7, ToyConveyor 53.8. The generator before calibration
+# (main at ee3fe6d) measured fan 63.1, pump 84.2, slider 96.1, valve 99.6, ToyCar 85.3,
+# ToyConveyor 79.7 on its default set: pump, slider, valve and ToyConveyor fail the guard.
+GUARD_CENTRE_PCT = {
+    "fan": 56.2,
+    "pump": 67.1,
+    "slider": 69.7,
+    "valve": 65.5,
+    "ToyCar": 74.7,
+    "ToyConveyor": 56.6,
+}
 GUARD_HALF_WIDTH_PTS = 12.0
 
 
@@ -61,7 +70,8 @@ def test_clip_gains_are_log_normal_many_weak_a_few_gross_and_scale_with_strength
     for x in (0.5, 2.0):
         expected = norm.cdf((np.log(x) + s**2 / 2) / s)
         assert np.mean(ratio < x) == pytest.approx(expected, abs=0.03)
-    assert np.mean(ratio < 0.5) > 0.2 and np.mean(ratio > 2) > 0.05
+    # About one clip in five under half its typical gain, one in fifteen over twice it.
+    assert np.mean(ratio < 0.5) > 0.15 and np.mean(ratio > 2) > 0.05
     # The same draw at twice the strength is twice the gain, until the cap.
     doubled = [clip_gain_db(np.random.default_rng(k), "fan", "id_00", 2.0) for k in range(50)]
     assert np.allclose(doubled, np.minimum(2 * draws[:50], MAX_GAIN_DB))
