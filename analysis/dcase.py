@@ -74,7 +74,18 @@ def dangling_links(root: str | Path, machine_type: str) -> list[str]:
 
 
 # Columns of ground_truth.csv (the synthetic default writes it; real data has an empty one).
-GROUND_TRUTH_COLUMNS = ("file", "kind", "f_lo_hz", "f_hi_hz", "t_start_s", "t_end_s", "gain_db")
+# clip_strength_db: the anomaly gain the clip drew (dB, before the injection; gain_db is what
+# was measured in the region after it).
+GROUND_TRUTH_COLUMNS = (
+    "file",
+    "kind",
+    "f_lo_hz",
+    "f_hi_hz",
+    "t_start_s",
+    "t_end_s",
+    "gain_db",
+    "clip_strength_db",
+)
 
 
 class DataLayoutError(FileNotFoundError):

@@ -206,7 +206,7 @@ def test_thin_data_gives_a_stated_not_enough_evidence_row(params, n_found, n_mis
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, default_params):
-    """The synthetic default at demonstration strength (synthetic.strength 8) through extract,
+    """The synthetic default at demonstration strength (synthetic.strength 30) through extract,
     localize, masks and recommend (about a minute). At the realistic default strength most
     anomalies are below one clip's noise; what the clip level can then still find is measured
     by the power benchmark, not asserted here."""
@@ -217,7 +217,9 @@ def default_run(tmp_path_factory, default_params):
     from analysis.synthesize import synthesize
 
     params = copy.deepcopy(default_params)
-    params["synthetic"]["strength"] = 8.0
+    # 30: the calibrated typical gains (0.45-2.55 dB) times 30 put every type but ToyCar at the
+    # 24 dB cap and ToyCar near 13.5 dB, about the demonstration gains strength 8 gave before.
+    params["synthetic"]["strength"] = 30.0
     work = tmp_path_factory.mktemp("default")
     synthesize(params, work / "data")
     for machine_type in params["data"]["machine_types"]:
@@ -251,7 +253,11 @@ def default_run(tmp_path_factory, default_params):
 LOCALIZATION_FLOOR = {  # (mean IoU, median centre error in bins, share of clips found)
     "fan": (0.55, 2.0, 0.75),
     "pump": (0.5, 5.0, 0.75),
-    "slider": (0.55, 3.0, 0.75),
+    # slider's band change follows the slide's motion since the calibration: in the motion's
+    # quiet phases (amplitude 0.1 of the peak) it is about 20 dB weaker, yet its ground truth is
+    # the whole clip, so IoU dropped and band centres moved (measured 0.51 and 3.9 bins at
+    # strength 30): the floors sit below / above that.
+    "slider": (0.45, 5.0, 0.75),
     "valve": (0.45, 3.0, 0.75),
     "ToyCar": (0.08, 15.0, 0.4),
     "ToyConveyor": (0.2, 50.0, 0.75),

@@ -15,7 +15,8 @@ from analysis.synthesize import band, shaped_noise, synthesize, tone
 # Why 2.5x: outside the regions what remains is normal clip-to-clip variability; inside, the
 # injected change adds to it. At the realistic default strength anomalies sit below one clip's
 # noise (that is the point, see test_realism_matches_published_figures), so this check runs on a
-# demonstration set (synthetic.strength 10: ToyCar 3.5-10.5 dB, most others at the 24 dB cap), where it fails when an anomaly lands
+# demonstration set (synthetic.strength 30: typical gains ToyCar 13.5 dB, slider 24 dB, the others
+# at the 24 dB cap; each clip's log-normal draw spreads them), where it fails when an anomaly lands
 # outside its recorded region (the ratio then drops to about 1). Valve is lowest because its
 # normal sound is itself clicks at random times.
 MIN_INSIDE_OUTSIDE_RATIO = 2.5
@@ -32,7 +33,7 @@ def synthetic(tmp_path_factory, default_params):
         train_clips_per_id=1,
         test_normal_clips_per_id=4,
         test_anomaly_clips_per_id=4,
-        strength=10.0,
+        strength=30.0,
         n_jobs=2,
     )
     out = tmp_path_factory.mktemp("syn") / "synthetic"
@@ -155,10 +156,20 @@ def realism_measure(root, machine_type) -> float:
     return float(np.median(peaks))
 
 
+# Types whose gain, set so the DCASE 2020 baseline autoencoder finds their anomalies as often as
+# the real ones (benchmarks/bench_calibration.py), leaves the time-averaged peak below the
+# published figure: the generator's normal clips vary too little from clip to clip, so a weak
+# change is already visible to a clip-averaged detector. Measured 2026-12-06: pump 0.38 (band
+# from 0.4), slider 0.11 (from 0.4), valve 0.10 (from 0.15), ToyConveyor 0.08 (from 0.1); fan
+# 0.48 and ToyCar 0.16 stay in their bands. A known deviation, in the README.
+BELOW_PUBLISHED_PEAK = {"pump", "slider", "valve", "ToyConveyor"}
+
+
 @pytest.mark.slow
 def test_realism_matches_published_figures(tmp_path, default_params):
-    """At the default strength the anomalies are as weak as real ones: the measure lands within
-    0.5x-2x of the published per-type figure (those are read off maps, about +-40 %)."""
+    """At the default strength the measure lands within 0.5x-2x of the published per-type
+    figure (those are read off maps, about +-40 %), except the types the AE calibration puts
+    below it (never above: the calibration only ever made anomalies weaker)."""
     import copy
 
     from analysis.synthesize import PUBLISHED_REALISM
@@ -172,7 +183,10 @@ def test_realism_matches_published_figures(tmp_path, default_params):
     measured = {t: realism_measure(root, t) for t in MACHINE_TYPES}
     for machine_type, value in measured.items():
         published = PUBLISHED_REALISM[machine_type]
-        assert 0.5 * published <= value <= 2 * published, measured
+        if machine_type in BELOW_PUBLISHED_PEAK:
+            assert value < 0.5 * published, measured  # the deviation is still there
+        else:
+            assert 0.5 * published <= value <= 2 * published, measured
 
 
 def test_a_click_jittered_before_the_start_is_cut_not_a_crash():
@@ -218,3 +232,42 @@ def test_tone_phase_in_closed_form_equals_the_running_sum(hz, drift, wobble):
     expected = np.sin(2 * np.pi * (np.cumsum(inst) / sr + rng.uniform(0, 1)))
     got = tone(t, hz, np.random.default_rng(1), drift=drift, wobble=wobble)
     assert got.shape == (n,) and np.abs(got - expected).max() < 1e-3
+
+
+def test_extra_train_clips_are_the_same_machines_from_a_stream_of_their_own(synthetic, tmp_path):
+    """write_train_clips: n per (type, ID) in the DCASE layout, deterministic, never a copy of
+    a default clip, and each ID still sounds like itself (its long-term spectrum is closer to its
+    own default train clip than to another ID's)."""
+    import copy
+
+    from analysis.synthesize import write_train_clips
+
+    params, root = synthetic
+    paths = write_train_clips(params, tmp_path / "a", 2)
+    assert len(paths) == 2 * len(MACHINE_TYPES)  # ids_per_type is 1 in this fixture
+    for path in paths:
+        label, machine_id = parse_clip_name(path.name)
+        assert (label, path.parent.name) == (0, "train")
+        default = root / path.relative_to(tmp_path / "a")
+        if default.exists():  # the same name as a default clip, never the same sound
+            assert path.read_bytes() != default.read_bytes()
+    again = write_train_clips(params, tmp_path / "b", 2)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+
+    two_ids = copy.deepcopy(params)
+    two_ids["data"]["machine_types"] = ["fan"]
+    two_ids["synthetic"]["ids_per_type"] = 2
+    extra = write_train_clips(two_ids, tmp_path / "c", 1)
+    reference = synthesize(two_ids, tmp_path / "ref")
+
+    def spectrum(path):
+        y = sf.read(path)[0]
+        return np.log(np.abs(np.fft.rfft(y))[:80_000].reshape(400, -1).mean(axis=1))
+
+    for path in extra:
+        machine_id = parse_clip_name(path.name)[1]
+        other_id = "id_02" if machine_id == "id_00" else "id_00"
+        mine = spectrum(reference / "fan" / "train" / path.name)
+        other = spectrum(reference / "fan" / "train" / path.name.replace(machine_id, other_id))
+        own = spectrum(path)
+        assert np.abs(own - mine).mean() < np.abs(own - other).mean(), path.name
