@@ -22,6 +22,7 @@ import yaml
 
 from analysis.artifacts import (
     is_ok,
+    read_downstream,
     read_fidelity,
     read_localization_summary,
     read_manifest,
@@ -31,9 +32,10 @@ from analysis.artifacts import (
     read_skipped,
     read_source,
 )
+from analysis.detection import FAR_AUC_MARGIN, REFERENCE_LABELS
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
-from analysis.io import log, read_json, write_text
+from analysis.io import log, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
 from analysis.render import (
@@ -146,7 +148,7 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
             t: read_localization_summary(build_dir / "localization", t) for t in machine_types
         },
         "power": power_context(read_power(build_dir)),
-        "downstream": read_json(build_dir / "downstream.json"),
+        "downstream": read_downstream(build_dir),
     }
 
 
@@ -262,6 +264,8 @@ def build_context(
         "parsimony": PARSIMONY,
         # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
+        "reference_labels": REFERENCE_LABELS,
+        "far_auc_margin": FAR_AUC_MARGIN,
     }
     context["descriptions"] = {
         t: type_description(

@@ -11,8 +11,11 @@ from analysis.detection import (
     closeness_sentence,
     interval,
     pauc,
+    per_id_standardize,
     spearman,
     type_metrics,
+    validity,
+    zscore_scores,
 )
 from analysis.strategies.factory import build_strategy
 
@@ -142,3 +145,97 @@ def test_a_detector_trained_without_masks_loses_the_advantage(planted_run):
     )
     low, _ = interval(boot["blind"][:, 0] - boot["mismatched"][:, 0], 0.9)
     assert low <= 0 and mean_auc(blind, labels) < 0.8
+
+
+# ------------------------------------------------------------ validity: per-ID normalization
+
+
+def two_ids(rng, n: int, anomalous: bool, size: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (n per ID, 24 bins x 40 frames, unit noise) of two IDs whose spectra differ by
+    far more than the anomaly: id_00 lies 3 below the pooled mean in bins 4-11 and 3 above it
+    in bins 12-19, id_01 the other way round. An anomaly adds ``size`` (sub-dB against an
+    offset of 3) to bins 4-11 for the whole clip."""
+    offset = np.zeros((2, 24, 1))
+    offset[0, 4:12], offset[0, 12:20] = -3.0, 3.0
+    offset[1] = -offset[0]
+    x = offset.repeat(n, axis=0) + rng.standard_normal((2 * n, 24, 40))
+    if anomalous:
+        x[:, 4:12] += size
+    return x.astype(np.float32), np.repeat(["id_00", "id_01"], n)
+
+
+def test_pooled_statistics_turn_a_sub_db_anomaly_below_chance():
+    """The cause of ToyCar's below-chance AUC, on planted data: against statistics pooled
+    over IDs, id_00's anomaly band sits 3 below the mean, so adding 0.7 there lowers its z²
+    ((-3 + 0.7)² < 3²): the anomalous clips look more normal. Against its own ID, the same
+    anomaly raises every z² in the band. (Broke: per_id_standardize returning its input
+    unchanged -> the per-ID AUC falls below 0.5 too.)"""
+    rng = np.random.default_rng(1)
+    train, train_ids = two_ids(rng, 30, False)
+    normal, ids = two_ids(rng, 30, False)
+    anomalous, _ = two_ids(rng, 30, True)
+    test = np.concatenate([normal, anomalous])
+    test_ids = np.concatenate([ids, ids])
+    labels = np.repeat([0, 1], len(ids))
+    frames = np.full(len(test), 40)
+    pooled = zscore_scores(train, np.zeros(len(train)), test, np.zeros(len(test)), frames)
+    own = zscore_scores(train, train_ids, test, test_ids, frames)
+    on_00 = test_ids == "id_00"
+    assert auc(pooled[on_00 & (labels == 0)], pooled[on_00 & (labels == 1)]) < 0.2
+    assert auc(own[on_00 & (labels == 0)], own[on_00 & (labels == 1)]) > 0.9
+    # The same through per-ID standardization (the proxy's input): pooled z² of the
+    # standardized clips is then the per-ID z² and ranks right.
+    train_std, test_std = per_id_standardize(train, train_ids, test, test_ids)
+    after = zscore_scores(train_std, np.zeros(len(train)), test_std, np.zeros(len(test)), frames)
+    assert auc(after[on_00 & (labels == 0)], after[on_00 & (labels == 1)]) > 0.9
+
+
+def test_per_id_standardize_removes_each_ids_offset_and_leaves_unknown_ids():
+    rng = np.random.default_rng(2)
+    train, ids = two_ids(rng, 20, False)
+    test = np.ones((1, 24, 40), np.float32) * 5
+    train_std, test_std = per_id_standardize(train, ids, test, np.array(["id_09"]))
+    for mid in ("id_00", "id_01"):
+        rows = train_std[ids == mid]
+        assert np.allclose(rows.mean(axis=(0, 2)), 0, atol=1e-5)
+        assert np.allclose(rows.std(axis=(0, 2)), 1, atol=1e-4)
+    assert np.array_equal(test_std, test)  # no train clips of id_09: left as is
+
+
+def test_zscore_detector_by_reasoning():
+    """A clip 2 SD above its ID's train mean in every bin scores 4 (mean z²); frames past
+    ``n_frames`` (padding) do not count."""
+    train = np.stack([np.full((3, 10), v, np.float32) for v in (-1.0, 1.0)])  # mean 0, SD 1
+    test = np.full((1, 3, 12), 2.0, np.float32)
+    test[0, :, 10:] = 100.0  # padding
+    score = zscore_scores(train, np.array(["a", "a"]), test, np.array(["a"]), np.array([10]))
+    assert score[0] == pytest.approx(4.0)
+
+
+def test_donors_come_from_the_items_own_id():
+    from analysis.proxy import donor_groups
+
+    start, size = donor_groups(np.array(["a", "a", "a", "b", "b"]))
+    assert start.tolist() == [0, 0, 0, 3, 3] and size.tolist() == [3, 3, 3, 2, 2]
+    with pytest.raises(ValueError, match="sorted"):
+        donor_groups(np.array(["b", "a"]))
+
+
+def row(auc_value, low, high):
+    return {"auc": auc_value, "auc_ci": [low, high]}
+
+
+def test_validity_rule():
+    """Below chance everywhere, or a reference far better than every proxy: not valid.
+    (Broke: the reference clause removed -> the second case reads valid and fails.)"""
+    below = {"a": row(0.3, 0.2, 0.45), "b": row(0.35, 0.25, 0.49)}
+    assert validity(below, {}) == (False, validity(below, {})[1])
+    assert "below 0.5" in validity(below, {})[1]
+    proxies = {"a": row(0.6, 0.5, 0.7), "b": row(0.62, 0.52, 0.72)}
+    ok, why = validity(proxies, {"baseline_ae": row(0.9, 0.85, 0.95)})
+    assert not ok and "baseline autoencoder does far better" in why and "0.90 vs" in why
+    # A reference better by less than FAR_AUC_MARGIN, or whose interval overlaps: valid.
+    assert validity(proxies, {"zscore": row(0.75, 0.73, 0.8)})[0]
+    assert validity(proxies, {"zscore": row(0.9, 0.7, 0.95)})[0]
+    one_above = {"a": row(0.3, 0.2, 0.45), "b": row(0.45, 0.3, 0.55)}
+    assert validity(one_above, {})[0]
