@@ -223,3 +223,41 @@ def validity(settings: dict[str, dict], references: dict[str, dict]) -> tuple[bo
                 f"(AUC {ref['auc']:.2f} vs at best {best:.2f})"
             )
     return True, ""
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What the downstream check found for one type: the proxy AUC of the setting page 1
+    recommends minus that of the user's setting, its paired interval, and the validity rule."""
+
+    auc_difference: float
+    ci: tuple[float, float]
+    valid: bool = True
+    invalid_reason: str = ""
+
+
+def combined_verdict(
+    closeness: str, training: TrainingResult | None, how_to_run: str
+) -> tuple[str, str]:
+    """Page 1's verdict from closeness ("switch" / "keep" / "not enough evidence") and the
+    training result, with the sentence that shows both: "switch" only where training agrees
+    (its interval above 0), "closeness and training disagree" where training points the
+    other way (its interval excludes 0 on the wrong side); without a valid training result the
+    verdict rests on closeness alone and the sentence says how to run the check."""
+    if training is None:
+        return closeness, f"rests on closeness alone (training check not run: {how_to_run})"
+    if not training.valid:
+        reason = training.invalid_reason
+        return closeness, f"rests on closeness alone (training check not valid: {reason})"
+    low, high = training.ci
+    words = f"training: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+    found = difference_verdict(low, high)
+    if closeness == "switch":
+        if found == "higher":
+            return "switch", f"closeness and training agree ({words})"
+        if found == "lower":
+            return "closeness and training disagree", words
+        return "not enough evidence", f"training not distinguishable ({words})"
+    if closeness == "keep" and found == "higher":
+        return "closeness and training disagree", words
+    return closeness, words

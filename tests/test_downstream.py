@@ -239,3 +239,79 @@ def test_validity_rule():
     assert validity(proxies, {"zscore": row(0.9, 0.7, 0.95)})[0]
     one_above = {"a": row(0.3, 0.2, 0.45), "b": row(0.45, 0.3, 0.55)}
     assert validity(one_above, {})[0]
+
+
+def grid_two_ids(rng, n: int, anomalous: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Grid clips (H x W, unit noise) of two IDs 3 apart in opposite directions in rows 3-7
+    and 8-12; anomalies: +1.5 in 2 rows within rows 3-6, three segments of 4 columns (the
+    planted shape of ``planted``), so id_00's anomaly moves it towards id_01's spectrum."""
+    offset = np.zeros((2, H, 1))
+    offset[0, 3:8], offset[0, 8:13] = -3.0, 3.0
+    offset[1] = -offset[0]
+    x = offset.repeat(n, axis=0) + rng.standard_normal((2 * n, H, W))
+    if anomalous:
+        for clip in x:
+            row = rng.integers(3, 6)
+            for start in rng.choice(np.arange(0, W - 4, 5), size=3, replace=False):
+                clip[row : row + 2, start : start + 4] += 1.5
+    return x.astype(np.float32), np.repeat(["id_00", "id_01"], n)
+
+
+def test_the_proxy_learns_the_anomaly_only_with_per_id_standardization():
+    """The proxy, trained with masks of the planted shape on two IDs whose offsets are twice
+    the anomaly: on data normalized with pooled statistics (the old way; donors from any ID)
+    it scores near or below chance on an ID, standardized per ID (the stage's way) it finds
+    the anomalies. (Broke: the stage's way without per_id_standardize -> fails.)"""
+    from analysis.detection import cell_sd_per_clip
+    from analysis.proxy import ProxyConfig, clip_scores, train_detector
+
+    rng = np.random.default_rng(0)
+    train, train_ids = grid_two_ids(rng, 30, False)
+    normal, ids = grid_two_ids(rng, 25, False)
+    anomalous, _ = grid_two_ids(rng, 25, True)
+    test, test_ids = np.concatenate([normal, anomalous]), np.concatenate([ids, ids])
+    labels = ClipLabels(np.repeat([0, 1], len(ids)), test_ids)
+    cfg = ProxyConfig(perturbation="additive", additive_sd=(1.0, 2.0))
+    mean_auc_of = {}
+    for way in ("pooled", "per_id"):
+        a, b, groups = train, test, None
+        if way == "per_id":
+            (a, b), groups = per_id_standardize(train, train_ids, test, test_ids), train_ids
+        per_seed = []
+        for seed in SEEDS:
+            strategy = build_strategy(MATCHED, (4 * H, 4 * W), q_shape=(H, W), seed=seed)
+            model = train_detector(
+                a,
+                cell_sd_per_clip(a, train_ids),
+                lambda k, s=strategy: s(k, "cpu"),
+                cfg,
+                seed,
+                groups,
+            )
+            per_seed.append(clip_scores(model, b, np.full(len(b), W), cfg.score_quantile))
+        mean_auc_of[way] = mean_auc(per_seed, labels)
+    assert mean_auc_of["pooled"] < 0.7 and mean_auc_of["per_id"] > 0.9, mean_auc_of
+
+
+def test_page_one_combines_closeness_and_training():
+    """'switch' only where training agrees; a wrong-side interval reads 'disagree'; no valid
+    result: closeness alone and the command. (Broke: 'switch' kept when training is not
+    distinguishable -> fails.)"""
+    from analysis.detection import TrainingResult, combined_verdict
+
+    cmd = "dvc exp run -S downstream.enabled=true"
+    up, down = TrainingResult(0.08, (0.02, 0.14)), TrainingResult(-0.08, (-0.14, -0.02))
+    flat = TrainingResult(0.01, (-0.05, 0.07))
+    assert combined_verdict("switch", up, cmd)[0] == "switch"
+    assert "+0.080 [+0.020, +0.140]" in combined_verdict("switch", up, cmd)[1]
+    assert combined_verdict("switch", down, cmd)[0] == "closeness and training disagree"
+    assert combined_verdict("switch", flat, cmd)[0] == "not enough evidence"
+    assert combined_verdict("keep", up, cmd)[0] == "closeness and training disagree"
+    assert combined_verdict("keep", down, cmd)[0] == "keep"
+    verdict, words = combined_verdict("switch", None, cmd)
+    assert verdict == "switch" and "closeness alone" in words and cmd in words
+    invalid = TrainingResult(0.2, (0.1, 0.3), valid=False, invalid_reason="below chance")
+    assert combined_verdict("switch", invalid, cmd) == (
+        "switch",
+        "rests on closeness alone (training check not valid: below chance)",
+    )
