@@ -574,7 +574,8 @@ def downstream_figure(figs, record: DownstreamRecord, machine_types: list[str]) 
         left.plot(v["auc_ci"], [yi, yi], color=colours[name], lw=1.4)
         left.plot(v["auc"], yi, marker, color=colours[name], ms=3.5)
     left.axvline(0.5, color="0.3", lw=0.8, ls="--")
-    left.set_yticks(y, [f"{t}: {REFERENCE_LABELS.get(n, n.replace('_', ' '))}" for t, n, _ in rows])
+    short = {"baseline_ae": "ref. baseline AE", "zscore": "ref. z-score"}
+    left.set_yticks(y, [f"{t}: {short.get(n, n.replace('_', ' '))}" for t, n, _ in rows])
     left.set_xlabel("AUC on the test clips (0.5: chance)")
     for t, name, v in rows:
         if v.get("mask_score") is not None:
@@ -587,7 +588,7 @@ def downstream_figure(figs, record: DownstreamRecord, machine_types: list[str]) 
                 textcoords="offset points",
             )
     right.axhline(0.5, color="0.3", lw=0.8, ls="--")
-    right.set_xlabel("held-out mask score (lower: closer)")
+    right.set_xlabel("mask score (lower: closer)")
     right.set_ylabel("AUC")
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=colours[n], label=n)
