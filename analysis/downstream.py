@@ -36,6 +36,7 @@ from analysis.artifacts import (
 from analysis.dcase import discover_clips
 from analysis.detection import (
     ClipLabels,
+    TrainingResult,
     bootstrap_metrics,
     cell_sd_per_clip,
     closeness_sentence,
@@ -54,6 +55,9 @@ from analysis.mel import MelGeometry
 from analysis.workers import process_pool, resolve_n_jobs
 
 BASELINE = "training_today"
+FITTED = "fitted"
+# The user's setting page 1 compares with; ``recommend.user_setting`` (branch i31) replaces it.
+USER_SETTING = "current"
 HOW_TO_RUN = "dvc exp run -S downstream.enabled=true"
 CSV_COLUMNS = ("machine_type", "detector", "setting", "seed", "machine_id", "auc", "pauc")
 REFERENCES = ("baseline_ae", "zscore")  # the reference detectors, in the order shown
@@ -296,12 +300,18 @@ def summarize_type(
             row["auc_minus_baseline_verdict"] = difference_verdict(low, high)
     refs = metric_rows(references, labels, cfg)[0] if references else {}
     valid, why = validity(settings, refs)
+    training = {}
+    if FITTED in scores and USER_SETTING in scores:  # what page 1 combines with closeness
+        low, high = interval(boot[FITTED][:, 0] - boot[USER_SETTING][:, 0], level)
+        diff = settings[FITTED]["auc"] - settings[USER_SETTING]["auc"]
+        training = {"user_setting": USER_SETTING, "auc_difference": diff, "ci": [low, high]}
     out: dict[str, Any] = {
         "settings": settings,
         "references": refs,
         "per_id": per_id_metrics({**scores, **references}, labels, cfg),
         "valid": valid,
         "invalid_reason": why,
+        "fitted_vs_user": training,
         "n_test_clips": int(len(labels.label)),
     }
     out.update(rank_correlation(settings, boot, mask_scores, len(labels.label), cfg))
@@ -451,6 +461,20 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     for machine_type, summary in by_type.items():
         log(f"downstream {machine_type}: {summary['sentence']}")
     return build_dir / "downstream.json"
+
+
+def training_result(type_record: dict[str, Any] | None) -> TrainingResult | None:
+    """Page 1's training input for one type from its ``downstream.json`` entry (None where
+    the check did not run or has no fitted-vs-user difference)."""
+    if not type_record or not type_record.get("fitted_vs_user"):
+        return None
+    found = type_record["fitted_vs_user"]
+    return TrainingResult(
+        found["auc_difference"],
+        tuple(found["ci"]),
+        type_record["valid"],
+        type_record["invalid_reason"],
+    )
 
 
 def _rounded(value: Any) -> Any:

@@ -315,3 +315,30 @@ def test_page_one_combines_closeness_and_training():
         "switch",
         "rests on closeness alone (training check not valid: below chance)",
     )
+
+
+def test_summary_gives_page_one_the_fitted_vs_user_difference_and_validity():
+    """Planted scores: the fitted setting's detector ranks every anomaly first, the user's
+    setting ('current') ranks at chance, so fitted − current is about +0.5 with an interval
+    above 0, and with closeness saying switch, page 1 says switch. A z-score reference far
+    above every proxy instead makes the type invalid, and page 1 rests on closeness alone.
+    (Broke: the difference taken as current − fitted -> 'disagree' and the test fails.)"""
+    from analysis.detection import combined_verdict
+    from analysis.downstream import summarize_type, training_result
+
+    rng = np.random.default_rng(3)
+    labels = ClipLabels(np.repeat([0, 1], 40), np.tile(["id_00", "id_01"], 40))
+    perfect = labels.label + 0.1 * rng.random(80)
+    chance = rng.random((2, 80))
+    scores = {"current": chance, "training_today": chance[::-1], "fitted": np.stack([perfect] * 2)}
+    cfg = {"ci_level": 0.9, "n_bootstrap": 100, "seed": 0}
+    masks = {"current": 0.5, "training_today": 0.4, "fitted": 0.1}
+    summary = summarize_type(scores, {}, labels, masks, cfg)
+    found = training_result(summary)
+    assert found.auc_difference > 0.3 and found.ci[0] > 0 and summary["valid"]
+    assert combined_verdict("switch", found, "cmd")[0] == "switch"
+    weak = {n: rng.random((2, 80)) for n in scores}  # every proxy at chance
+    summary = summarize_type(weak, {"zscore": np.stack([perfect])}, labels, masks, cfg)
+    assert not summary["valid"] and "z-score does far better" in summary["invalid_reason"]
+    assert "closeness alone" in combined_verdict("switch", training_result(summary), "cmd")[1]
+    assert training_result(None) is None
