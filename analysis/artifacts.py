@@ -18,9 +18,10 @@ inputs through the readers and writes its outputs through the writers.
 
 from __future__ import annotations
 
+import enum
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +435,71 @@ def read_mask_samples(masks_dir: str | Path) -> dict[str, dict[str, np.ndarray]]
 
 
 SCORE_PLOT_COLUMNS = ("machine_type", "candidate", "score")
+FITTED = "fitted"  # a verdict's name for the fitted setting, in its recommended form
+
+
+class Verdict(enum.Enum):
+    """What a machine type's user should do with the masks they train with."""
+
+    SWITCH = "switch"  # a candidate is distinguishably closer than the user's setting, stably
+    KEEP = "keep"  # the test ran with enough regions and no candidate is distinguishably closer
+    NOT_ENOUGH_EVIDENCE = "not_enough_evidence"  # too few regions, or a verdict that flips
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """One row's decision against the user's setting (``recommendations.json``: ``verdict``).
+
+    ``difference`` is score(candidate) - score(user_setting) on the first split's held-out half,
+    ``ci_low``/``ci_high`` its paired bootstrap interval at ``corrected_level`` (Holm over the
+    machine types tested); ``stability_share`` the share of the ``n_splits`` splits that give
+    this verdict (for not_enough_evidence: the first split's verdict's share); ``clips_needed``
+    about how many more anomalous clips would settle it (None where more clips would not, or
+    nothing is unsettled); ``downstream`` is left for what the downstream check's training found.
+    """
+
+    kind: Verdict
+    candidate: str | None
+    user_setting: str
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    corrected_level: float | None
+    stability_share: float | None
+    n_splits: int
+    n_independent_holdout: int
+    reason: str
+    clips_needed: int | None = None
+    downstream: dict[str, Any] | None = None
+
+    @property
+    def recommended(self) -> str:
+        """The setting to train with: the candidate on switch, else the user's own."""
+        return self.candidate if self.kind is Verdict.SWITCH else self.user_setting
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VerdictRecord:
+        return cls(**{**data, "kind": Verdict(data["kind"])})
+
+
+def row_verdict(row: dict[str, Any]) -> VerdictRecord:
+    """The typed verdict of a recommendations row (as :func:`read_recommendations` gives it)."""
+    return VerdictRecord.from_json(row["verdict"])
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its verdict flattened into the CSV's ``verdict*`` columns."""
+    v = row_verdict(row)
+    return {
+        **row,
+        "verdict": v.kind.value,
+        "verdict_candidate": v.candidate,
+        "verdict_stability": v.stability_share,
+        "verdict_corrected_level": v.corrected_level,
+    }
 
 
 def write_recommendations(
@@ -446,7 +512,7 @@ def write_recommendations(
 ) -> None:
     """``recommendations.csv`` (``columns``), ``recommendations.json`` (``record`` plus the
     rows), ``metrics.json`` and ``scores.csv`` (``SCORE_PLOT_COLUMNS``, for ``dvc plots``)."""
-    write_csv(build_dir / "recommendations.csv", rows, columns)
+    write_csv(build_dir / "recommendations.csv", [_csv_row(r) for r in rows], columns)
     write_json(build_dir / "recommendations.json", {**record, "rows": rows})
     write_json(build_dir / "metrics.json", metrics)
     write_csv(build_dir / "scores.csv", scores, SCORE_PLOT_COLUMNS)
@@ -468,18 +534,17 @@ def fitted_settings(recommendations: dict[str, Any]) -> dict[str, dict[str, Any]
 
 
 def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Per machine type with a fit, what its verdict recommends: ``("fitted", settings)``,
-    ``("mixture", {"kind": "mixture", "components": ...})`` where the recommended form is the
-    mixture of its IDs' settings, or ``(preset name, preset entry)`` where the verdict is
-    "keep PRESET"."""
+    """Per machine type, the setting its verdict says to train with: the candidate on "switch"
+    (``("fitted", settings)``, ``("mixture", {"kind": "mixture", "components": ...})`` where the
+    fitted form is the mixture of its IDs' settings, or ``(preset name, preset entry)``), and
+    the user's own setting on "keep", on "not enough evidence" and where a type had no fit."""
     out = {}
+    presets = recommendations["presets"]
     for row in type_rows(recommendations):
-        if not is_ok(row):
-            continue
-        verdict = row.get("verdict", "use the fitted setting")
-        if verdict.startswith("keep "):
-            name = verdict.removeprefix("keep ")
-            out[row["machine_type"]] = (name, recommendations["presets"][name])
+        v = row_verdict(row)
+        name = v.recommended
+        if name != FITTED:
+            out[row["machine_type"]] = (name, presets[name])
         elif row.get("form") == "mixture":
             out[row["machine_type"]] = (
                 "mixture",

@@ -35,6 +35,7 @@ from analysis.artifacts import (  # noqa: E402
     read_recommendations,
     read_region_rows,
     read_source,
+    row_verdict,
     sample_key,
     write_manifest,
 )
@@ -356,7 +357,7 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
     rows = [r for r in recs if r["machine_id"] == "all" and is_ok(r)]
     if not rows:  # no machine type has a fit: nothing to compare (the report says so)
         return
-    names = [*presets, "recommended", "floor"]  # the real-vs-real floor as the yardstick row
+    names = [*presets, "recommended", "noise_level"]  # the real-vs-real noise level of the score
     matrix = np.array([[r.get(f"score_{p}", np.nan) for r in rows] for p in names], dtype=float)
     fig, ax = plt.subplots(
         figsize=(min(PRINT_WIDTH_IN, 0.9 * len(rows) + 2.6), 0.3 * len(names) + 0.9),
@@ -368,7 +369,7 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
         fmt=".3f",
         cmap="mako_r",
         xticklabels=[r["machine_type"] for r in rows],
-        yticklabels=[(n if n != "floor" else "floor").replace("_", " ") for n in names],
+        yticklabels=[n.replace("_", " ") for n in names],
         ax=ax,
         cbar_kws={"label": "score (lower is closer)"},
         annot_kws={"fontsize": 7},
@@ -378,8 +379,8 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
         fig,
         "fig-score-heatmap",
         "Held-out score of every preset and of the fitted ('recommended') setting per machine type, "
-        "and the floor (the fit half's anomaly regions scored against the held-out half's: as "
-        "close as the anomalies are to themselves); lower means closer to the anomaly regions.",
+        "and the noise level (the fit half's anomaly regions scored against the held-out half's: "
+        "the score's real-vs-real noise level); lower means closer to the anomaly regions.",
         "scores",
     )
 
@@ -481,30 +482,30 @@ VERDICT_COLOURS = {"closer": "#1f5fa8", "farther": "#b2182b", "not distinguishab
 
 
 def forest_rows(recs: list[dict], machine_types: list[str]) -> list[dict[str, Any]]:
-    """The forest plot's rows: per machine type, fitted − closest preset and, where the
-    closest preset is not the current one, closest preset − current (paired held-out
-    differences with their intervals); a type without a fit has no row."""
+    """The forest plot's rows: per machine type whose verdict rests on a test, the tested
+    candidate − the user's setting (paired held-out difference, its Holm-corrected interval);
+    a type without a test has no row (the answer table says why)."""
     by_type = {r["machine_type"]: r for r in recs if r["machine_id"] == "all"}
     out = []
     for t in machine_types:
         r = by_type.get(t)
         if r is None or not is_ok(r):
-            continue  # the answer table says why
-        best = r["best_preset"]
-        pairs = [("fitted_vs_best", f"{t}: fitted − {best}")]
-        if best != "current" and "diff_best_vs_current" in r:
-            pairs.append(("best_vs_current", f"{t}: {best} − current"))
-        for key, label in pairs:
-            has_ci = bool(r.get("intervals"))
-            out.append(
-                {
-                    "label": label,
-                    "value": r[f"diff_{key}"],
-                    "low": r[f"diff_{key}_ci_low"] if has_ci else None,
-                    "high": r[f"diff_{key}_ci_high"] if has_ci else None,
-                    "verdict": r[f"diff_{key}_verdict"] if has_ci else "not distinguishable",
-                }
-            )
+            continue
+        v = row_verdict(r)
+        if v.ci_low is None:
+            continue
+        closeness = (
+            "closer" if v.ci_high < 0 else "farther" if v.ci_low > 0 else "not distinguishable"
+        )
+        out.append(
+            {
+                "label": f"{t}: {v.candidate} − {v.user_setting}",
+                "value": v.difference,
+                "low": v.ci_low,
+                "high": v.ci_high,
+                "verdict": closeness,
+            }
+        )
     return out
 
 
@@ -541,10 +542,11 @@ def forest_figure(figs, recs: list[dict], machine_types: list[str], ci_level: fl
     figs.save(
         fig,
         "fig-forest",
-        f"Paired held-out score differences per machine type with {ci_level:.0%} bootstrap "
-        "intervals: the fitted setting against the closest preset, and the closest preset "
-        "against the current one. An interval left of the zero line means the first is closer "
-        "to the anomalies in the test clips; one that crosses it means not distinguishable.",
+        "Paired held-out score differences per machine type: the candidate closest on the fit "
+        "half against the setting you run, with its bootstrap interval at the Holm-corrected "
+        f"level (at least {ci_level:.0%}). An interval left of the zero line means the candidate "
+        "is closer to the anomalies in the test clips; one that crosses it means not "
+        "distinguishable. Types without a test (too few held-out regions) have no row.",
         "summary",
     )
 

@@ -42,7 +42,7 @@ REPORT_FORMATS: tuple[str, ...] = ("html", "pdf")
 
 
 TITLE_MAX_CHARS = 200  # report.title and report.author
-RESERVED_PRESET_NAMES = ("recommended", "floor")  # the fitted setting and the yardstick
+RESERVED_PRESET_NAMES = ("recommended", "fitted", "noise_level")  # fitted setting; yardstick
 
 
 class ParamsError(ValueError):
@@ -253,6 +253,8 @@ SPEC: dict[str, Any] = {
         "n_refine_rounds": Num(int, 0, 50),
         "n_bootstrap": Num(int, 10),
         "ci_level": Num(float, 0.5, 0.999),
+        "user_setting": Text(),
+        "n_splits": Num(int, 1, 100),
         "n_jobs": N_JOBS,
     },
     "figures": {
@@ -412,6 +414,12 @@ def _cross_checks(p: dict) -> None:
                 low = preset.get(lo, DSR_PERLIN_DEFAULTS[lo])
                 high = preset.get(hi, DSR_PERLIN_DEFAULTS[hi])
                 require(low <= high, f"{key}.{lo}", f"{low} is above {key}.{hi} = {high}")
+    require(
+        p["recommend"]["user_setting"] in p["masks"]["presets"],
+        "recommend.user_setting",
+        f"{p['recommend']['user_setting']!r} is not a preset in masks.presets (name the setting "
+        "your training code runs, as a preset)",
+    )
     down = p["downstream"]
     for name in down["presets"]:
         require(

@@ -10,6 +10,7 @@ intervals (:mod:`analysis.scoring`), at spectrogram size and on every latent gri
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 import numpy as np
 
 from analysis.artifacts import (
+    FITTED,
+    Verdict,
+    VerdictRecord,
     is_ok,
     read_localization_arrays,
     read_localization_summary,
@@ -25,6 +29,15 @@ from analysis.artifacts import (
     read_masks_meta,
     read_region_rows,
     write_recommendations,
+)
+from analysis.decision import (
+    REPEATED_SEARCH_SHARE,
+    SplitTest,
+    clips_to_settle,
+    decide,
+    holm_levels,
+    parameter_spread,
+    split_test,
 )
 from analysis.evidence import evidence_halves, evidence_label, id_evidence, pooled_label
 from analysis.fit import (
@@ -40,16 +53,16 @@ from analysis.io import Progress
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
 from analysis.scoring import (
-    FLOOR,
     MIXTURE,
+    NOISE_LEVEL,
     SCORE_DEFINITION,
     SINGLE,
     held_out_comparison,
-    recommendation_verdict,
     score,
 )
 from analysis.strategies.projection import LATENT_PROJECTION, project_axis, project_maps
 from analysis.workers import process_pool, resolve_n_jobs
+from analysis.yardstick import yardsticks
 
 FULL_CLIP_SHARE_COVERAGE = 0.95  # a real region this long counts in the row's full_clip_share
 
@@ -139,7 +152,7 @@ def recommend_group(
     n_fit, n_held = fit_real[FEATURE_COLUMNS[0]].size, held_out[FEATURE_COLUMNS[0]].size
     if n_fit == 0 or n_held == 0:
         out["status"] = not_enough_evidence(evidence, n_fit, n_held)
-        return {**out, "verdict": recommendation_verdict(out)}
+        return {**out, "_tests": []}
     fitted, fit_score = fit_preset(fit_real, geometry, settings, seed)
     out.update(
         {"status": "ok", "n_fit": int(n_fit), "n_holdout": int(n_held), **fitted, "fitted": fitted}
@@ -152,7 +165,7 @@ def recommend_group(
     candidates = dict(preset_features)
     fitted_forms = fitted_candidates(out, fit_real, labels["fit_groups"], geometry, settings, seed)
     candidates.update(fitted_forms)
-    candidates[FLOOR] = fit_real  # the yardstick: real regions against real regions
+    candidates[NOISE_LEVEL] = fit_real  # the yardstick: real regions against real regions
     # A pooled region stands for all its half's clips but is one observation.
     n_independent = len(set(labels["holdout_files"]))
     groups = labels["holdout_groups"]
@@ -163,11 +176,61 @@ def recommend_group(
     )
     out["holdout_files"] = labels["holdout_files"]
     out["fit_files"] = labels["fit_files"]
-    out["verdict"] = recommendation_verdict(out)
+    # The decision: candidates ranked on the fit half, the best tested against the user's setting.
+    features = {**preset_features, FITTED: candidates["recommended"]}
+    fit_scores = {**fit_scores, FITTED: score(features[FITTED], fit_real, n_mels, T)}
+    first = split_test(
+        fit_scores, features, held_out, groups, n_independent, geometry, settings, seed + 2, fitted
+    )
+    if machine_id == "all" and first.ran:  # the absolute yardstick, on the held-out regions
+        out["yardstick"] = yardsticks(features, held_out, n_mels, T, settings, seed + 5)
+    # More splits where a verdict could stand on them: a type row whose first split ran a test.
+    n_splits = settings["n_splits"] if machine_id == "all" and first.ran else 1
+    out["_tests"] = [first] + [
+        repeated_split(evidence, preset_features, geometry, settings, seed + 1009 * k, out["form"])
+        for k in range(1, n_splits)
+    ]
     real = {c: np.concatenate([fit_real[c], held_out[c]]) for c in FEATURE_COLUMNS}
     out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
     out["full_clip_share"] = float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE))
     return out
+
+
+def repeated_split(
+    evidence: dict[str, dict[str, Any]],
+    preset_features: dict[str, dict[str, np.ndarray]],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+    seed: int,
+    form: str,
+) -> SplitTest:
+    """One more fit/held-out split of a group: its own fit (of ``form``, with
+    ``REPEATED_SEARCH_SHARE`` of the search candidates, one refinement round and half the masks
+    per candidate) and its own test; the presets' masks are the same in every split, and the
+    fitted setting's held-out masks as many as in the first split."""
+    n_mels, T = geometry.spectrogram_shape
+    fit_real, held_out, labels, _ = evidence_halves(evidence, settings["fit_fraction"], seed)
+    n_independent = len(set(labels["holdout_files"]))
+    if fit_real[FEATURE_COLUMNS[0]].size == 0 or held_out[FEATURE_COLUMNS[0]].size == 0:
+        return SplitTest(None, n_independent, None, None)
+    quick = {
+        **settings,
+        "n_search_candidates": max(8, int(settings["n_search_candidates"] * REPEATED_SEARCH_SHARE)),
+        "n_refine_rounds": min(1, settings["n_refine_rounds"]),
+        "n_masks_per_candidate": max(16, settings["n_masks_per_candidate"] // 2),
+    }
+    fitted, _ = fit_preset(fit_real, geometry, quick, seed)
+    draw = fitted_draw(fitted, geometry, settings, seed + 1)
+    if form == MIXTURE:
+        components = fit_components(fit_real, labels["fit_groups"], geometry, quick, seed + 3)
+        if components:
+            draw = fitted_draw(fitted, geometry, settings, seed + 4, components)
+    features = {**preset_features, FITTED: profile_features(*draw)}
+    fit_scores = {name: score(f, fit_real, n_mels, T) for name, f in features.items()}
+    groups = labels["holdout_groups"]
+    return split_test(
+        fit_scores, features, held_out, groups, n_independent, geometry, settings, seed + 2, fitted
+    )
 
 
 def fitted_candidates(
@@ -263,7 +326,7 @@ def latent_scores(row: dict[str, Any], task: GroupTask) -> dict[str, float]:
             }
             for labels in (row["holdout_files"], row["fit_files"])
         )
-        out[f"score_{FLOOR}_{grid}"] = score(fit, held, h, w)
+        out[f"score_{NOISE_LEVEL}_{grid}"] = score(fit, held, h, w)
         fitted = profile_features(
             project_axis(rows_full, h, LATENT_PROJECTION, axis=1),
             project_axis(frames_full, w, LATENT_PROJECTION, axis=1),
@@ -271,6 +334,56 @@ def latent_scores(row: dict[str, Any], task: GroupTask) -> dict[str, float]:
         for name, feats in {**task.latent.presets[grid], "recommended": fitted}.items():
             out[f"score_{name}_{grid}"] = score(feats, held, h, w)
     return out
+
+
+def finalize_verdicts(rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Every row's typed verdict (``verdict``) and, on type rows, the spread of the fitted
+    parameters over the splits (``fitted_spread``): Holm over the machine types whose first
+    split's test ran; an ID row is judged at the uncorrected level on one split."""
+    alpha = (1 - settings["ci_level"]) / 2
+    tested = {
+        r["machine_type"]: r["_tests"][0].p_value()
+        for r in rows
+        if r["machine_id"] == "all" and r["_tests"] and r["_tests"][0].ran
+    }
+    levels = holm_levels(tested, alpha)
+    for row in rows:
+        tests = row.pop("_tests")
+        share = row["n_regions"] / row["n_anomaly"] if row["n_anomaly"] else 0.0
+        if not tests:
+            row["verdict"] = VerdictRecord(
+                Verdict.NOT_ENOUGH_EVIDENCE,
+                candidate=None,
+                user_setting=settings["user_setting"],
+                difference=None,
+                ci_low=None,
+                ci_high=None,
+                corrected_level=None,
+                stability_share=None,
+                n_splits=0,
+                n_independent_holdout=0,
+                reason=row["status"].removeprefix("not enough evidence: "),
+                clips_needed=clips_to_settle(
+                    SplitTest(None, 0, None, None), None, settings["fit_fraction"], share
+                )
+                if share > 0
+                else None,
+            ).to_json()
+            continue
+        level = levels.get(row["machine_type"]) if row["machine_id"] == "all" else alpha
+        record = decide(tests, level, settings["user_setting"], settings["fit_fraction"], share)
+        if record.clips_needed is not None and row["n_holdout"] > tests[0].n_independent:
+            # Pooled (ID-level) regions count once per ID and half: more clips of the same IDs
+            # add no independent region, so no clip count can be promised.
+            record = dataclasses.replace(
+                record,
+                clips_needed=None,
+                reason=record.reason + "; its held-out regions are pooled per ID, so more "
+                "clips of the same IDs add none (IDs with clip-level regions would)",
+            )
+        row["verdict"] = record.to_json()
+        if row["machine_id"] == "all" and len(tests) > 1:
+            row["fitted_spread"] = parameter_spread(tests, FIT_KEYS)
 
 
 def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> list[str]:
@@ -281,6 +394,9 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
         "machine_id",
         "status",
         "verdict",
+        "verdict_candidate",
+        "verdict_stability",
+        "verdict_corrected_level",
         "evidence",
         "n_anomaly",
         "n_regions",
@@ -290,15 +406,15 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
         "score_current",
         "score_proposed",
         "score_recommended",
-        f"score_{FLOOR}",
+        f"score_{NOISE_LEVEL}",
     ]
     for grid in grids:
-        columns += [f"score_{name}_{grid}" for name in [*candidates, FLOOR]]
+        columns += [f"score_{name}_{grid}" for name in [*candidates, NOISE_LEVEL]]
     columns += [
         f"score_{name}" for name in candidates if name not in ("current", "proposed", "recommended")
     ]
     columns += ["form", f"score_{SINGLE}", f"score_{MIXTURE}", "mixture_fit_score"]
-    for name in [*candidates, FLOOR, SINGLE, MIXTURE]:
+    for name in [*candidates, NOISE_LEVEL, SINGLE, MIXTURE]:
         columns += [f"score_{name}_ci_low", f"score_{name}_ci_high"]
     for label in ("fitted_vs_best", "fitted_vs_current", "best_vs_current", "mixture_vs_single"):
         columns += [f"diff_{label}{end}" for end in ("", "_ci_low", "_ci_high", "_verdict")]
@@ -313,20 +429,25 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
 
 def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """``metrics.json``: per machine type its verdict, and where it has a fit the held-out
-    scores, the floor, the closest preset and the recommended form (``dvc exp show`` and
+    scores, the noise level, the closest preset and the recommended form (``dvc exp show`` and
     ``dvc metrics diff`` compare these across experiments)."""
     out = {}
     for row in rows:
         if row["machine_id"] != "all":
             continue
-        out[row["machine_type"]] = {"verdict": row["verdict"]}
+        verdict = row["verdict"]
+        out[row["machine_type"]] = {
+            "verdict": verdict["kind"],
+            "verdict_candidate": verdict["candidate"],
+            "verdict_stability": verdict["stability_share"],
+        }
         if is_ok(row):
             out[row["machine_type"]].update(
                 score_recommended=row["score_recommended"],
                 score_current=row.get("score_current"),
                 score_proposed=row.get("score_proposed"),
                 best_preset=row["best_preset"],
-                score_floor=row.get(f"score_{FLOOR}"),
+                score_noise_level=row.get(f"score_{NOISE_LEVEL}"),
                 form=row.get("form"),
             )
     return out
@@ -334,12 +455,12 @@ def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score_rows(rows: list[dict[str, Any]], presets: list[str]) -> list[dict[str, Any]]:
     """``scores.csv`` for ``dvc plots``: one row per machine type with a fit and candidate
-    (every preset, the fitted setting, the real-vs-real floor) with its held-out score."""
+    (every preset, the fitted setting, the real-vs-real noise level) with its held-out score."""
     return [
         {"machine_type": r["machine_type"], "candidate": name, "score": r.get(f"score_{name}")}
         for r in rows
         if r["machine_id"] == "all" and is_ok(r)
-        for name in [*presets, "recommended", FLOOR]
+        for name in [*presets, "recommended", NOISE_LEVEL]
     ]
 
 
@@ -397,6 +518,7 @@ def recommend(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
             results.append(row)
             progress.advance()
     progress.close()
+    finalize_verdicts(results, params["recommend"])
     write_recommendations(
         build_dir,
         results,

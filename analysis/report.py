@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from analysis.artifacts import (
+    Verdict,
     is_ok,
     read_downstream,
     read_fidelity,
@@ -31,7 +32,10 @@ from analysis.artifacts import (
     read_recommendations,
     read_skipped,
     read_source,
+    recommended_settings,
+    row_verdict,
 )
+from analysis.decision import REPEATED_SEARCH_SHARE, STABLE_SHARE
 from analysis.detection import FAR_AUC_MARGIN, REFERENCE_LABELS
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
@@ -47,21 +51,43 @@ from analysis.render import (
     render_with_quarto,
 )
 from analysis.report_text import (
+    NOT_SWITCHING,
     data_found,
     describe_fit,
+    difference_words,
     evidence_words,
     findings,
     lead_sentence,
+    rebuild_code,
+    settle_words,
     shareable_path,
+    stability_words,
     strategy_call,
     training_code_call,
     type_description,
+    verdict_label,
+    yardstick_words,
 )
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
+from analysis.yardstick import N_FOLDS as YARDSTICK_FOLDS
+
+# The fitted parameters whose spread over splits the report prints (the rest follow from them).
+SPREAD_KEYS = (
+    "min_band_fraction",
+    "max_band_fraction",
+    "min_band_position",
+    "max_band_position",
+    "full_time_prob",
+    "min_segments",
+    "max_segments",
+    "min_seg_len",
+    "max_seg_len",
+)
 
 PACKAGES = (
     "numpy",
     "scipy",
+    "scikit-learn",
     "torch",
     "librosa",
     "soundfile",
@@ -261,6 +287,12 @@ def build_context(
         "fit_keys": FIT_KEYS,
         "ci_level": params["recommend"]["ci_level"],
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
+        "stable_share": STABLE_SHARE,
+        "spread_keys": SPREAD_KEYS,
+        "yardstick_folds": YARDSTICK_FOLDS,
+        "n_splits": params["recommend"]["n_splits"],
+        "user_setting": params["recommend"]["user_setting"],
+        "repeated_search_share": REPEATED_SEARCH_SHARE,
         "parsimony": PARSIMONY,
         # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
@@ -277,6 +309,33 @@ def build_context(
     synthetic_words = context["any_synthetic"]
     context["anomalies"] = "anomalies in the test clips" if synthetic_words else "real anomalies"
     context["anomaly_clips"] = "anomalous test clips" if synthetic_words else "real anomalous clips"
+    context["verdict_labels"] = {r["machine_type"]: verdict_label(r) for r in context["type_rows"]}
+    context["verdict_labels_by_row"] = {
+        f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
+    }
+    context["difference_words"] = {
+        r["machine_type"]: difference_words(r) for r in context["type_rows"]
+    }
+    recommended = recommended_settings(read_recommendations(build_dir / "recommendations.json"))
+    context["switching"] = [
+        r["machine_type"] for r in context["type_rows"] if row_verdict(r).kind is Verdict.SWITCH
+    ]
+    context["staying"] = [t for t in recommended if t not in context["switching"]]
+    context["rebuild"] = {
+        t: rebuild_code(t, name, setting, context["verdict_labels"][t], geometry)
+        for t, (name, setting) in recommended.items()
+        if t in context["switching"]
+    }
+    user = params["recommend"]["user_setting"]
+    context["rebuild_staying"] = rebuild_code(
+        NOT_SWITCHING, user, params["masks"]["presets"][user], "the setting you run", geometry
+    )
+    context["yardstick_words"] = {
+        r["machine_type"]: yardstick_words(r) for r in context["type_rows"]
+    }
+    context["stability"] = {
+        r["machine_type"]: stability_words(r) or settle_words(r) for r in context["type_rows"]
+    }
     context["evidence_words"] = {
         r["machine_type"]: evidence_words(
             r, context["id_rows"], context["localization"][r["machine_type"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from analysis.artifacts import FITTED, Verdict, row_verdict
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
@@ -92,6 +93,83 @@ def strategy_call(row: dict[str, Any], geometry: MelGeometry, q_factor: int | No
     args = [f"({n_mels}, {T})", q_text, str(n_mels), str(T)]
     args += [f"{k}={row[k]!r}" for k in FIT_KEYS]
     return _call("AudioSpecificStrategy", args)
+
+
+# A class per preset kind (``kind: python`` presets go through build_strategy).
+KIND_CLASSES = {
+    "audio_specific": "AudioSpecificStrategy",
+    "training_audio": "TrainingAudioStrategy",
+    "dsr_perlin": "TrainingPerlinStrategy",
+    "perlin": "PerlinStrategy",
+}
+NOT_SWITCHING = "every type whose verdict is not switch"  # the shared block's heading
+REBUILD_SEED = 0  # the seed the printed code passes (None: the process's RNGs, as training does)
+
+
+def _literal(value: Any) -> str:
+    """A Python literal that reads back to ``value`` exactly (floats by repr)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def rebuild_code(
+    machine_type: str, name: str, setting: dict[str, Any], verdict_words: str, geometry: MelGeometry
+) -> str:
+    """Code that builds exactly the strategy a type's verdict recommends (``name`` and
+    ``setting`` as :func:`analysis.artifacts.recommended_settings` gives them): the fitted
+    setting, every component of a mixture with its weight, or a preset. One argument per line,
+    every line inside the call's brackets, so it runs from the PDF's text too (which loses
+    indentation)."""
+    n_mels, T = geometry.spectrogram_shape
+    head = [f"# {machine_type}: {verdict_words} ({name})"]
+    shape = [f"({n_mels}, {T})", "None", str(n_mels), str(T)]
+    kind = setting.get("kind", "audio_specific")
+    options = {k: v for k, v in setting.items() if k != "kind"}
+    if kind == "mixture":  # (indent level, line) pairs, arguments packed into short lines
+        cls, args = "MixtureStrategy", [(1, _packed(shape)), (1, "components=[")]
+        for c in options["components"]:
+            args += [(2, f"{{'weight': {c['weight']!r}, 'fitted': {{  # {c['machine_id']}")]
+            args += [(3, line) for line in _packed_lines(c["fitted"], ": ", 88 - 12)]
+            args += [(2, "}},")]
+        args.append((1, "],"))
+    else:
+        if kind in KIND_CLASSES:
+            cls, items = (
+                KIND_CLASSES[kind],
+                shape + [f"{k}={_literal(v)}" for k, v in options.items()],
+            )
+        else:
+            cls, items = "build_strategy", [_literal(setting), f"({n_mels}, {T})", "None"]
+        args = [(1, line) for line in _pack([*items, f"seed={REBUILD_SEED}"], 88 - 4)]
+    if kind == "mixture":
+        args.append((1, f"seed={REBUILD_SEED},"))
+    lines = [*head, f"from analysis.strategies import {cls}", "", f"strategy = {cls}("]
+    return "\n".join(lines + ["    " * level + text for level, text in args] + [")"])
+
+
+def _pack(pieces: list[str], width: int) -> list[str]:
+    """``pieces`` joined with ", " into lines of at most ``width`` characters, each ending in a
+    comma (inside brackets, so the line breaks do not matter to Python)."""
+    lines, line = [], ""
+    for piece in pieces:
+        item = f"{piece},"
+        if line and len(line) + 1 + len(item) > width:
+            lines.append(line)
+            line = item
+        else:
+            line = f"{line} {item}" if line else item
+    return [*lines, line] if line else lines
+
+
+def _packed(pieces: list[str]) -> str:
+    return " ".join(f"{p}," for p in pieces)
+
+
+def _packed_lines(mapping: dict[str, Any], sep: str, width: int) -> list[str]:
+    return _pack([f"{k!r}{sep}{_literal(v)}" for k, v in mapping.items()], width)
 
 
 def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str, list[str]]:
@@ -234,32 +312,89 @@ def type_description(
     return f"{machine_type}: " + "; ".join(parts) + "."
 
 
-def comparison_sentence(row: dict[str, Any], T: int) -> str:
-    """What one row's paired interval supports, in words (evidence and held-out count included);
-    ``T`` is the clip length in frames."""
-    t, best, n = row["machine_type"], row["best_preset"], row["n_independent_holdout"]
-    head = f"{t} ({row['evidence']} evidence, {n} independent held-out regions): {row['verdict']}; "
-    if not row.get("intervals"):
+def verdict_label(row: dict[str, Any]) -> str:
+    """A row's verdict in three words: "switch to fitted", "keep current", "not enough evidence"."""
+    v = row_verdict(row)
+    if v.kind is Verdict.SWITCH:
+        return f"switch to {v.candidate}"
+    if v.kind is Verdict.KEEP:
+        return f"keep {v.user_setting}"
+    return "not enough evidence"
+
+
+def difference_words(row: dict[str, Any]) -> str:
+    """The tested difference and its corrected interval ("fitted − current −0.178 [−0.346,
+    −0.083], 97.5 % interval"), or why no test ran."""
+    v = row_verdict(row)
+    if v.ci_low is None:
+        n = v.n_independent_holdout
         return (
-            head + f"too few for an interval (fewer than {MIN_HOLDOUT_FOR_CI}); the fitted "
-            f"setting and '{best}' are not distinguishable."
+            f"no test: {n} independent held-out region{'s' if n != 1 else ''} (a test needs "
+            f"{MIN_HOLDOUT_FOR_CI})"
         )
-    diff = (
-        f"{row['diff_fitted_vs_best']:+.3f} [{row['diff_fitted_vs_best_ci_low']:+.3f}, "
-        f"{row['diff_fitted_vs_best_ci_high']:+.3f}]"
-    )
-    verdict = row["diff_fitted_vs_best_verdict"]
-    if verdict == "closer":
-        claim = f"the fitted setting ({describe_fit(row, T)}) is closer than '{best}', the closest preset"
-    elif verdict == "farther":
-        claim = f"'{best}', the closest preset, is closer than the fitted setting"
-    else:
-        claim = f"the fitted setting and '{best}', the closest preset, are not distinguishable with {n} held-out regions"
-    floor = f"{row['score_floor']:.3g}"
     return (
-        head + f"{claim} (score difference fitted − {best} {diff}; the floor is "
-        f"{floor}, '{best}' scores {row[f'score_{best}']:.3g})."
+        f"{v.candidate} − {v.user_setting} {v.difference:+.3f} [{v.ci_low:+.3f}, "
+        f"{v.ci_high:+.3f}], {v.corrected_level:.1%} interval"
     )
+
+
+def stability_words(row: dict[str, Any]) -> str:
+    """ "switch to fitted in 9 of 10 splits" (empty where the verdict is "not enough evidence":
+    its reason says how the splits went)."""
+    v = row_verdict(row)
+    if v.kind is Verdict.NOT_ENOUGH_EVIDENCE or v.stability_share is None:
+        return ""
+    n_same = round(v.stability_share * v.n_splits)
+    return f"{verdict_label(row)} in {n_same} of {v.n_splits} split{'s' if v.n_splits != 1 else ''}"
+
+
+def yardstick_words(row: dict[str, Any]) -> str:
+    """The classifier two-sample AUC of the user's setting and of the tested candidate against
+    the held-out regions ("current 0.97 [0.93, 1.00]; fitted 0.62 [0.48, 0.75]"), or "–"."""
+    v, sticks = row_verdict(row), row.get("yardstick") or {}
+    parts = []
+    for name in dict.fromkeys([v.user_setting, v.candidate]):
+        stick = sticks.get(name)
+        if stick:
+            parts.append(
+                f"{name} {stick['auc']:.2f} [{stick['ci_low']:.2f}, {stick['ci_high']:.2f}]"
+            )
+    return "; ".join(parts) or "–"
+
+
+def settle_words(row: dict[str, Any]) -> str:
+    """What would settle a "not enough evidence" verdict (empty for the others)."""
+    v = row_verdict(row)
+    if v.kind is not Verdict.NOT_ENOUGH_EVIDENCE:
+        return ""
+    if v.clips_needed is None:
+        return "no number of further anomalous clips can be promised to settle it"
+    return f"about {v.clips_needed} more anomalous clips would settle it"
+
+
+def comparison_sentence(row: dict[str, Any], T: int) -> str:
+    """What one row's verdict rests on, in words (evidence, held-out count, the tested
+    difference with its corrected interval, stability); ``T`` is the clip length in frames."""
+    v = row_verdict(row)
+    n = v.n_independent_holdout
+    regions = f"{n} independent held-out region{'s' if n != 1 else ''}"
+    head = f"{row['machine_type']} ({row['evidence']} evidence, {regions}): "
+    head += f"{verdict_label(row)}"
+    if v.candidate == FITTED and row.get("status") == "ok":
+        tested = f"the fitted setting ({describe_fit(row, T)})"
+    else:
+        tested = f"'{v.candidate}'"
+    if v.kind is Verdict.SWITCH:
+        claim = f"{tested} is closer than '{v.user_setting}', the setting you run"
+    elif v.kind is Verdict.KEEP:
+        claim = (
+            f"no candidate is distinguishably closer than '{v.user_setting}', the setting you run "
+            f"(tested: {tested}, the closest on the fit half)"
+        )
+    else:  # without a test, the difference words say why; else the reason (a flip) does
+        claim = v.reason if v.ci_low is not None else ""
+    parts = [claim, difference_words(row), stability_words(row), settle_words(row)]
+    return head + "; " + "; ".join(p for p in parts if p) + "."
 
 
 def negative_control_words(loc: dict[str, Any]) -> str:
@@ -319,26 +454,22 @@ def findings(context: dict[str, Any]) -> list[str]:
         out.append(context["descriptions"][t])
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
     if ok:
-        by_verdict = {
-            v: [r["machine_type"] for r in ok if r["diff_fitted_vs_best_verdict"] == v]
-            for v in ("closer", "farther", "not distinguishable")
-        }
-        words = {
-            "closer": "the fitted setting is closer than the closest preset",
-            "farther": "the closest preset is closer than the fitted setting",
-            "not distinguishable": "the two are not distinguishable with their held-out clips",
-        }
+        by_verdict: dict[str, list[str]] = {}
+        for r in ok:
+            by_verdict.setdefault(verdict_label(r), []).append(r["machine_type"])
         out.append(
-            f"Held-out comparison of the fitted setting with the closest preset (chosen on the "
-            f"fit half; a claim only where the {context['ci_level']:.0%} paired interval of the "
-            "score difference excludes 0): "
-            + "; ".join(
-                f"{words[v]} for {', '.join(types)}" for v, types in by_verdict.items() if types
-            )
+            "Against the setting you run (recommend.user_setting, Holm-corrected over the "
+            "machine types tested, stable in at least "
+            f"{context['stable_share']:.0%} of {context['n_splits']} splits): "
+            + "; ".join(f"{v} for {', '.join(types)}" for v, types in by_verdict.items())
             + "."
         )
+        # Where a verdict flips between splits, the reason belongs beside it; the rest is in
+        # the table above.
         for r in ok:
-            out.append(comparison_sentence(r, context["T"]))
+            v = row_verdict(r)
+            if v.kind is Verdict.NOT_ENOUGH_EVIDENCE and v.ci_low is not None:
+                out.append(comparison_sentence(r, context["T"]))
     lacking = [r["machine_type"] for r in context["type_rows"] if r.get("status") != "ok"]
     if lacking:
         out.append(

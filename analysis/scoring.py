@@ -11,7 +11,8 @@ masks pays for them, and an all-empty preset is worst.
 Paired bootstrap intervals (:func:`paired_bootstrap`: the same resampled held-out
 regions for every candidate; IDs first, then regions within them, where a row
 pools IDs) give intervals of score *differences*; :func:`held_out_comparison`
-calls a difference "closer" or "farther" only where its interval excludes 0.
+calls a difference "closer" or "farther" only where its interval excludes 0, "not
+distinguishable" where it does not, and "no test" where too few regions allow no interval.
 """
 
 from __future__ import annotations
@@ -38,21 +39,10 @@ EMPTY_POINT = -1.0  # every coordinate of an empty mask: at least 2 (weighted) f
 MIN_HOLDOUT_FOR_CI = 5  # fewer held-out regions than this: no interval, and no claim
 # The yardstick: the fit half's real regions scored against the held-out half's, as if they were
 # masks. As close as real anomalies are to themselves; a preset near it cannot get much closer.
-FLOOR = "floor"
+NOISE_LEVEL = "noise_level"
 # A machine type's two fitted forms: one setting for all its IDs, and a mixture of its IDs' own.
 SINGLE, MIXTURE = "single", "mixture"
-NOT_PRESETS = ("recommended", FLOOR, SINGLE, MIXTURE)  # candidates that are not presets
-
-
-def recommendation_verdict(row: dict[str, Any]) -> str:
-    """The verdict of a recommendations row: "use the fitted setting" where the paired interval
-    of (fitted - closest preset) lies below 0, "keep PRESET" where it does not (the closest
-    preset is as close, or closer), "not enough evidence" without a fit."""
-    if row.get("status") != "ok":
-        return "not enough evidence"
-    if row.get("diff_fitted_vs_best_verdict") == "closer":
-        return "use the fitted setting"
-    return f"keep {row['best_preset']}"
+NOT_PRESETS = ("recommended", NOISE_LEVEL, SINGLE, MIXTURE)  # candidates that are not presets
 
 
 SCORE_DEFINITION = (
@@ -252,7 +242,7 @@ def held_out_comparison(
             )
             verdict = "closer" if hi < 0 else "farther" if lo > 0 else "not distinguishable"
         else:
-            lo, hi, verdict = None, None, "not distinguishable"
+            lo, hi, verdict = None, None, "no test"
         out[f"diff_{label}"], out[f"diff_{label}_ci_low"], out[f"diff_{label}_ci_high"] = (
             diff,
             lo,

@@ -206,25 +206,39 @@ def test_power_recommendations_and_manifest_round_trip(tmp_path):
     )
 
     fitted = {"min_bands": 1, "max_bands": 2, "full_time_prob": 0.5}
+    switch = art.VerdictRecord(
+        art.Verdict.SWITCH, "fitted", "current", -0.2, -0.3, -0.1, 0.95, 0.9, 10, 12, "closer"
+    )
+    lacking = art.VerdictRecord(
+        art.Verdict.NOT_ENOUGH_EVIDENCE, None, "current", None, None, None, None, None, 0, 0, "x"
+    )
     rec_rows = [
         {"machine_type": "fan", "machine_id": "all", "status": "ok", "fitted": fitted, **fitted},
         {"machine_type": "fan", "machine_id": "id_00", "status": "ok", "fitted": fitted},
         {"machine_type": "pump", "machine_id": "all", "status": "not enough evidence: none"},
     ]
-    scores = [{"machine_type": "fan", "candidate": "floor", "score": -0.0123}]
+    for row, verdict in zip(rec_rows, (switch, switch, lacking), strict=True):
+        row["verdict"] = verdict.to_json()
+    scores = [{"machine_type": "fan", "candidate": "noise_level", "score": -0.0123}]
     art.write_recommendations(
         tmp_path,
         rec_rows,
-        ["machine_type", "machine_id", "status"],
+        ["machine_type", "machine_id", "status", "verdict", "verdict_candidate"],
         {"presets": {}},
         {"m": 1},
         scores,
     )
     assert (tmp_path / "scores.csv").read_text() == (
-        "machine_type,candidate,score\nfan,floor,-0.0123\n"
+        "machine_type,candidate,score\nfan,noise_level,-0.0123\n"
     )
+    csv_lines = (tmp_path / "recommendations.csv").read_text().splitlines()
+    assert csv_lines[1] == "fan,all,ok,switch,fitted"
+    assert csv_lines[3] == "pump,all,not enough evidence: none,not_enough_evidence,"
     recs = art.read_recommendations(tmp_path / "recommendations.json")
     assert recs["rows"] == rec_rows
+    # The verdict comes back typed, field for field; what to train with follows from it.
+    assert art.row_verdict(recs["rows"][0]) == switch
+    assert switch.recommended == "fitted" and lacking.recommended == "current"
     assert [r["machine_type"] for r in art.type_rows(recs)] == ["fan", "pump"]
     assert art.fitted_settings(recs) == {"fan": fitted}
     assert [art.is_ok(r) for r in rec_rows] == [True, True, False]

@@ -296,5 +296,14 @@ def test_fitted_setting_claims_rest_on_paired_intervals(default_run):
     closer = [r for r in with_ci if r["diff_fitted_vs_best_verdict"] == "closer"]
     assert len(closer) >= len(ok) / 2
     assert all(r["diff_fitted_vs_best_ci_high"] < 0 for r in closer)
+    from analysis.artifacts import Verdict, row_verdict
+
+    # Rule 1 on every type row: a switch rests on its corrected interval and its stability.
+    for r in rows:
+        v = row_verdict(r)
+        if v.kind is Verdict.SWITCH:
+            assert v.ci_high < 0 and v.stability_share >= 0.8, v
+        elif v.kind is Verdict.KEEP:
+            assert v.ci_high >= 0 and v.n_independent_holdout >= 5, v
     metrics = read_json(build / "metrics.json")
     assert set(metrics) == {r["machine_type"] for r in ok}

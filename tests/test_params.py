@@ -55,6 +55,16 @@ def test_project_params_are_valid():
         (lambda p: p["data"].update(machine_types=["toaster"]), "data.machine_types[0]"),
         (lambda p: p["report"].update(engine="word"), "report.engine"),
         (lambda p: p.update(extra={}), "extra"),
+        # the setting the user runs must be a preset; splits 1..100
+        (lambda p: p["recommend"].update(user_setting="mine"), "recommend.user_setting"),
+        (lambda p: p["recommend"].update(user_setting=""), "recommend.user_setting"),
+        (lambda p: p["recommend"].update(n_splits=0), "recommend.n_splits"),
+        (lambda p: p["recommend"].update(n_splits=2.5), "recommend.n_splits"),
+        (lambda p: p["recommend"].pop("user_setting"), "recommend.user_setting"),
+        (
+            lambda p: p["masks"]["presets"].update(fitted={"kind": "audio_specific"}),
+            "masks.presets.fitted",  # the verdict's name for the fitted setting
+        ),
     ],
 )
 def test_bad_values_name_the_key(edit, key):

@@ -178,23 +178,27 @@ def test_pdf_holds_every_machine_type_recommendations_and_commit(cold):
     assert (project / "report/_output/report.pdf").stat().st_size < 15e6
 
 
-def test_the_answer_table_gives_every_type_a_verdict_and_the_floor(cold):
+def test_the_answer_table_gives_every_type_a_verdict_and_the_noise_level(cold):
+    from analysis.artifacts import Verdict, row_verdict
+    from analysis.report_text import verdict_label
+
     project, _, _ = cold
     recs = yaml.safe_load((project / "build/recommendations.json").read_text())["rows"]
     qmd = (project / "report/report.qmd").read_text()
     table = qmd[qmd.index("| machine type | verdict |") : qmd.index("{#tbl-answer}")]
     for r in (r for r in recs if r["machine_id"] == "all"):
-        verdict = r["verdict"]
-        assert (
-            verdict == "not enough evidence"
-            or verdict == "use the fitted setting"
-            or (verdict == f"keep {r['best_preset']}")
-        ), r
+        v = row_verdict(r)
+        # never "keep" a setting the user does not run; a switch names a candidate
+        assert v.kind is not Verdict.KEEP or verdict_label(r) == "keep current", r
+        assert v.kind is not Verdict.SWITCH or v.candidate not in (None, "current"), r
         line = next(x for x in table.splitlines() if f"[{r['machine_type']}]" in x)
-        assert f"**{verdict.replace('_', ' ')}**" in line
-        assert line.count("|") == 8  # seven cells, whatever the verdict
+        assert f"**{verdict_label(r)}**" in line.replace("\\", "")
+        assert line.count("|") == 9  # eight cells, whatever the verdict
         if r["status"] == "ok":
-            assert r["score_floor"] is not None and significant(r["score_floor"]) in line
+            noise = r["score_noise_level"]
+            assert noise is not None and significant(noise) in line
+        if v.ci_low is None:  # no test ran: the table says so, and claims nothing
+            assert "no test" in line and "not distinguishable" not in line
 
 
 def test_two_queued_experiments_are_compared_by_dvc_exp_show(cold, tmp_path):

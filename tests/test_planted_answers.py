@@ -150,7 +150,11 @@ def test_a_planted_full_clip_band_is_fitted_as_one_and_described_by_its_masks(pa
     )
     words = describe_fit(row, 320)
     assert "1 band of" in words and "in every mask" in words and "kHz" in words, words
-    assert row["verdict"] == "use the fitted setting"  # far closer than 'current'
+    from analysis.recommend import finalize_verdicts
+    from analysis.report_text import verdict_label
+
+    finalize_verdicts([row], params["recommend"])
+    assert verdict_label(row) == "switch to fitted"  # far closer than 'current'
 
 
 def test_planted_short_segments_are_fitted_as_segments(params):

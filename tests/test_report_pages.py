@@ -110,10 +110,15 @@ def test_page_one_holds_the_verdict_table_and_the_forest_plot(default_run):
     flat = re.sub(r"\s+", " ", first)
     assert "Table 1: The answer per machine type" in flat
     assert "Figure 1: Paired held-out score differences" in flat
+    from analysis.report_text import verdict_label
+
     for r in (r for r in recs if r["machine_id"] == "all"):
         assert r["machine_type"] in flat
         # the verdict, as the table prints it (a cell may wrap: compare without spaces)
-        assert re.sub(r"\s+", "", r["verdict"]) in re.sub(r"\s+", "", first), r["verdict"]
+        label = verdict_label(r)
+        assert re.sub(r"\s+", "", label) in re.sub(r"\s+", "", first), label
+    # no downstream check in the default run: page 1 says the verdict is about closeness only
+    assert "about closeness only" in flat and "dvc exp run -S downstream.enabled=true" in flat
     assert "SYNTHETIC DATA" in flat
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.artifacts import parse_region_row
+from analysis.artifacts import Verdict, parse_region_row, row_verdict
 from analysis.artifacts import region_feature_arrays as _features_of
 from analysis.evidence import split_halves
 from analysis.fidelity import resize_fidelity
 from analysis.fit import strategy_features
 from analysis.mel import MelGeometry
-from analysis.recommend import group_seed, recommend_group
+from analysis.recommend import finalize_verdicts, group_seed, recommend_group
 from analysis.regions import FEATURE_COLUMNS, region_features
 from analysis.scoring import (
     EMPTY_POINT,
@@ -220,6 +220,7 @@ def test_the_closest_preset_is_chosen_on_the_fit_half(settings):
         "narrow": feats(band_fraction=np.full(200, 3 / N_MELS)),
         "wide": feats(band_fraction=np.full(200, 40 / N_MELS)),
     }
+    settings["user_setting"] = "wide"
     row = recommend_group("fan", "id_00", rows, {}, presets, GEOMETRY, settings)
     assert row["best_preset"] == "narrow"
     assert row["score_narrow"] > row["score_wide"]
@@ -231,7 +232,9 @@ def test_too_few_held_out_clips_give_no_interval_and_no_claim(settings):
     row = recommend_group("fan", "id_00", fake_rows(6), {}, presets, GEOMETRY, settings)
     assert row["status"] == "ok" and row["n_holdout"] == 3 < MIN_HOLDOUT_FOR_CI
     assert not row["intervals"] and row["score_current_ci_low"] is None
-    assert row["diff_fitted_vs_best_verdict"] == "not distinguishable"
+    assert (
+        row["diff_fitted_vs_best_verdict"] == "no test"
+    )  # never "not distinguishable" without a test
 
 
 @pytest.mark.parametrize("fit_fraction", [0.9, 0.1])
@@ -277,7 +280,7 @@ def test_a_pooled_region_counts_once_however_many_clips_it_stands_for(settings):
     row = recommend_group("ToyCar", "all", rows, summaries, presets, GEOMETRY, settings)
     assert row["status"] == "ok" and row["evidence"] == "ID-level"
     assert row["n_holdout"] == 16 and row["n_independent_holdout"] == 2
-    assert not row["intervals"] and row["diff_fitted_vs_best_verdict"] == "not distinguishable"
+    assert not row["intervals"] and row["diff_fitted_vs_best_verdict"] == "no test"
 
 
 def test_resampled_within_terms_leave_out_copies_of_one_member():
@@ -339,23 +342,14 @@ def test_bootstrap_scores_centre_on_the_point_score():
     assert abs(boots[:, 0].mean() - point["current"]) < 0.01
 
 
-def test_every_row_gets_one_of_three_verdicts(settings):
-    from analysis.scoring import recommendation_verdict
-
-    assert recommendation_verdict({"status": "not enough evidence: x"}) == "not enough evidence"
-    ok = {"status": "ok", "best_preset": "proposed"}
-    assert recommendation_verdict({**ok, "diff_fitted_vs_best_verdict": "closer"}) == (
-        "use the fitted setting"
-    )
-    for other in ("not distinguishable", "farther"):
-        assert recommendation_verdict({**ok, "diff_fitted_vs_best_verdict": other}) == (
-            "keep proposed"
-        )
+def test_a_row_without_a_fit_half_reads_not_enough_evidence(settings):
     thin = recommend_group("fan", "id_00", fake_rows(1), {}, {}, GEOMETRY, settings)
-    assert thin["verdict"] == "not enough evidence"
+    finalize_verdicts([thin], settings)
+    assert row_verdict(thin).kind is Verdict.NOT_ENOUGH_EVIDENCE
+    assert row_verdict(thin).user_setting == "current" and row_verdict(thin).ci_low is None
 
 
-def test_the_floor_is_the_fit_half_scored_against_the_held_out_half(settings):
+def test_the_noise_level_is_the_fit_half_scored_against_the_held_out_half(settings):
     """The yardstick beside every score: the fit half's real regions as if they were masks,
     scored on the held-out half, with an interval from the same paired resamples."""
     rows = fake_rows(24)
@@ -365,9 +359,9 @@ def test_the_floor_is_the_fit_half_scored_against_the_held_out_half(settings):
     held = _features_of([by_file[f] for f in row["holdout_files"]])
     fit = _features_of([by_file[f] for f in row["fit_files"]])
     assert sorted(row["fit_files"] + row["holdout_files"]) == sorted(by_file)
-    assert row["score_floor"] == pytest.approx(score(fit, held, N_MELS, T))
-    assert row["score_floor_ci_low"] <= row["score_floor"] <= row["score_floor_ci_high"]
-    # Both halves come from one distribution: the floor is near 0, far below a preset of
+    noise = row["score_noise_level"]
+    assert noise == pytest.approx(score(fit, held, N_MELS, T))
+    assert row["score_noise_level_ci_low"] <= noise <= row["score_noise_level_ci_high"]
+    # Both halves come from one distribution: the noise level is near 0, far below a preset of
     # narrow bands and many segments scored on the same regions.
-    assert abs(row["score_floor"]) < 0.1 < row["score_current"]
-    assert row["verdict"] in ("use the fitted setting", "keep current")
+    assert abs(noise) < 0.1 < row["score_current"]

@@ -299,12 +299,31 @@ def test_machine_specific_strategy_uses_each_types_fit(tmp_path):
         "min_band_position": 0.0,
         "max_band_position": 0.25,
     }
+    lacking = verdict_json("not_enough_evidence", None)
     recs = {
+        "presets": {"current": {"kind": "audio_specific"}},
         "rows": [
-            {"machine_type": "fan", "machine_id": "all", "status": "ok", "fitted": fitted},
-            {"machine_type": "fan", "machine_id": "id_00", "status": "ok", "fitted": {}},
-            {"machine_type": "valve", "machine_id": "all", "status": "not enough evidence"},
-        ]
+            {
+                "machine_type": "fan",
+                "machine_id": "all",
+                "status": "ok",
+                "fitted": fitted,
+                "verdict": verdict_json("switch"),
+            },
+            {
+                "machine_type": "fan",
+                "machine_id": "id_00",
+                "status": "ok",
+                "fitted": {},
+                "verdict": verdict_json("switch"),
+            },
+            {
+                "machine_type": "valve",
+                "machine_id": "all",
+                "status": "not enough evidence",
+                "verdict": lacking,
+            },
+        ],
     }
     path = tmp_path / "recommendations.json"
     path.write_text(json.dumps(recs))
@@ -313,12 +332,13 @@ def test_machine_specific_strategy_uses_each_types_fit(tmp_path):
     f = region_features(masks)
     assert np.all(f["time_coverage"] >= 0.85) and np.all(f["band_fraction"] == 6 / 128)
     assert np.nanmax(f["band_centre_bin"]) < 32
-    assert fan.fallback_types == ["valve"]
-    with pytest.warns(UserWarning, match="'valve' has no fitted setting") as caught:
-        valve = fan(4, "cpu", machine_type="valve")  # falls back to today's training strategy
-        fan(1, "cpu", machine_type="valve")
+    assert fan.user_setting_types == {"valve": "planted"}
+    valve = fan(4, "cpu", machine_type="valve")  # not enough evidence: the setting you run
+    assert fan.choices["valve"] == "current" and valve.shape == (4, 1, 128, 320)
+    with pytest.warns(UserWarning, match="'ToyCar' is not in the recommendations") as caught:
+        fan(1, "cpu", machine_type="ToyCar")  # not in the file: today's training strategy
+        fan(1, "cpu", machine_type="ToyCar")
     assert len(caught) == 1  # warned once per type, not once per item
-    assert valve.shape == (4, 1, 128, 320)
     with pytest.raises(ValueError, match="pump"):
         MachineSpecificStrategy(SPEC, machine_type="pump", recommendations=path)
     with pytest.raises(FileNotFoundError, match="absolute path"):
@@ -420,8 +440,18 @@ def test_a_failing_python_preset_stops_check_params_naming_it(tmp_path, params):
     check_python_presets(params, log)  # the fine one passes
 
 
+def verdict_json(kind: str, candidate: str | None = "fitted") -> dict:
+    """A verdict record as recommendations.json holds it (the user runs 'current')."""
+    from analysis.artifacts import Verdict, VerdictRecord
+
+    return VerdictRecord(
+        Verdict(kind), candidate, "current", -0.1, -0.2, -0.05, 0.9, 1.0, 10, 8, "planted"
+    ).to_json()
+
+
 def test_machine_specific_strategy_follows_each_types_verdict(tmp_path):
-    """Where the verdict keeps a preset, the type draws that preset's masks, not its fit."""
+    """Where the verdict keeps the user's setting (or has not enough evidence), the type draws
+    that setting's masks, not its fit; only a type missing from the file falls back."""
     fitted = {
         "min_band_fraction": 0.05,
         "max_band_fraction": 0.05,
@@ -443,21 +473,31 @@ def test_machine_specific_strategy_follows_each_types_verdict(tmp_path):
                 "machine_id": "all",
                 "status": "ok",
                 "fitted": fitted,
-                "verdict": "use the fitted setting",
+                "verdict": verdict_json("switch"),
             },
             {
                 "machine_type": "pump",
                 "machine_id": "all",
                 "status": "ok",
                 "fitted": fitted,
-                "verdict": "keep current",
+                "verdict": verdict_json("keep"),
+            },
+            {
+                "machine_type": "valve",
+                "machine_id": "all",
+                "status": "not enough evidence: too few",
+                "verdict": verdict_json("not_enough_evidence", None),
             },
         ],
     }
     path = tmp_path / "recommendations.json"
     path.write_text(json.dumps(recs))
     s = MachineSpecificStrategy(SPEC, None, recommendations=path, seed=0)
-    assert s.choices == {"fan": "fitted", "pump": "current"}
+    assert s.choices == {"fan": "fitted", "pump": "current", "valve": "current"}
+    assert set(s.user_setting_types) == {"pump", "valve"}
+    assert "fan: fitted" in repr(s) and "TrainingAudioStrategy" in repr(s)
+    with pytest.warns(UserWarning, match="not in the recommendations"):
+        s(1, "cpu", machine_type="ToyCar")
     fan = region_features(s(50, "cpu", machine_type="fan")[:, 0].numpy().astype(bool))
     pump = region_features(s(50, "cpu", machine_type="pump")[:, 0].numpy().astype(bool))
     assert np.all(fan["time_coverage"] >= 0.85) and np.all(fan["n_segments"] == 1)
@@ -504,17 +544,18 @@ def test_machine_specific_strategy_builds_a_recommended_mixture(tmp_path):
         {"machine_id": "id_02", "weight": 0.5, "fitted": {"min_segments": 3, "max_segments": 3}},
     ]
     recs = {
+        "presets": {},
         "rows": [
             {
                 "machine_type": "fan",
                 "machine_id": "all",
                 "status": "ok",
                 "fitted": {},
-                "verdict": "use the fitted setting",
+                "verdict": verdict_json("switch"),
                 "form": "mixture",
                 "mixture": components,
             }
-        ]
+        ],
     }
     path = tmp_path / "recommendations.json"
     path.write_text(json.dumps(recs))

@@ -6,22 +6,34 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import is_ok, read_recommendations, recommended_settings, type_rows
+from analysis.artifacts import (
+    Verdict,
+    read_recommendations,
+    recommended_settings,
+    row_verdict,
+    type_rows,
+)
 from analysis.strategies.base import numpy_rng, resolve_shapes
 from analysis.strategies.factory import build_strategy
 from analysis.strategies.training import TrainingAudioStrategy
 
 
 class MachineSpecificStrategy:
-    """One strategy per machine type, as ``build/recommendations.json`` recommends it: the
-    fitted setting where its verdict is "use the fitted setting", the preset it keeps where the
-    verdict is "keep PRESET" (:attr:`choices` says which).
+    """One strategy per machine type, as ``build/recommendations.json`` recommends it.
+
+    Where a type's verdict is "switch", its candidate: the fitted setting (a single
+    ``AudioSpecificStrategy``, or the mixture of its IDs' fits with every component and weight)
+    or the preset it switches to. Everywhere else, *the setting you run*
+    (``recommend.user_setting``, a preset in the file): where the verdict is "keep", and where
+    it is "not enough evidence" (no fit, too few held-out regions, or a verdict that flips
+    between splits; :attr:`user_setting_types` lists these with their reason). :attr:`choices`
+    says what each type draws.
 
     Built with the training code's convention plus ``machine_type``; called as
     ``strategy(batch_size, device)`` for the machine type given at construction,
-    or ``strategy(batch_size, device, machine_type="fan")``. A machine type
-    whose row had too little evidence for a fit uses ``fallback`` (today's
-    training strategy unless given), and :attr:`fallback_types` lists them.
+    or ``strategy(batch_size, device, machine_type="fan")``. Only a machine type that is not in
+    the file at all draws from ``fallback`` (today's training strategy unless given), with a
+    warning, once.
     """
 
     def __init__(
@@ -60,27 +72,39 @@ class MachineSpecificStrategy:
             )
             for t, (name, setting) in recommended.items()
         }
-        self.fallback_types = [r["machine_type"] for r in type_rows(recs) if not is_ok(r)]
+        self.user_setting_types = {
+            r["machine_type"]: row_verdict(r).reason
+            for r in type_rows(recs)
+            if row_verdict(r).kind is not Verdict.SWITCH
+        }
         self.fallback = fallback or TrainingAudioStrategy(
             shape, self.q_shape, projection=projection, seed=child_seed()
         )
         self._warned: set[str] = set()
         self.machine_type = machine_type
-        known = {*self.strategies, *self.fallback_types}
+        known = set(self.strategies)
         if machine_type is not None and machine_type not in known:
             raise ValueError(
                 f"machine_type {machine_type!r} is not in {path} ({', '.join(sorted(known))})"
             )
 
+    def __repr__(self) -> str:
+        chosen = ", ".join(f"{t}: {name}" for t, name in self.choices.items())
+        return (
+            f"MachineSpecificStrategy({chosen}; the setting you run where the verdict is not "
+            f"'switch'; a type not in the file: {type(self.fallback).__name__})"
+        )
+
     def for_type(self, machine_type: str):
-        """The strategy used for ``machine_type``: its fit, or the fallback (warned once)."""
+        """The strategy used for ``machine_type``: what its verdict says, or the fallback for a
+        type the file does not have (warned once)."""
         if machine_type in self.strategies:
             return self.strategies[machine_type]
         if machine_type not in self._warned:
             self._warned.add(machine_type)
             warnings.warn(
-                f"MachineSpecificStrategy: {machine_type!r} has no fitted setting (not enough "
-                f"evidence); drawing from the fallback, {type(self.fallback).__name__}",
+                f"MachineSpecificStrategy: {machine_type!r} is not in the recommendations; "
+                f"drawing from the fallback, {type(self.fallback).__name__}",
                 stacklevel=3,
             )
         return self.fallback
