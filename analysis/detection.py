@@ -8,6 +8,7 @@ sentence it supports; the log-mel pooled onto a latent grid and the within-ID ce
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -261,3 +262,20 @@ def combined_verdict(
     if closeness == "keep" and found == "higher":
         return "closeness and training disagree", words
     return closeness, words
+
+
+def training_result(
+    type_record: dict[str, Any] | None, candidate: str = "fitted"
+) -> TrainingResult | None:
+    """Page 1's training input for one type from its ``downstream.json`` entry: the
+    ``candidate`` setting's AUC minus the user's setting's (None where the check did not run
+    or did not train both settings)."""
+    found = (type_record or {}).get("minus_user_setting", {}).get(candidate)
+    if not found:
+        return None
+    return TrainingResult(
+        found["auc_difference"],
+        tuple(found["ci"]),
+        type_record["valid"],
+        type_record["invalid_reason"],
+    )

@@ -36,7 +36,6 @@ from analysis.artifacts import (
 from analysis.dcase import discover_clips
 from analysis.detection import (
     ClipLabels,
-    TrainingResult,
     bootstrap_metrics,
     cell_sd_per_clip,
     closeness_sentence,
@@ -55,9 +54,6 @@ from analysis.mel import MelGeometry
 from analysis.workers import process_pool, resolve_n_jobs
 
 BASELINE = "training_today"
-FITTED = "fitted"
-# The user's setting page 1 compares with; ``recommend.user_setting`` (branch i31) replaces it.
-USER_SETTING = "current"
 HOW_TO_RUN = "dvc exp run -S downstream.enabled=true"
 CSV_COLUMNS = ("machine_type", "detector", "setting", "seed", "machine_id", "auc", "pauc")
 REFERENCES = ("baseline_ae", "zscore")  # the reference detectors, in the order shown
@@ -285,8 +281,10 @@ def summarize_type(
     labels: ClipLabels,
     mask_scores: dict[str, float | None],
     cfg: dict[str, Any],
+    user_setting: str = "current",
 ) -> dict[str, Any]:
-    """Point values, intervals, paired differences from the baseline, the reference detectors,
+    """Point values, intervals, paired differences from the baseline and from
+    ``user_setting`` (``recommend.user_setting``), the reference detectors,
     per-ID rows, the validity rule and the rank correlation of closeness and AUC, for one
     type (``scores``/``references``: per detector, (n_seeds, n_clips))."""
     level = cfg["ci_level"]
@@ -300,18 +298,20 @@ def summarize_type(
             row["auc_minus_baseline_verdict"] = difference_verdict(low, high)
     refs = metric_rows(references, labels, cfg)[0] if references else {}
     valid, why = validity(settings, refs)
-    training = {}
-    if FITTED in scores and USER_SETTING in scores:  # what page 1 combines with closeness
-        low, high = interval(boot[FITTED][:, 0] - boot[USER_SETTING][:, 0], level)
-        diff = settings[FITTED]["auc"] - settings[USER_SETTING]["auc"]
-        training = {"user_setting": USER_SETTING, "auc_difference": diff, "ci": [low, high]}
+    vs_user = {}  # what page 1 combines with closeness: every setting minus the user's
+    for name in settings:
+        if user_setting in scores and name != user_setting:
+            low, high = interval(boot[name][:, 0] - boot[user_setting][:, 0], level)
+            diff = settings[name]["auc"] - settings[user_setting]["auc"]
+            vs_user[name] = {"auc_difference": diff, "ci": [low, high]}
     out: dict[str, Any] = {
         "settings": settings,
         "references": refs,
         "per_id": per_id_metrics({**scores, **references}, labels, cfg),
         "valid": valid,
         "invalid_reason": why,
-        "fitted_vs_user": training,
+        "user_setting": user_setting,
+        "minus_user_setting": vs_user,
         "n_test_clips": int(len(labels.label)),
     }
     out.update(rank_correlation(settings, boot, mask_scores, len(labels.label), cfg))
@@ -443,6 +443,7 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
             data[t].labels,
             mask_scores_of(recs, t, per_setting),
             cfg,
+            params["recommend"]["user_setting"],
         )
         by_type[t]["n_train_clips"] = len(data[t].train_files)
         by_type[t]["published_baseline"] = PUBLISHED_BASELINE.get(t)
@@ -461,20 +462,6 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     for machine_type, summary in by_type.items():
         log(f"downstream {machine_type}: {summary['sentence']}")
     return build_dir / "downstream.json"
-
-
-def training_result(type_record: dict[str, Any] | None) -> TrainingResult | None:
-    """Page 1's training input for one type from its ``downstream.json`` entry (None where
-    the check did not run or has no fitted-vs-user difference)."""
-    if not type_record or not type_record.get("fitted_vs_user"):
-        return None
-    found = type_record["fitted_vs_user"]
-    return TrainingResult(
-        found["auc_difference"],
-        tuple(found["ci"]),
-        type_record["valid"],
-        type_record["invalid_reason"],
-    )
 
 
 def _rounded(value: Any) -> Any:

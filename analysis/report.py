@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from analysis.artifacts import (
+    DownstreamRecord,
     Verdict,
     is_ok,
     read_downstream,
@@ -36,7 +37,12 @@ from analysis.artifacts import (
     row_verdict,
 )
 from analysis.decision import REPEATED_SEARCH_SHARE, STABLE_SHARE
-from analysis.detection import FAR_AUC_MARGIN, REFERENCE_LABELS
+from analysis.detection import (
+    FAR_AUC_MARGIN,
+    REFERENCE_LABELS,
+    combined_verdict,
+    training_result,
+)
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
 from analysis.io import log, write_text
@@ -178,6 +184,20 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
     }
 
 
+def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, str]:
+    """Page 1's verdict for one type with the training check: closeness combined with the
+    candidate's AUC minus the user's setting's (:func:`analysis.detection.combined_verdict`)."""
+    v = row_verdict(row)
+    closeness = {Verdict.SWITCH: "switch", Verdict.KEEP: "keep"}.get(v.kind, "not enough evidence")
+    found = None
+    if record.enabled:
+        found = training_result(record.types.get(row["machine_type"]), v.candidate or "fitted")
+    verdict, words = combined_verdict(closeness, found, record.how_to_run)
+    if found is None and record.enabled:
+        words = "rests on closeness alone (the check did not train this type's candidate)"
+    return {"verdict": verdict, "words": words, "changed": verdict != closeness}
+
+
 def power_context(power: dict[str, Any]) -> dict[str, Any]:
     """``power.json`` with the planted patterns listed once (the columns of its table)."""
     patterns: list[str] = []
@@ -312,6 +332,9 @@ def build_context(
     context["verdict_labels"] = {r["machine_type"]: verdict_label(r) for r in context["type_rows"]}
     context["verdict_labels_by_row"] = {
         f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
+    }
+    context["training"] = {
+        r["machine_type"]: training_line(r, context["downstream"]) for r in context["type_rows"]
     }
     context["difference_words"] = {
         r["machine_type"]: difference_words(r) for r in context["type_rows"]

@@ -323,8 +323,8 @@ def test_summary_gives_page_one_the_fitted_vs_user_difference_and_validity():
     above 0, and with closeness saying switch, page 1 says switch. A z-score reference far
     above every proxy instead makes the type invalid, and page 1 rests on closeness alone.
     (Broke: the difference taken as current − fitted -> 'disagree' and the test fails.)"""
-    from analysis.detection import combined_verdict
-    from analysis.downstream import summarize_type, training_result
+    from analysis.detection import combined_verdict, training_result
+    from analysis.downstream import summarize_type
 
     rng = np.random.default_rng(3)
     labels = ClipLabels(np.repeat([0, 1], 40), np.tile(["id_00", "id_01"], 40))
