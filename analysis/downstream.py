@@ -361,6 +361,56 @@ def proxy_jobs(params, recs, presets, data: dict[str, TypeData], geometry, q_sha
     return jobs, meta
 
 
+def load_types(params: dict[str, Any], build_dir: Path, factor: int) -> dict[str, TypeData]:
+    """Every machine type's :class:`TypeData`; a type without the clips it needs is skipped
+    with a progress line."""
+    data: dict[str, TypeData] = {}
+    for machine_type in params["data"]["machine_types"]:
+        found = type_data(params, machine_type, build_dir, factor)
+        if found is None:
+            log(f"downstream {machine_type}: skipped (needs train, normal and anomalous clips)")
+            continue
+        data[machine_type] = found
+    return data
+
+
+def run_detectors(params, data: dict[str, TypeData], jobs, meta, sr: int) -> tuple:
+    """Train and score every proxy (``jobs``) and each type's baseline autoencoder in one pool;
+    returns the proxy scores per type and setting, the references' scores per type, the CSV
+    rows and the proxy's parameter count."""
+    cfg = params["downstream"]
+    scores: dict[str, dict[str, list[np.ndarray]]] = {}
+    references: dict[str, dict[str, np.ndarray]] = {}
+    rows, parameter_counts = [], set()
+    root, min_s = params["data"]["root"], params["features"]["min_duration_s"]
+    with process_pool(resolve_n_jobs(cfg["n_jobs"])) as pool:
+        ae = {
+            t: pool.submit(
+                _baseline_ae,
+                (root, d.train_files, d.test_files, sr, min_s, cfg["baseline_epochs"], cfg["seed"]),
+            )
+            for t, d in data.items()
+        }
+        for (machine_type, name, k), (clip_scores, n_params, seconds) in zip(
+            meta, pool.map(_train_and_score, jobs), strict=True
+        ):
+            log(f"downstream {machine_type} / {name} / seed {k}: {seconds:.1f} s")
+            parameter_counts.add(n_params)  # one architecture: the same count every time
+            scores.setdefault(machine_type, {}).setdefault(name, []).append(clip_scores)
+            labels = data[machine_type].labels
+            rows += per_id_rows(machine_type, "proxy", name, k, clip_scores, labels)
+        for machine_type, future in ae.items():
+            ae_scores, seconds = future.result()
+            log(f"downstream {machine_type} / baseline autoencoder: {seconds:.1f} s")
+            own = {"baseline_ae": ae_scores[None], "zscore": data[machine_type].zscore[None]}
+            references[machine_type] = own
+            for ref, ref_scores in own.items():
+                rows += per_id_rows(
+                    machine_type, ref, "", 0, ref_scores[0], data[machine_type].labels
+                )
+    return scores, references, rows, max(parameter_counts, default=None)
+
+
 def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     """Train and score proxy detectors and the reference detectors; write
     ``build/downstream.json`` and ``.csv``.
@@ -368,7 +418,8 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     Parameters
     ----------
     params
-        Validated params; reads ``downstream.*``, ``masks.q_grids`` and the mel geometry.
+        Validated params; reads ``downstream.*``, ``masks.q_grids``, the mel geometry and
+        ``recommend.user_setting``.
     """
     build_dir = Path(build_dir)
     cfg = params["downstream"]
@@ -382,59 +433,13 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     q_shape = geometry.q_shape(factor)
     recs = read_recommendations(build_dir / "recommendations.json")
     presets = read_masks_meta(build_dir / "masks")["presets"]
-    data: dict[str, TypeData] = {}
-    for machine_type in params["data"]["machine_types"]:
-        found = type_data(params, machine_type, build_dir, factor)
-        if found is None:
-            log(
-                f"downstream {machine_type}: skipped (needs train clips, normal and anomalous test clips)"
-            )
-            continue
-        data[machine_type] = found
+    data = load_types(params, build_dir, factor)
     jobs, meta = proxy_jobs(params, recs, presets, data, geometry, q_shape)
     log(
         f"downstream: {len(jobs)} proxy detectors ({cfg['steps']} steps of {cfg['batch_size']}) "
         f"and {len(data)} baseline autoencoders ({cfg['baseline_epochs']} epochs)"
     )
-    scores: dict[str, dict[str, list[np.ndarray]]] = {}
-    references: dict[str, dict[str, np.ndarray]] = {}
-    rows, parameter_counts = [], set()
-    with process_pool(resolve_n_jobs(cfg["n_jobs"])) as pool:
-        ae = {
-            t: pool.submit(
-                _baseline_ae,
-                (
-                    params["data"]["root"],
-                    d.train_files,
-                    d.test_files,
-                    geometry.sr,
-                    params["features"]["min_duration_s"],
-                    cfg["baseline_epochs"],
-                    cfg["seed"],
-                ),
-            )
-            for t, d in data.items()
-        }
-        for (machine_type, name, k), (clip_scores, n_params, seconds) in zip(
-            meta, pool.map(_train_and_score, jobs), strict=True
-        ):
-            log(f"downstream {machine_type} / {name} / seed {k}: {seconds:.1f} s")
-            parameter_counts.add(n_params)  # one architecture: the same count every time
-            scores.setdefault(machine_type, {}).setdefault(name, []).append(clip_scores)
-            rows += per_id_rows(
-                machine_type, "proxy", name, k, clip_scores, data[machine_type].labels
-            )
-        for machine_type, future in ae.items():
-            ae_scores, seconds = future.result()
-            log(f"downstream {machine_type} / baseline autoencoder: {seconds:.1f} s")
-            references[machine_type] = {
-                "baseline_ae": ae_scores[None],
-                "zscore": data[machine_type].zscore[None],
-            }
-            for ref, ref_scores in references[machine_type].items():
-                rows += per_id_rows(
-                    machine_type, ref, "", 0, ref_scores[0], data[machine_type].labels
-                )
+    scores, references, rows, n_parameters = run_detectors(params, data, jobs, meta, geometry.sr)
     by_type = {}
     for t, per_setting in scores.items():
         by_type[t] = summarize_type(
@@ -451,7 +456,7 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
         "enabled": True,
         "how_to_run": HOW_TO_RUN,
         "perturbation": cfg["perturbation"],
-        "n_parameters": max(parameter_counts, default=None),
+        "n_parameters": n_parameters,
         "grid": list(q_shape),
         "baseline": BASELINE,
         "baseline_epochs": cfg["baseline_epochs"],
