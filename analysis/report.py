@@ -194,7 +194,10 @@ def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, st
         found = training_result(record.types.get(row["machine_type"]), v.candidate or "fitted")
     verdict, words = combined_verdict(closeness, found, record.how_to_run)
     if found is None and record.enabled:
-        words = "rests on closeness alone (the check did not train this type's candidate)"
+        ran_here = row["machine_type"] in record.types
+        words = "rests on closeness alone (the check " + (
+            "did not train this type's candidate)" if ran_here else "has no result for this type)"
+        )
     return {"verdict": verdict, "words": words, "changed": verdict != closeness}
 
 

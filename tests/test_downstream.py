@@ -342,3 +342,30 @@ def test_summary_gives_page_one_the_fitted_vs_user_difference_and_validity():
     assert not summary["valid"] and "z-score does far better" in summary["invalid_reason"]
     assert "closeness alone" in combined_verdict("switch", training_result(summary), "cmd")[1]
     assert training_result(None) is None
+
+
+def test_page_one_line_from_the_verdict_record_and_downstream_json():
+    """report.training_line reads i31's typed verdict and the downstream record: a switch
+    to fitted that training contradicts reads 'closeness and training disagree' with the
+    training numbers; a type the check did not run for rests on closeness alone; a check that
+    did not run gives the command. (Broke: candidate ignored, 'current' looked up -> fails.)"""
+    from analysis.artifacts import DownstreamRecord, Verdict, VerdictRecord
+    from analysis.report import training_line
+
+    verdict = VerdictRecord(
+        Verdict.SWITCH, "fitted", "current", -0.1, -0.2, -0.05, 0.95, 1.0, 5, 8, ""
+    )
+    row = {"machine_type": "fan", "verdict": verdict.to_json()}
+    worse = {"minus_user_setting": {"fitted": {"auc_difference": -0.2, "ci": [-0.3, -0.1]}}}
+    record = DownstreamRecord(
+        True, "cmd", types={"fan": {**worse, "valid": True, "invalid_reason": ""}}
+    )
+    line = training_line(row, record)
+    assert line["verdict"] == "closeness and training disagree" and line["changed"]
+    assert "AUC -0.200 [-0.300, -0.100]" in line["words"]
+    other = training_line({**row, "machine_type": "pump"}, record)
+    assert other["verdict"] == "switch" and "no result for this type" in other["words"]
+    off = training_line(row, DownstreamRecord(False, "cmd"))
+    assert (
+        off["verdict"] == "switch" and "closeness alone" in off["words"] and "cmd" in off["words"]
+    )
