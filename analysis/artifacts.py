@@ -12,6 +12,7 @@ inputs through the readers and writes its outputs through the writers.
 | ``build/power.{csv,json}`` | :func:`write_power` (power) | figures, report |
 | ``build/masks/`` | :func:`write_masks` (masks) | recommend, figures, report |
 | ``build/recommendations.{csv,json}``, ``build/metrics.json`` | :func:`write_recommendations` | figures, report, strategies |
+| ``build/downstream.{json,csv}`` | :func:`write_downstream` (downstream) | figures, report |
 | ``report/figures/manifest.json`` | :func:`write_manifest` (figures) | report |
 """
 
@@ -323,6 +324,40 @@ def write_power(build_dir: Path, rows: list[dict[str, Any]], record: dict[str, A
 def read_power(build_dir: str | Path) -> dict[str, Any]:
     """``power.json``: ``deltas``, detection rules, ``types`` (status, limits) and ``rows``."""
     return read_json(Path(build_dir) / "power.json")
+
+
+# ----------------------------------------------------------------------------- downstream
+
+
+@dataclass(frozen=True)
+class DownstreamRecord:
+    """``downstream.json``: whether the check ran and, per type (``types``), the proxy rows
+    per setting, the reference detectors, per-ID rows, validity and the rank correlation."""
+
+    enabled: bool
+    how_to_run: str
+    types: dict[str, dict[str, Any]] = field(default_factory=dict)
+    perturbation: str = ""
+    n_parameters: int | None = None
+    grid: list[int] = field(default_factory=list)
+    baseline: str = ""
+    baseline_epochs: int | None = None
+    ci_level: float = 0.9
+
+
+def write_downstream(
+    build_dir: Path, record: dict[str, Any], rows: list[dict[str, Any]], columns: Sequence[str]
+) -> None:
+    """``downstream.json`` (``record``) and ``downstream.csv`` (per-ID rows in ``columns``)."""
+    write_json(build_dir / "downstream.json", record)
+    write_csv(build_dir / "downstream.csv", rows, columns)
+
+
+def read_downstream(build_dir: str | Path) -> DownstreamRecord:
+    """``downstream.json`` as a :class:`DownstreamRecord` (a not-run record has no types)."""
+    raw = read_json(Path(build_dir) / "downstream.json")
+    known = DownstreamRecord.__dataclass_fields__
+    return DownstreamRecord(**{k: v for k, v in raw.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- masks

@@ -8,6 +8,7 @@ sentence it supports; the log-mel pooled onto a latent grid and the within-ID ce
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -149,3 +150,133 @@ def closeness_sentence(low: float, high: float, n_settings: int, n_clips: int) -
     if high < 0:
         return "closer masks did not train better detectors here (they trained worse)"
     return f"not distinguishable with {n_clips} test clips"
+
+
+def per_id_standardize(
+    train: np.ndarray, train_ids: np.ndarray, test: np.ndarray, test_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test clips (N, H, W) standardized per mel row with their own ID's train clips'
+    mean and SD over clips and frames; a test clip whose ID has no train clips is left as is.
+
+    Statistics pooled over a type's IDs leave each ID's own spectral offset in the data, often
+    larger than a sub-dB anomaly: a detector then learns which ID a clip is, not whether
+    something was added (and a score like mean z² can even drop where an anomaly fills a band
+    in which its ID lies below the pooled mean). Per ID, the offset is 0 by construction.
+    """
+    train_out = np.array(train, dtype=np.float32, copy=True)
+    test_out = np.array(test, dtype=np.float32, copy=True)
+    for mid in np.unique(train_ids):
+        own = train[train_ids == mid]
+        mean = own.mean(axis=(0, 2), keepdims=True)[0]
+        sd = np.maximum(own.std(axis=(0, 2), keepdims=True)[0], 1e-3)
+        train_out[train_ids == mid] = (own - mean) / sd
+        pick = test_ids == mid
+        test_out[pick] = (test[pick] - mean) / sd
+    return train_out, test_out
+
+
+def zscore_scores(
+    train: np.ndarray,
+    train_ids: np.ndarray,
+    test: np.ndarray,
+    test_ids: np.ndarray,
+    n_frames: np.ndarray,
+) -> np.ndarray:
+    """The maskless reference: each test clip's mean over its real frames and bins of the
+    squared per-bin z-score against its own ID's train clips (per-bin mean and SD over clips
+    and frames); ``train``/``test`` are (N, n_bins, T). NaN for an ID without train clips."""
+    out = np.full(len(test), np.nan)
+    for mid in np.unique(test_ids):
+        own = train[train_ids == mid]
+        if not len(own):
+            continue
+        mean = own.mean(axis=(0, 2))[:, None]
+        sd = np.maximum(own.std(axis=(0, 2)), 1e-3)[:, None]
+        for k in np.flatnonzero(test_ids == mid):
+            cols = max(1, int(n_frames[k]))
+            out[k] = float(np.mean(((test[k][:, :cols] - mean) / sd) ** 2))
+    return out
+
+
+REFERENCE_LABELS = {  # the reference detectors, as the report and figures name them
+    "baseline_ae": "DCASE 2020 baseline autoencoder",
+    "zscore": "maskless per-ID z-score",
+}
+FAR_AUC_MARGIN = 0.15  # "far better": a reference's AUC above every proxy's by at least this
+
+
+def validity(settings: dict[str, dict], references: dict[str, dict]) -> tuple[bool, str]:
+    """Whether a type's proxy check can rank its settings, and why not.
+
+    Not valid where every setting's AUC interval lies wholly below 0.5 (the detectors rank
+    anomalous clips as more normal than normal ones), or where a reference detector does far
+    better than every proxy: its AUC interval's lower end above every proxy's upper end and
+    its AUC at least ``FAR_AUC_MARGIN`` above the best proxy's (the proxy then misses what
+    the data show, and its ranking says more about the proxy than about the masks).
+    """
+    if settings and all(s["auc_ci"][1] < 0.5 for s in settings.values()):
+        return False, "every setting's AUC interval lies below 0.5 (below chance)"
+    best = max((s["auc"] for s in settings.values()), default=float("nan"))
+    top = max((s["auc_ci"][1] for s in settings.values()), default=float("nan"))
+    for name, ref in references.items():
+        if ref["auc_ci"][0] > top and ref["auc"] >= best + FAR_AUC_MARGIN:
+            return False, (
+                f"the {REFERENCE_LABELS.get(name, name)} does far better than every proxy "
+                f"(AUC {ref['auc']:.2f} vs at best {best:.2f})"
+            )
+    return True, ""
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What the downstream check found for one type: the proxy AUC of the setting page 1
+    recommends minus that of the user's setting, its paired interval, and the validity rule."""
+
+    auc_difference: float
+    ci: tuple[float, float]
+    valid: bool = True
+    invalid_reason: str = ""
+
+
+def combined_verdict(
+    closeness: str, training: TrainingResult | None, how_to_run: str
+) -> tuple[str, str]:
+    """Page 1's verdict from closeness ("switch" / "keep" / "not enough evidence") and the
+    training result, with the sentence that shows both: "switch" only where training agrees
+    (its interval above 0), "closeness and training disagree" where training points the
+    other way (its interval excludes 0 on the wrong side); without a valid training result the
+    verdict rests on closeness alone and the sentence says how to run the check."""
+    if training is None:
+        return closeness, f"rests on closeness alone (training check not run: {how_to_run})"
+    if not training.valid:
+        reason = training.invalid_reason
+        return closeness, f"rests on closeness alone (training check not valid: {reason})"
+    low, high = training.ci
+    words = f"training: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+    found = difference_verdict(low, high)
+    if closeness == "switch":
+        if found == "higher":
+            return "switch", f"closeness and training agree ({words})"
+        if found == "lower":
+            return "closeness and training disagree", words
+        return "not enough evidence", f"training not distinguishable ({words})"
+    if closeness == "keep" and found == "higher":
+        return "closeness and training disagree", words
+    return closeness, words
+
+
+def training_result(
+    type_record: dict[str, Any] | None, candidate: str = "fitted"
+) -> TrainingResult | None:
+    """Page 1's training input for one type from its ``downstream.json`` entry: the
+    ``candidate`` setting's AUC minus the user's setting's (None where the check did not run
+    or did not train both settings)."""
+    found = (type_record or {}).get("minus_user_setting", {}).get(candidate)
+    if not found:
+        return None
+    return TrainingResult(
+        found["auc_difference"],
+        tuple(found["ci"]),
+        type_record["valid"],
+        type_record["invalid_reason"],
+    )

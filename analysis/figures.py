@@ -20,8 +20,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.artifacts import (  # noqa: E402
+    DownstreamRecord,
     fitted_settings,
     is_ok,
+    read_downstream,
     read_fidelity,
     read_ground_truth,
     read_localization_arrays,
@@ -39,7 +41,8 @@ from analysis.artifacts import (  # noqa: E402
 )
 from analysis.checks import check_colormaps  # noqa: E402
 from analysis.dcase import unit_label  # noqa: E402
-from analysis.io import atomic_dir, log, read_json  # noqa: E402
+from analysis.detection import REFERENCE_LABELS  # noqa: E402
+from analysis.io import atomic_dir, log  # noqa: E402
 from analysis.localization.maps import truth_map  # noqa: E402
 from analysis.mel import MelGeometry  # noqa: E402
 from analysis.plotting import (  # noqa: E402
@@ -552,14 +555,17 @@ def forest_figure(figs, recs: list[dict], machine_types: list[str], ci_level: fl
     )
 
 
-def downstream_figure(figs, record: dict[str, Any], machine_types: list[str]) -> None:
-    """Proxy-detector AUC per setting and machine type with intervals (left), and AUC
-    against the held-out mask score (right: lower score = closer masks)."""
+def downstream_figure(figs, record: DownstreamRecord, machine_types: list[str]) -> None:
+    """Proxy-detector AUC per setting and machine type with intervals, the reference detectors
+    beside them (left), and AUC against the held-out mask score (right: lower = closer)."""
     rows = [
         (t, name, v)
         for t in machine_types
-        if t in record["types"]
-        for name, v in record["types"][t]["settings"].items()
+        if t in record.types
+        for name, v in [
+            *record.types[t]["settings"].items(),
+            *record.types[t].get("references", {}).items(),
+        ]
     ]
     if not rows:
         return
@@ -570,10 +576,12 @@ def downstream_figure(figs, record: dict[str, Any], machine_types: list[str]) ->
     colours = dict(zip(names, sns.color_palette("tab10", len(names)), strict=True))
     y = np.arange(len(rows))[::-1]
     for yi, (_, name, v) in zip(y, rows, strict=True):
+        marker = "s" if name in REFERENCE_LABELS else "o"
         left.plot(v["auc_ci"], [yi, yi], color=colours[name], lw=1.4)
-        left.plot(v["auc"], yi, "o", color=colours[name], ms=3.5)
+        left.plot(v["auc"], yi, marker, color=colours[name], ms=3.5)
     left.axvline(0.5, color="0.3", lw=0.8, ls="--")
-    left.set_yticks(y, [f"{t}: {n.replace('_', ' ')}" for t, n, _ in rows])
+    short = {"baseline_ae": "ref. baseline AE", "zscore": "ref. z-score"}
+    left.set_yticks(y, [f"{t}: {short.get(n, n.replace('_', ' '))}" for t, n, _ in rows])
     left.set_xlabel("AUC on the test clips (0.5: chance)")
     for t, name, v in rows:
         if v.get("mask_score") is not None:
@@ -586,16 +594,21 @@ def downstream_figure(figs, record: dict[str, Any], machine_types: list[str]) ->
                 textcoords="offset points",
             )
     right.axhline(0.5, color="0.3", lw=0.8, ls="--")
-    right.set_xlabel("held-out mask score (lower: closer)")
+    right.set_xlabel("mask score (lower: closer)")
     right.set_ylabel("AUC")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[n], label=n) for n in names]
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=colours[n], label=n)
+        for n in names
+        if n not in REFERENCE_LABELS
+    ]
     right.legend(handles=handles, fontsize=7, loc="best")
     figs.save(
         fig,
         "fig-downstream",
-        f"Proxy detectors trained with each mask setting: AUC on the test clips with "
-        f"{record['ci_level']:.0%} intervals (test clips and training seeds resampled), and "
-        "AUC against the held-out mask score of the same setting.",
+        f"Proxy detectors trained with each mask setting (circles) and the reference detectors "
+        f"(squares: the DCASE 2020 baseline autoencoder and the maskless z-score), AUC on the "
+        f"test clips with {record.ci_level:.0%} intervals (test clips and training seeds "
+        "resampled); right: proxy AUC against the held-out mask score of the same setting.",
         "downstream",
     )
 
@@ -810,8 +823,8 @@ def figures(
     jobs.append((score_heatmap_figure, inp.recs, list(inp.presets)))
     jobs.append((forest_figure, inp.recs, inp.machine_types, inp.ci_level))
     jobs.append((power_figure, read_power(build_dir)))
-    downstream_record = read_json(build_dir / "downstream.json")
-    if downstream_record.get("enabled"):
+    downstream_record = read_downstream(build_dir)
+    if downstream_record.enabled:
         jobs.append((downstream_figure, downstream_record, inp.machine_types))
     with atomic_dir(out_dir) as tmp:
         marker = SYNTHETIC_MARK if inp.synthetic else None

@@ -230,6 +230,7 @@ SPEC: dict[str, Any] = {
         "channels": Num(int, 4, 256),
         "score_quantile": Num(float, 0.5, 1.0),
         "max_train_clips_per_id": _positive_int(),
+        "baseline_epochs": _positive_int(1000),
         "n_bootstrap": Num(int, 10),
         "ci_level": Num(float, 0.5, 0.999),
         "n_jobs": N_JOBS,

@@ -92,6 +92,17 @@ def perturb(
     raise ValueError(f"unknown perturbation {cfg.perturbation!r}; one of {PERTURBATIONS}")
 
 
+def donor_groups(groups: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """For clips sorted by group (the stage's order), each clip's group start and size."""
+    groups = np.asarray(groups)
+    if len(groups) > 1 and np.any(groups[1:] < groups[:-1]):
+        raise ValueError("train clips must be sorted by machine ID")
+    _, first, counts = np.unique(groups, return_index=True, return_counts=True)
+    starts = np.repeat(first, counts)
+    sizes = np.repeat(counts, counts)
+    return torch.from_numpy(starts.astype(np.int64)), torch.from_numpy(sizes.astype(np.int64))
+
+
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Binary focal loss (Lin et al. 2017), as DRAEM and DSR train their anomaly maps: cells
     already classified well weigh less, so a few masked cells among many are learnt quickly."""
@@ -106,9 +117,12 @@ def train_detector(
     draw_masks: Callable[[int], torch.Tensor],
     cfg: ProxyConfig,
     seed: int,
+    groups: np.ndarray | None = None,
 ) -> ProxyDetector:
     """A proxy detector trained on ``train_grid`` (N, H, W) normal clips with anomalies inside
-    masks from ``draw_masks(batch_size)`` ((B, 1, H, W) 0/1); half of the items unmasked."""
+    masks from ``draw_masks(batch_size)`` ((B, 1, H, W) 0/1); half of the items unmasked.
+    ``groups`` (N,), the clips' machine IDs: a donor clip comes from the item's own ID (else
+    from any clip), so a shifted copy carries no other ID's spectral signature."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = ProxyDetector(cfg.channels)
@@ -116,9 +130,14 @@ def train_detector(
     data = torch.from_numpy(np.ascontiguousarray(train_grid, dtype=np.float32)).unsqueeze(1)
     sd = torch.from_numpy(cell_sd.astype(np.float32))
     n = data.shape[0]
+    start, size = donor_groups(np.zeros(n, dtype=int) if groups is None else groups)
     for _ in range(cfg.steps):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-        other = (idx + torch.randint(1, max(n, 2), (cfg.batch_size,), generator=gen)) % n
+        step = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        other = (
+            start[idx]
+            + (idx - start[idx] + 1 + step % torch.clamp(size[idx] - 1, min=1)) % size[idx]
+        )
         masks = draw_masks(cfg.batch_size).to(torch.float32)
         keep = (torch.rand(cfg.batch_size, generator=gen) < 0.5).view(-1, 1, 1, 1)
         masks = masks * keep

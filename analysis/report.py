@@ -21,8 +21,10 @@ from typing import Any
 import yaml
 
 from analysis.artifacts import (
+    DownstreamRecord,
     Verdict,
     is_ok,
+    read_downstream,
     read_fidelity,
     read_ground_truth,
     read_localization_arrays,
@@ -38,9 +40,15 @@ from analysis.artifacts import (
     row_verdict,
 )
 from analysis.decision import REPEATED_SEARCH_SHARE, STABLE_SHARE
+from analysis.detection import (
+    FAR_AUC_MARGIN,
+    REFERENCE_LABELS,
+    combined_verdict,
+    training_result,
+)
 from analysis.evidence import AGREEMENT_BINS
 from analysis.fit import FIT_KEYS, PARSIMONY
-from analysis.io import log, read_json, write_text
+from analysis.io import log, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
 from analysis.recovery import recovery_cells, recovery_phrase, recovery_rows
@@ -211,8 +219,25 @@ def data_context(params: dict[str, Any], build_dir: Path) -> dict[str, Any]:
             t: read_localization_summary(build_dir / "localization", t) for t in machine_types
         },
         "power": power_context(read_power(build_dir)),
-        "downstream": read_json(build_dir / "downstream.json"),
+        "downstream": read_downstream(build_dir),
     }
+
+
+def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, str]:
+    """Page 1's verdict for one type with the training check: closeness combined with the
+    candidate's AUC minus the user's setting's (:func:`analysis.detection.combined_verdict`)."""
+    v = row_verdict(row)
+    closeness = {Verdict.SWITCH: "switch", Verdict.KEEP: "keep"}.get(v.kind, "not enough evidence")
+    found = None
+    if record.enabled:
+        found = training_result(record.types.get(row["machine_type"]), v.candidate or "fitted")
+    verdict, words = combined_verdict(closeness, found, record.how_to_run)
+    if found is None and record.enabled:
+        ran_here = row["machine_type"] in record.types
+        words = "rests on closeness alone (the check " + (
+            "did not train this type's candidate)" if ran_here else "has no result for this type)"
+        )
+    return {"verdict": verdict, "words": words, "changed": verdict != closeness}
 
 
 def power_context(power: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +397,8 @@ def build_context(
         "parsimony": PARSIMONY,
         # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
+        "reference_labels": REFERENCE_LABELS,
+        "far_auc_margin": FAR_AUC_MARGIN,
     }
     context["descriptions"] = {
         t: type_description(
@@ -389,6 +416,9 @@ def build_context(
     context["verdict_labels"] = {r["machine_type"]: verdict_label(r) for r in context["type_rows"]}
     context["verdict_labels_by_row"] = {
         f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
+    }
+    context["training"] = {
+        r["machine_type"]: training_line(r, context["downstream"]) for r in context["type_rows"]
     }
     context["difference_words"] = {
         r["machine_type"]: difference_words(r) for r in context["type_rows"]

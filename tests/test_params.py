@@ -197,6 +197,7 @@ def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedP
             "masks.presets.perlin.max_threshold",
             "[-1, 1)",
         ),
+        (lambda p: p["downstream"].update(baseline_epochs=0), "downstream.baseline_epochs", ">= 1"),
     ],
 )
 def test_check_params_catches_what_used_to_fail_late(tmp_path, edit, key, words):

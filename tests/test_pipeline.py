@@ -244,6 +244,7 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
         "downstream.enabled": True,
         "downstream.seeds": 2,
         "downstream.steps": 5,
+        "downstream.baseline_epochs": 2,
         "downstream.n_bootstrap": 20,
     }.items():
         set_param(project, key, value)
@@ -256,18 +257,28 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
         row = next(r for r in recs if r["machine_type"] == t and r["machine_id"] == "all")
         expected = {"current", "training_today"} | ({"fitted"} if row["status"] == "ok" else set())
         assert set(summary["settings"]) == expected
-        for v in summary["settings"].values():
+        assert set(summary["references"]) == {"baseline_ae", "zscore"}
+        for v in [*summary["settings"].values(), *summary["references"].values()]:
             assert v["auc_ci"][0] <= v["auc"] <= v["auc_ci"][1]
+        assert isinstance(summary["valid"], bool) and summary["n_train_clips"] > 0
     rows = (project / "build/downstream.csv").read_text().splitlines()
     n_ids = 2  # tiny project: two IDs per type
     n_settings = sum(len(v["settings"]) for v in record["types"].values())
-    assert len(rows) == 1 + n_settings * 2 * n_ids  # header + per setting, seed and ID
+    n_references = 2 * len(record["types"])
+    # header + per setting, seed and ID + per reference detector and ID
+    assert len(rows) == 1 + n_settings * 2 * n_ids + n_references * n_ids
+    assert (
+        "reference: DCASE 2020 baseline autoencoder" in (project / "report/report.qmd").read_text()
+    )
     qmd = (project / "report/report.qmd").read_text()
     assert "{#tbl-downstream}" in qmd and "proxy detector (@sec-downstream)" in qmd
     from analysis.render import md_escape
 
     first_row = next(x for x in qmd.splitlines() if x.startswith("| [fan]"))
-    assert first_row.rstrip().endswith(f"| {md_escape(record['types']['fan']['sentence'])} |")
+    fan = record["types"]["fan"]
+    assert first_row.rstrip().endswith(f"; {md_escape(fan['sentence'])} |")
+    if not fan["valid"]:  # page 1 does not use an invalid check
+        assert md_escape("rests on closeness alone (training check not valid") in first_row
     assert "fig-downstream" in {
         f["id"]
         for f in json.loads((project / "report/figures/manifest.json").read_text())["figures"]
