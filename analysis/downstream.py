@@ -51,6 +51,7 @@ from analysis.detection import (
 from analysis.extract import STD_FLOOR_DB, log_mels_of_files, normalize_clip
 from analysis.io import log
 from analysis.mel import MelGeometry
+from analysis.published import PUBLISHED_AUC_PCT, PUBLISHED_PAUC_PCT
 from analysis.workers import process_pool, resolve_n_jobs
 
 BASELINE = "training_today"
@@ -59,14 +60,7 @@ CSV_COLUMNS = ("machine_type", "detector", "setting", "seed", "machine_id", "auc
 REFERENCES = ("baseline_ae", "zscore")  # the reference detectors, in the order shown
 # The DCASE 2020 Task 2 baseline on the real development set (AUC %, pAUC %; the task's
 # published results): a different data set from the one analysed, quoted for scale only.
-PUBLISHED_BASELINE = {
-    "ToyCar": (78.77, 67.58),
-    "ToyConveyor": (72.53, 60.43),
-    "fan": (65.83, 52.45),
-    "pump": (72.89, 59.99),
-    "slider": (84.76, 66.53),
-    "valve": (66.28, 50.98),
-}
+PUBLISHED_BASELINE = {t: (PUBLISHED_AUC_PCT[t], PUBLISHED_PAUC_PCT[t]) for t in PUBLISHED_AUC_PCT}
 
 
 @dataclass(frozen=True)

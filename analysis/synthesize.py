@@ -46,9 +46,9 @@ import scipy.fft
 import soundfile as sf
 from scipy.fft import next_fast_len
 
-from analysis.calibration import PUBLISHED_ID_AUC_PCT
 from analysis.dcase import GROUND_TRUTH_COLUMNS, MACHINE_IDS, SECTION_LAYOUT, clip_name
 from analysis.io import Progress, atomic_dir, log, write_csv, write_json
+from analysis.published import PUBLISHED_ID_AUC_PCT
 from analysis.synthetic_layout import to_section_layout
 from analysis.workers import process_pool, resolve_n_jobs
 
