@@ -106,16 +106,25 @@ def test_wheel_installs_into_a_fresh_venv_with_only_numpy_and_torch(tmp_path):
 
     elsewhere = tmp_path / "training_repo"
     elsewhere.mkdir()
-    recs = {
+    from tests.test_strategies import verdict_json
+
+    recs = {  # fan switches to its fit; pump, without enough evidence, draws the user's preset
+        "presets": {"current": {"kind": "audio_specific"}},
         "rows": [
             {
                 "machine_type": "fan",
                 "machine_id": "all",
                 "status": "ok",
                 "fitted": {"max_bands": 2},
+                "verdict": verdict_json("switch"),
             },
-            {"machine_type": "pump", "machine_id": "all", "status": "not enough evidence"},
-        ]
+            {
+                "machine_type": "pump",
+                "machine_id": "all",
+                "status": "not enough evidence",
+                "verdict": verdict_json("not_enough_evidence", None),
+            },
+        ],
     }
     (tmp_path / "exported.json").write_text(json.dumps(recs))
     python = venv / "bin" / "python"

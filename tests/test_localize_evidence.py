@@ -218,7 +218,7 @@ def test_negative_control_normal_clips_posing_as_anomalous(tmp_path, default_par
         label[1::2] = 1  # every other normal clip poses as anomalous
         save_npz(
             features / "test.npz",
-            **{k: v[keep] for k, v in data.items() if k != "label"},
+            **{k: (v[keep] if v.ndim else v) for k, v in data.items() if k != "label"},
             label=label,
         )
         (features / "ground_truth.csv").write_text(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.render import REPORT_DIR, TEMPLATE_FILES, significant
+from analysis.render import REPORT_DIR, TEMPLATE_FILES, minus, significant
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_the_answer_table_gives_every_type_a_verdict_and_the_noise_level(cold):
         assert line.count("|") == 8  # seven cells, whatever the verdict
         if r["status"] == "ok":
             noise = r["score_noise_level"]
-            assert noise is not None and significant(noise) in line
+            assert noise is not None and minus(significant(noise)) in line  # U+2212
         if v.ci_low is None:  # no test ran: the table says so, and claims nothing
             assert "no test" in line and "not distinguishable" not in line
 
