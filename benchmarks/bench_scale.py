@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -150,14 +151,14 @@ def pdf_pages(work: Path) -> int | None:
 def print_results(stages, total_s, n_clips, per_type, fraction, base_s, pages) -> None:
     """Per stage: time, peak memory, clips/s; then the targets, extrapolated to the full set."""
     print(f"cold dvc repro on {n_clips} clips (fraction {fraction:g} of the development set)")
-    print(f"  {'stage':<24}{'time':>9}{'peak RSS':>11}{'clips/s':>10}")
-    for stage, seconds, peak in stages:
+    print(f"  {'stage':<24}{'time':>9}{'CPU':>9}{'peak RSS':>11}{'clips/s':>10}")
+    for stage, seconds, (peak, cpu, _dvc_cpu) in stages:
         kind, _, machine_type = stage.partition("@")
         n = per_type.get(machine_type, n_clips)
         rate = f"{n / seconds:8.0f}" if kind in SCALES_WITH_CLIPS and seconds > 0 else "       –"
-        print(f"  {stage:<24}{seconds:7.1f} s{peak / 2**20:8.0f} MB  {rate}")
+        print(f"  {stage:<24}{seconds:7.1f} s{cpu:7.1f} s{peak / 2**20:8.0f} MB  {rate}")
     groups = grouped(stages)
-    overhead = total_s - sum(s for s, _ in groups.values())
+    overhead = total_s - sum(g[0] for g in groups.values())
     print(f"  {'dvc itself':<24}{overhead:7.1f} s")
     print(f"  total {total_s:.1f} s, {n_clips / total_s:.0f} clips/s")
     fan_s = next(s for stage, s, _ in stages if stage == "extract@fan")
@@ -167,8 +168,12 @@ def print_results(stages, total_s, n_clips, per_type, fraction, base_s, pages) -
     )
     factor = 1 / fraction
     extract_full = groups["extract"][0] * factor
-    repro_full = sum(s * (factor if g in SCALES_WITH_CLIPS else 1) for g, (s, _) in groups.items())
-    peak_mb = max(p for _, p in groups.values()) / 2**20
+    cpu_total = sum(e[2] for e in groups.values())
+    print(
+        f"  stage CPU seconds, all stages: {cpu_total:.0f} s ({cpu_total / total_s:.2f} cores busy)"
+    )
+    repro_full = sum(e[0] * (factor if g in SCALES_WITH_CLIPS else 1) for g, e in groups.items())
+    peak_mb = max(e[1] for e in groups.values()) / 2**20
     print(f"extrapolated to the full set (x{factor:.1f} for {', '.join(SCALES_WITH_CLIPS)}):")
     print(f"  extract, all types: {extract_full:6.0f} s (target {TARGETS['extract_s']:.0f} s)")
     print(
@@ -204,7 +209,11 @@ def main() -> None:
             f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
             f"on {os.cpu_count()} cores (above the core count, other work shared the machine)"
         )
-        print_results(stages, total_s, n_clips, per_type, args.fraction, base_s, pdf_pages(project))
+        pages = pdf_pages(project)
+        record = {"n_clips": n_clips, "total_s": total_s, "baseline_s": base_s, "pages": pages}
+        record["stages"] = [[stage, seconds, list(extra)] for stage, seconds, extra in stages]
+        (work / "results.json").write_text(json.dumps(record, indent=1))
+        print_results(stages, total_s, n_clips, per_type, args.fraction, base_s, pages)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
