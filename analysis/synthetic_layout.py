@@ -11,21 +11,52 @@
   3 in the target domain, in its name and in the section's ``attributes_SS.csv``
   (the DCASE 2023+ form: ``file_name,d1p,d1v``).
 
-The sounds are unchanged: the target domain here differs only by name, so it shows the
-whole path (units, per-domain calibration, attribute tables) without a real domain shift.
+The target domain is a real, if simple, domain shift (:func:`shift_to_target`): every
+target clip, normal or anomalous, passes through a fixed low shelf that raises the machine's
+sound below about :data:`TARGET_SHELF_HZ` by :data:`TARGET_SHELF_DB` (a heavier load), so a
+target unit's normal clips differ from its source normals the way a changed operating
+condition does. The filter is linear and time-invariant: the anomaly regions of the ground
+truth stay where they were written.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile as sf
+from scipy.signal import butter, lfilter
+
 from analysis.dcase import MACHINE_IDS, parse_clip_name
 
 TARGET_LOAD = "3"
+TARGET_SHELF_HZ = 500.0  # the target domain's low shelf: corner frequency
+TARGET_SHELF_DB = 6.0  # and gain below it (the sound above the corner is unchanged)
+
+
+def shift_to_target(samples: np.ndarray, sr: int) -> np.ndarray:
+    """The target domain's shift: ``samples`` through a first-order low shelf (gain
+    :data:`TARGET_SHELF_DB` below :data:`TARGET_SHELF_HZ`, 0 dB far above it), as the
+    sum of the clip and a first-order Butterworth low-passed copy of it (bilinear, so the
+    copy vanishes at the Nyquist frequency). Clipped to the WAV range."""
+    b, a = butter(1, TARGET_SHELF_HZ, fs=sr)
+    low = lfilter(b, a, samples)
+    extra = 10.0 ** (TARGET_SHELF_DB / 20.0) - 1.0
+    return np.clip(samples + extra * low, -1.0, 1.0)
+
+
+def _shift_file(path: Path) -> None:
+    """Rewrite one WAV file with :func:`shift_to_target` applied (same rate and subtype)."""
+    info = sf.info(path)
+    samples, sr = sf.read(path, dtype="float64")
+    buffer = io.BytesIO()
+    sf.write(buffer, shift_to_target(samples, sr), sr, subtype=info.subtype, format="WAV")
+    path.write_bytes(buffer.getvalue())
 
 
 def target_counts(n_clips: int, split: str) -> int:
@@ -73,6 +104,8 @@ def to_section_layout(
         by_section: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for old, new, section, load in plan:
             (root / old).rename(root / new)
+            if load == TARGET_LOAD:
+                _shift_file(root / new)
             by_section[section].append((new, load))
         for section, entries in sorted(by_section.items()):
             with open(root / machine_type / f"attributes_{section}.csv", "w", newline="") as fh:

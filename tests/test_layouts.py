@@ -30,7 +30,12 @@ from analysis.extract import extract
 from analysis.localize import localize
 from analysis.params import ParamsError, validate_params
 from analysis.report_layout import attribute_rows, calibration_sentences
-from analysis.synthetic_layout import plan_renames
+from analysis.synthetic_layout import (
+    TARGET_SHELF_DB,
+    TARGET_SHELF_HZ,
+    plan_renames,
+    shift_to_target,
+)
 from tests.conftest import tone_clip, write_tree
 from tests.test_pipeline import make_project, repro
 
@@ -354,3 +359,20 @@ def test_a_borrowing_units_own_normals_are_judged_against_the_source_clips_alone
     borrowed_false_regions(by_id, per_id, {"section_00_target": (3.0, 3.0, None)}, loc)
     assert per_id["section_00_target"]["n_normal_false_regions"] == 3
     assert per_id["section_00_target"]["clip_false_region_rate"] == 1.0
+
+
+def test_the_synthetic_target_domain_is_a_low_shelf_shift():
+    """The synthetic target domain raises the sound below the shelf corner by about its gain
+    and leaves the sound far above it alone. First-order Butterworth low-pass (bilinear): at
+    100 Hz the copy is at 1 / |1 + j tan(pi 100/sr) / tan(pi 500/sr)| = 0.98, 11 degrees late,
+    so the clip gains 20 log10 |1 + 0.995 * 0.98 e^(-11j deg)| = 5.9 dB of the full 6; at 6 kHz
+    the copy is at 0.04 and 88 degrees late, adding about 0.01 dB."""
+    sr = 16000
+    t = np.arange(sr) / sr
+    for hz, low_db, high_db in ((100.0, 5.5, 6.05), (6000.0, -0.1, 0.1)):
+        tone = 0.1 * np.sin(2 * np.pi * hz * t)
+        shifted = shift_to_target(tone, sr)
+        steady = slice(sr // 2, None)  # after the filter's start-up
+        gain_db = 20 * np.log10(np.std(shifted[steady]) / np.std(tone[steady]))
+        assert low_db <= gain_db <= high_db, (hz, gain_db)
+    assert TARGET_SHELF_DB == 6.0 and TARGET_SHELF_HZ == 500.0
