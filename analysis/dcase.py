@@ -119,6 +119,35 @@ def unit_label(key: str) -> str:
     return f"section {match['section']} ({match['domain']})"
 
 
+@dataclass(frozen=True)
+class UnitWords:
+    """How the report names its unit of analysis in running text, per layout: the machine
+    ID (2020) or a section in one domain (2021+), so that no sentence says "ID" of a
+    section. ``count(n)`` is "1 ID" / "3 IDs" or "1 unit" / "3 units"."""
+
+    one: str  # "machine ID" | "section (domain)": column headers, "per ..."
+    many: str  # "machine IDs" | "sections (by domain)"
+    short: str  # "ID" | "unit": "the ID's normal clips", "within-ID"
+    shorts: str  # "IDs" | "units"
+    level: str  # "ID level" | "unit level": the pooled test's level
+
+    def count(self, n: int) -> str:
+        return f"{n} {self.short if n == 1 else self.shorts}"
+
+    def evidence(self, stored: str) -> str:
+        """A stored evidence level ("clip-level", "ID-level") in these words."""
+        return {"clip-level": "clip level", "ID-level": self.level}.get(stored, stored)
+
+
+ID_WORDS = UnitWords("machine ID", "machine IDs", "ID", "IDs", "ID level")
+SECTION_WORDS = UnitWords("section (domain)", "sections (by domain)", "unit", "units", "unit level")
+
+
+def unit_words(keys) -> UnitWords:
+    """The words for a set of unit keys: :data:`SECTION_WORDS` when any is a section unit."""
+    return SECTION_WORDS if any(UNIT_KEY.match(str(k)) for k in keys) else ID_WORDS
+
+
 def unit_domain(key: str) -> str:
     """``source`` or ``target`` for a section unit key, "" for a 2020 machine ID."""
     match = UNIT_KEY.match(str(key))

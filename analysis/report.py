@@ -63,8 +63,9 @@ from analysis.render import (
 from analysis.report_layout import (
     attribute_rows,
     calibration_sentences,
+    is_section_layout,
+    layout_unit_words,
     layout_words,
-    unit_noun,
 )
 from analysis.report_text import (
     NOT_SWITCHING,
@@ -187,8 +188,8 @@ def layout_context(
     loc_dir = build_dir / "localization"
     return {
         "layout_words": layout_words(sources),
-        "unit_noun": unit_noun(sources),
-        "unit_nouns": "sections (domains)" if unit_noun(sources) != "machine ID" else "machine IDs",
+        "u": layout_unit_words(sources),
+        "section_layout": is_section_layout(sources),
         "calibration_notes": {
             t: calibration_sentences(read_localization_summary(loc_dir, t)) for t in machine_types
         },

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from analysis.dcase import SECTION_LAYOUT, unit_label
+from analysis.dcase import ID_WORDS, SECTION_LAYOUT, SECTION_WORDS, UnitWords, unit_label
 
 LAYOUT_NAMES = {
     "dcase2020": "DCASE 2020 Task 2 file layout: machine IDs",
@@ -38,9 +38,9 @@ def is_section_layout(sources: dict[str, dict[str, Any]]) -> bool:
     return any(s.get("layout") == SECTION_LAYOUT for s in sources.values())
 
 
-def unit_noun(sources: dict[str, dict[str, Any]]) -> str:
-    """What the report calls its unit of analysis."""
-    return "section (domain)" if is_section_layout(sources) else "machine ID"
+def layout_unit_words(sources: dict[str, dict[str, Any]]) -> UnitWords:
+    """What the report calls its unit of analysis, for the run's layout."""
+    return SECTION_WORDS if is_section_layout(sources) else ID_WORDS
 
 
 def calibration_sentences(loc: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.artifacts import FITTED, Verdict, row_verdict
-from analysis.dcase import unit_label
+from analysis.dcase import unit_label, unit_words
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
 from analysis.render import minus
@@ -308,7 +308,7 @@ def type_description(
     An ID that could not be localized is never "nothing found": its own reason is given."""
     ids = loc["ids"]
     if not ids:
-        return f"{machine_type}: no machine ID with labelled test clips, so nothing to localize."
+        return f"{machine_type}: no machine ID or section with labelled test clips, so nothing to localize."
     if not any(s.get("n_anomaly") for s in ids.values()):
         return f"{machine_type}: no labelled anomalous test clips, so nothing to localize."
     groups: dict[str, list[str]] = {}
@@ -325,7 +325,7 @@ def type_description(
             groups.setdefault(shape, []).append(f"{label} at {where}" if where else label)
         else:
             nothing.append(unit_label(mid))
-    noun = "IDs" if all(unit_label(m) == m for m in ids) else "sections (domains)"
+    noun = unit_words(ids).shorts
     parts = [
         f"{len(members)} of {len(ids)} {noun}: {shape} ({', '.join(members)})"
         if len(ids) > 1
@@ -436,11 +436,14 @@ def negative_control_words(loc: dict[str, Any]) -> str:
         if not loc["ids"]:
             return "negative control not run (no labelled test clips)"
         localized = any(s.get("status", "ok") == "ok" for s in loc["ids"].values())
-        return f"negative control not run ({'too few normal clips' if localized else 'no ID localized'})"
+        words = unit_words(loc["ids"])
+        why = "too few normal clips" if localized else f"no {words.short} localized"
+        return f"negative control not run ({why})"
     if not flagged:
-        return f"control clean in {tested}/{plural(tested, 'ID')}"
+        return f"control clean in {tested}/{unit_words(loc['ids']).count(tested)}"
     return (
-        f"control found a region in {', '.join(flagged)} (left out of every fit), clean in "
+        f"control found a region in {', '.join(map(unit_label, flagged))} (left out of every "
+        "fit), clean in "
         f"{tested - len(flagged)}/{tested}"
     )
 
@@ -452,14 +455,12 @@ def evidence_words(
     negative control ("clip level in 3 IDs, ID level in 1; negative control clean in 4 of 4 IDs")."""
     mine = [r for r in id_rows if r["machine_type"] == type_row["machine_type"]]
     used = [r["evidence"] for r in mine if r.get("status") == "ok"]
+    words = unit_words(loc["ids"])
     counts = {level: used.count(level) for level in ("clip-level", "ID-level") if level in used}
     if counts:
-        levels = ", ".join(
-            f"{level.replace('-', ' ')} in {n} ID{'s' if n != 1 else ''}"
-            for level, n in counts.items()
-        )
+        levels = ", ".join(f"{words.evidence(lv)} in {words.count(n)}" for lv, n in counts.items())
     elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
-        levels = f"{type_row['evidence'].replace('-', ' ')} (pooled over its IDs)"
+        levels = f"{words.evidence(type_row['evidence'])} (pooled over its {words.shorts})"
     else:
         levels = lacking_words(loc)
     return f"{levels}; {negative_control_words(loc)}"
@@ -470,15 +471,17 @@ def lacking_words(loc: dict[str, Any]) -> str:
     ones, and each one not localized with its own reason."""
     ids = loc["ids"]
     if not ids:
-        return "no machine ID with labelled test clips"
+        return "no machine ID or section with labelled test clips"
     localized = [mid for mid, s in ids.items() if s.get("status", "ok") == "ok"]
     parts = []
     if localized:
         n = len(localized)
         scope = "its" if n == len(ids) == 1 else ("all" if n == len(ids) else f"{n} of")
-        parts.append(f"too little in {scope} {plural(len(ids) if scope != 'its' else 1, 'ID')}")
+        parts.append(
+            f"too little in {scope} {unit_words(ids).count(len(ids) if scope != 'its' else 1)}"
+        )
     parts += [
-        f"{mid} not localized ({status_reason(s['status'])})"
+        f"{unit_label(mid)} not localized ({status_reason(s['status'])})"
         for mid, s in ids.items()
         if s.get("status", "ok") != "ok"
     ]
@@ -521,8 +524,8 @@ def findings(context: dict[str, Any]) -> list[str]:
     lacking = [r["machine_type"] for r in context["type_rows"] if r.get("status") != "ok"]
     if lacking:
         out.append(
-            f"Not enough evidence for a fit: {', '.join(lacking)} (the reason per machine ID is "
-            "in the recommendations per machine ID)."
+            f"Not enough evidence for a fit: {', '.join(lacking)} (the reason per "
+            f"{context['u'].one} is in the recommendations per {context['u'].one})."
         )
     worst = max(context["fidelity"], key=lambda r: float(r["vanished_share"]), default=None)
     if worst and float(worst["vanished_share"]) > 0:

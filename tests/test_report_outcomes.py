@@ -223,7 +223,7 @@ def test_each_type_its_own_outcome_renders_and_page_one_tells_each(tmp_path):
         "pump: nothing found in id_00, id_02",
         "slider: no labelled anomalous test clips",
         "valve: id_00 not localized (0 normal test clips, needs at least 4)",
-        "ToyConveyor: no machine ID with labelled test clips",
+        "ToyConveyor: no machine ID or section with labelled test clips",
         "negative control not run (no ID localized)",
     ):
         assert squeeze(words) in said, words

@@ -44,11 +44,13 @@ def test_each_outcome_without_a_fit_gives_its_own_reason():
     assert "nothing found" not in cell and "too few normal clips" not in cell
     assert cell.endswith("negative control not run (no ID localized)"), cell
     unlabelled = {"n_anomaly": 0, "ids": {}}
-    assert "no machine ID with labelled test clips" in type_description("T", unlabelled, SPF, 320)
+    assert "no machine ID or section with labelled test clips" in type_description(
+        "T", unlabelled, SPF, 320
+    )
     cell = evidence_words({"machine_type": "T", "status": "x"}, [], unlabelled)
     assert (
         cell
-        == "no machine ID with labelled test clips; negative control not run (no labelled test clips)"
+        == "no machine ID or section with labelled test clips; negative control not run (no labelled test clips)"
     )
     one = {"ids": {"id_00": {"status": "ok", "id_level": {"negative_control": {"found": False}}}}}
     assert evidence_words({"machine_type": "T", "status": "x"}, [], one) == (

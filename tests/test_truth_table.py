@@ -12,7 +12,7 @@ import librosa
 import numpy as np
 
 from analysis.artifacts import LocalizationArrays, write_localization
-from analysis.dcase import GROUND_TRUTH_COLUMNS
+from analysis.dcase import GROUND_TRUTH_COLUMNS, ID_WORDS
 from analysis.io import write_csv
 from analysis.mel import MelGeometry
 from analysis.recovery import recovery_cells
@@ -152,7 +152,9 @@ def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
     template.mkdir()
     (template / "report.qmd.j2").write_text(truth_block())
     context = recovery_context(["fan"], tmp_path / "build", [fitted_row("all")], GEOMETRY)
-    text = render_qmd({"machine_types": ["fan"], "recovery": context, "synthetic": True}, template)
+    text = render_qmd(
+        {"machine_types": ["fan"], "recovery": context, "synthetic": True, "u": ID_WORDS}, template
+    )
     assert "beside the regions found and the fitted masks: @tbl-truth-fan)" in text
     assert r"| id\_00 | 1,100–1,300 Hz; whole clip | 3 of 4: " in text
     assert "| type's fit: " in text
@@ -163,5 +165,7 @@ def test_the_report_says_it_and_real_data_get_no_table(tmp_path):
     planted_build(tmp_path / "real", with_truth=False)
     none = recovery_context(["fan"], tmp_path / "real", [fitted_row("all")], GEOMETRY)
     assert none == {}
-    text = render_qmd({"machine_types": ["fan"], "recovery": none, "synthetic": False}, template)
+    text = render_qmd(
+        {"machine_types": ["fan"], "recovery": none, "synthetic": False, "u": ID_WORDS}, template
+    )
     assert "truth" not in text and "tbl-" not in text and "|" not in text
