@@ -523,9 +523,12 @@ def findings(context: dict[str, Any]) -> list[str]:
                 out.append(comparison_sentence(r, context["T"]))
     lacking = [r["machine_type"] for r in context["type_rows"] if r.get("status") != "ok"]
     if lacking:
+        words = unit_words(
+            unit for t in context["machine_types"] for unit in context["localization"][t]["ids"]
+        )
         out.append(
             f"Not enough evidence for a fit: {', '.join(lacking)} (the reason per "
-            f"{context['u'].one} is in the recommendations per {context['u'].one})."
+            f"{words.one} is in the recommendations per {words.one})."
         )
     worst = max(context["fidelity"], key=lambda r: float(r["vanished_share"]), default=None)
     if worst and float(worst["vanished_share"]) > 0:
