@@ -293,6 +293,12 @@ def test_dvc_repro_on_the_synthetic_default_in_the_section_layout(tmp_path):
     assert "sections with source and target domains" in text
     assert "section 00 (source)" in text and "section 01 (target)" in text
     assert "load=3" in text  # the target domain's attribute value, in the attribute table
+    # It reads for sections throughout: no sentence, caption or header speaks of machine IDs
+    # (the glossary's definition of a unit names them once, to say what a unit replaces).
+    glossary = "every statistic that DCASE 2020 data get per machine ID is computed per unit"
+    assert glossary in text
+    leftovers = re.findall(r".{40}\b(?:IDs?|ID-level|id_\d\d)\b.{20}", text.replace(glossary, ""))
+    assert leftovers == []
 
 
 def test_a_target_domain_with_too_few_normals_in_all_uses_the_source_threshold(params, tmp_path):
