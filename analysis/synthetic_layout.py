@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import butter, lfilter
 
 from analysis.dcase import MACHINE_IDS, parse_clip_name
 
@@ -44,6 +43,8 @@ def shift_to_target(samples: np.ndarray, sr: int) -> np.ndarray:
     :data:`TARGET_SHELF_DB` below :data:`TARGET_SHELF_HZ`, 0 dB far above it), as the
     sum of the clip and a first-order Butterworth low-passed copy of it (bilinear, so the
     copy vanishes at the Nyquist frequency). Clipped to the WAV range."""
+    from scipy.signal import butter, lfilter  # here: scipy.signal loads scipy.stats
+
     b, a = butter(1, TARGET_SHELF_HZ, fs=sr)
     low = lfilter(b, a, samples)
     extra = 10.0 ** (TARGET_SHELF_DB / 20.0) - 1.0
