@@ -105,6 +105,14 @@ def strategy_outputs_figure(
     figs.save(fig, fig_id, caption, "strategy", data=False)
 
 
+def strategy_outputs_figures(
+    figs: FigureSet, outputs: list[tuple[dict[str, dict], str, str]], geometry, q_shape, seed: int
+) -> None:
+    """:func:`strategy_outputs_figure` for each (settings, figure id, caption), in order."""
+    for settings, fig_id, caption in outputs:
+        strategy_outputs_figure(figs, settings, geometry, q_shape, seed, fig_id, caption)
+
+
 def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> list[tuple]:
     """Mask samples of every preset (at spectrogram size and on the grids), resize fidelity,
     and the strategy's own outputs on q_bot."""
@@ -119,34 +127,18 @@ def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> lis
     seed_settings = {
         name: inp.presets[name] for name in ("current", "proposed") if name in inp.presets
     }
+    outputs = []  # (settings, figure id, caption) of each strategy-outputs figure
     if seed_settings:
         caption = (
             f"AudioSpecificStrategy outputs {grid_text} (any-cell projection, as training "
             "projects it) with the seed's current and proposed settings."
         )
-        jobs.append(
-            (
-                strategy_outputs_figure,
-                seed_settings,
-                inp.geometry,
-                q_bot,
-                inp.seed,
-                "fig-strategy-seed",
-                caption,
-            )
-        )
+        outputs.append((seed_settings, "fig-strategy-seed", caption))
     if inp.fitted:
         settings = {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in inp.fitted.items()}
         caption = f"AudioSpecificStrategy outputs {grid_text} with the setting fitted for each machine type."
-        jobs.append(
-            (
-                strategy_outputs_figure,
-                settings,
-                inp.geometry,
-                q_bot,
-                inp.seed,
-                "fig-strategy-fitted",
-                caption,
-            )
-        )
+        outputs.append((settings, "fig-strategy-fitted", caption))
+    if outputs:
+        # One job for both: calling a strategy imports torch (about 1.3 s of CPU), once.
+        jobs.append((strategy_outputs_figures, outputs, inp.geometry, q_bot, inp.seed))
     return jobs
