@@ -226,18 +226,9 @@ def verdict_tests(
     seed = group_seed(settings, out["machine_type"], out["machine_id"])
     features = {**preset_features, FITTED: recommended}
     fit_scores = {**fit_scores, FITTED: score(features[FITTED], fit_real, n_mels, T)}
-    groups, n_independent = labels["holdout_groups"], len(set(labels["holdout_files"]))
-    first = split_test(
-        fit_scores,
-        features,
-        held_out,
-        groups,
-        n_independent,
-        geometry,
-        settings,
-        seed + 2,
-        out["fitted"],
-    )
+    # The held-out regions, their machine IDs and how many independent regions they hold.
+    held = (held_out, labels["holdout_groups"], len(set(labels["holdout_files"])))
+    first = split_test(fit_scores, features, *held, geometry, settings, seed + 2, out["fitted"])
     type_row = out["machine_id"] == "all"
     if type_row and first.ran:  # the absolute yardstick, on the held-out regions
         out["yardstick"] = yardsticks(features, held_out, n_mels, T, settings, seed + 5)
