@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt setuptools
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -c constraints.txt -e ".[pipeline,dev]"
+	# librosa compiles its numba kernels when first imported (about 11 s of CPU on one core) and
+	# caches them inside the environment: once here, not in the first stage of the first report.
+	$(BIN)/python -c "import librosa.util.utils"
 	touch $(STAMP)
 
 setup: $(STAMP)

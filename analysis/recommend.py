@@ -57,7 +57,9 @@ from analysis.scoring import (
     NOISE_LEVEL,
     SCORE_DEFINITION,
     SINGLE,
+    MaskPoints,
     held_out_comparison,
+    mask_points,
     score,
 )
 from analysis.strategies.projection import LATENT_PROJECTION, project_axis, project_maps
@@ -74,10 +76,11 @@ def group_seed(settings: dict[str, Any], machine_type: str, machine_id: str) -> 
 
 @dataclass(frozen=True)
 class LatentView:
-    """The latent grids and every preset's mask features projected onto each of them."""
+    """The latent grids and every preset's masks projected onto each of them (as the score sees
+    them, made once)."""
 
     grids: dict[str, tuple[int, int]]
-    presets: dict[str, dict[str, dict[str, np.ndarray]]]
+    presets: dict[str, dict[str, MaskPoints]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class GroupTask:
     rows: list[dict[str, Any]]  # parsed region rows of the group's anomalous clips
     id_summaries: dict[str, Any]  # localization summaries of the type's IDs
     real_on_grids: dict[str, dict[str, dict[str, float]]]  # see latent_region_features
-    presets: dict[str, dict[str, np.ndarray]]  # mask features of every preset
+    presets: dict[str, MaskPoints]  # every preset's masks as the score sees them
     geometry: MelGeometry
     settings: dict[str, Any]  # recommend params
     latent: LatentView
@@ -127,7 +130,7 @@ def recommend_group(
     machine_id: str,
     rows: list[dict[str, Any]],
     id_summaries: dict[str, Any],
-    preset_features: dict[str, dict[str, np.ndarray]],
+    preset_features: dict[str, MaskPoints],
     geometry: MelGeometry,
     settings: dict[str, Any],
 ) -> dict[str, Any]:
@@ -136,9 +139,9 @@ def recommend_group(
     ``rows`` are the parsed region rows (:func:`analysis.artifacts.read_region_rows`)
     of the group's anomalous clips and ``id_summaries`` the localization summaries
     of its IDs; :func:`~analysis.evidence.id_evidence` decides per ID which evidence
-    the row uses, and the row says so.
+    the row uses, and the row says so. ``preset_features`` are the presets' masks, made
+    once for every group and split (:func:`~analysis.scoring.mask_points`).
     """
-    n_mels, T = geometry.spectrogram_shape
     evidence = evidence_by_id(rows, id_summaries, settings)
     out: dict[str, Any] = {
         "machine_type": machine_type,
@@ -158,13 +161,36 @@ def recommend_group(
         {"status": "ok", "n_fit": int(n_fit), "n_holdout": int(n_held), **fitted, "fitted": fitted}
     )
     out["fit_score"] = fit_score
+    halves = (fit_real, held_out, labels)
+    fit_scores, recommended = held_out_scores(out, preset_features, halves, geometry, settings)
+    out["_tests"] = verdict_tests(
+        out, evidence, preset_features, recommended, fit_scores, halves, geometry, settings
+    )
+    out.update(region_shares(fit_real, held_out))
+    return out
+
+
+def held_out_scores(
+    out: dict[str, Any],
+    preset_features: dict[str, MaskPoints],
+    halves: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The closest preset (chosen on the fit half), the fitted forms (:func:`fitted_candidates`)
+    and every candidate's held-out score with paired intervals, recorded in ``out``; returns
+    the presets' fit-half scores and the recommended form's mask features."""
+    n_mels, T = geometry.spectrogram_shape
+    fit_real, held_out, labels = halves
+    seed = group_seed(settings, out["machine_type"], out["machine_id"])
     # The closest preset is chosen on the fit half, then reported on the held-out half.
     fit_scores = {p: score(f, fit_real, n_mels, T) for p, f in preset_features.items()}
     best = min(fit_scores, key=lambda p: (fit_scores[p], p))
     out["best_preset"], out["best_preset_fit_score"] = best, fit_scores[best]
     candidates = dict(preset_features)
-    fitted_forms = fitted_candidates(out, fit_real, labels["fit_groups"], geometry, settings, seed)
-    candidates.update(fitted_forms)
+    candidates.update(
+        fitted_candidates(out, fit_real, labels["fit_groups"], geometry, settings, seed)
+    )
     candidates[NOISE_LEVEL] = fit_real  # the yardstick: real regions against real regions
     # A pooled region stands for all its half's clips but is one observation.
     n_independent = len(set(labels["holdout_files"]))
@@ -176,24 +202,52 @@ def recommend_group(
     )
     out["holdout_files"] = labels["holdout_files"]
     out["fit_files"] = labels["fit_files"]
-    # The decision: candidates ranked on the fit half, the best tested against the user's setting.
-    features = {**preset_features, FITTED: candidates["recommended"]}
+    return fit_scores, candidates["recommended"]
+
+
+def verdict_tests(
+    out: dict[str, Any],
+    evidence: dict[str, dict[str, Any]],
+    preset_features: dict[str, MaskPoints],
+    recommended: dict[str, np.ndarray],
+    fit_scores: dict[str, float],
+    halves: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]],
+    geometry: MelGeometry,
+    settings: dict[str, Any],
+) -> list[SplitTest]:
+    """The tests the verdict rests on: the candidates (presets and the recommended form)
+    ranked on the fit half and the best tested against the user's setting on the held-out
+    half; on a type row whose test ran, ``recommend.n_splits - 1`` more splits
+    (:func:`repeated_split`) and the absolute yardstick (recorded in ``out``). ``halves``: the
+    first split's fit half, held-out half and labels (:func:`~analysis.evidence.evidence_halves`);
+    ``recommended``: the fitted setting's masks in the form chosen on the fit half."""
+    n_mels, T = geometry.spectrogram_shape
+    fit_real, held_out, labels = halves
+    seed = group_seed(settings, out["machine_type"], out["machine_id"])
+    features = {**preset_features, FITTED: recommended}
     fit_scores = {**fit_scores, FITTED: score(features[FITTED], fit_real, n_mels, T)}
-    first = split_test(
-        fit_scores, features, held_out, groups, n_independent, geometry, settings, seed + 2, fitted
-    )
-    if machine_id == "all" and first.ran:  # the absolute yardstick, on the held-out regions
+    # The held-out regions, their machine IDs and how many independent regions they hold.
+    held = (held_out, labels["holdout_groups"], len(set(labels["holdout_files"])))
+    first = split_test(fit_scores, features, *held, geometry, settings, seed + 2, out["fitted"])
+    type_row = out["machine_id"] == "all"
+    if type_row and first.ran:  # the absolute yardstick, on the held-out regions
         out["yardstick"] = yardsticks(features, held_out, n_mels, T, settings, seed + 5)
     # More splits where a verdict could stand on them: a type row whose first split ran a test.
-    n_splits = settings["n_splits"] if machine_id == "all" and first.ran else 1
-    out["_tests"] = [first] + [
+    n_splits = settings["n_splits"] if type_row and first.ran else 1
+    return [first] + [
         repeated_split(evidence, preset_features, geometry, settings, seed + 1009 * k, out["form"])
         for k in range(1, n_splits)
     ]
+
+
+def region_shares(fit_real: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) -> dict:
+    """Shares of the group's regions (both halves) with two or more bands and as long as
+    the clip (``FULL_CLIP_SHARE_COVERAGE``)."""
     real = {c: np.concatenate([fit_real[c], held_out[c]]) for c in FEATURE_COLUMNS}
-    out["multi_band_share"] = float(np.mean(real["n_bands"] >= 2))
-    out["full_clip_share"] = float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE))
-    return out
+    return {
+        "multi_band_share": float(np.mean(real["n_bands"] >= 2)),
+        "full_clip_share": float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE)),
+    }
 
 
 def repeated_split(
@@ -464,14 +518,25 @@ def score_rows(rows: list[dict[str, Any]], presets: list[str]) -> list[dict[str,
     ]
 
 
+def preset_points(
+    build_dir: Path, presets: list[str], shape: tuple[int, int], grid: str | None = None
+) -> dict[str, MaskPoints]:
+    """Every preset's masks (at spectrogram size, or projected onto ``grid`` of ``shape``) as
+    the score sees them."""
+    features = read_mask_features(build_dir / "masks", presets, grid)
+    return {name: mask_points(f, *shape) for name, f in features.items()}
+
+
 def group_tasks(params: dict[str, Any], build_dir: Path) -> tuple[list[GroupTask], dict, dict]:
     """One task per machine type (``all``) and per machine ID; also the presets and grids."""
     settings, geometry = params["recommend"], MelGeometry.from_params(params)
     meta = read_masks_meta(build_dir / "masks")
     presets, grids = meta["presets"], meta["grids"]
-    preset_features = read_mask_features(build_dir / "masks", list(presets))
+    # The presets' masks do not depend on the group or the split: their points and mask-mask
+    # term are made once here, not in every score of every split.
+    preset_features = preset_points(build_dir, list(presets), geometry.spectrogram_shape)
     latent = LatentView(
-        grids, {g: read_mask_features(build_dir / "masks", list(presets), g) for g in grids}
+        grids, {g: preset_points(build_dir, list(presets), shape, g) for g, shape in grids.items()}
     )
     tasks = []
     for machine_type in params["data"]["machine_types"]:

@@ -206,6 +206,57 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.communicate()
 
 
+def pandoc_command(qmd: Path) -> list[str]:
+    """The pandoc call both formats share: the ``.qmd`` as Markdown, the tab-set and cross-ref
+    Lua filters, numbered sections."""
+    return [
+        pandoc_path(),
+        qmd.name,
+        "--from=markdown",
+        f"--lua-filter={(qmd.parent / 'tabsets.lua').resolve()}",
+        f"--lua-filter={(qmd.parent / 'crossref.lua').resolve()}",
+        "--number-sections",
+    ]
+
+
+def start_html(common: list[str], qmd: Path, output: Path) -> tuple[list[str], subprocess.Popen]:
+    """Start pandoc writing the self-contained HTML (contents list, the report's CSS and JS) to
+    ``output``; returns the command and the running process."""
+    cmd = [
+        *common,
+        "--to=html5",
+        "--standalone",
+        "--toc",
+        "--toc-depth=2",
+        "--embed-resources",
+        "--mathml",
+        f"--css={(qmd.parent / 'style.css').resolve()}",
+        f"--include-after-body={(qmd.parent / 'report-js.html').resolve()}",
+        f"--output={output.resolve()}",
+    ]
+    return cmd, subprocess.Popen(cmd, cwd=qmd.parent, stdout=PIPE, stderr=PIPE, text=True)
+
+
+def write_pdf(common: list[str], qmd: Path, pdf: Path, timestamp: int | None) -> None:
+    """pandoc -> ``report.typ`` beside the ``.qmd`` -> the typst compiler -> ``pdf``
+    (atomically)."""
+    import typst
+
+    typ = qmd.with_suffix(".typ")
+    cmd = [
+        *common,
+        "--to=typst",
+        "--standalone",
+        "--metadata-file=typst-metadata.yaml",
+        f"--output={typ.name}",
+    ]
+    subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
+    with atomic_path(pdf) as tmp_pdf:
+        typst.compile(
+            str(typ), output=str(tmp_pdf), root=str(qmd.parent.resolve()), timestamp=timestamp
+        )
+
+
 def render_with_pandoc(
     qmd: Path, out_dir: Path, formats: list[str], timestamp: int | None = None
 ) -> list[Path]:
@@ -215,56 +266,17 @@ def render_with_pandoc(
     same inputs give the same bytes; None takes the clock. The contents list is the HTML's
     (the PDF's first page is the answer; its viewer lists the headings as bookmarks).
     """
-    pandoc = pandoc_path()
-    lua = (qmd.parent / "crossref.lua").resolve()
-    common = [
-        pandoc,
-        qmd.name,
-        "--from=markdown",
-        f"--lua-filter={(qmd.parent / 'tabsets.lua').resolve()}",
-        f"--lua-filter={lua}",
-        "--number-sections",
-    ]
+    common = pandoc_command(qmd)
     made = []
     with contextlib.ExitStack() as stack:
         html = None
         if "html" in formats:
             # The HTML render runs while the PDF is made: two processes, about half the wait.
             tmp = stack.enter_context(atomic_path(out_dir / "report.html"))
-            cmd = [
-                *common,
-                "--to=html5",
-                "--standalone",
-                "--toc",
-                "--toc-depth=2",
-                "--embed-resources",
-                "--mathml",
-                f"--css={(qmd.parent / 'style.css').resolve()}",
-                f"--include-after-body={(qmd.parent / 'report-js.html').resolve()}",
-                f"--output={tmp.resolve()}",
-            ]
-            proc = subprocess.Popen(cmd, cwd=qmd.parent, stdout=PIPE, stderr=PIPE, text=True)
-            stack.callback(_stop, proc)  # a failed PDF must not leave pandoc writing the HTML
-            html = (cmd, proc)
+            html = start_html(common, qmd, tmp)
+            stack.callback(_stop, html[1])  # a failed PDF must not leave pandoc writing the HTML
         if "pdf" in formats:
-            import typst
-
-            typ = qmd.with_suffix(".typ")
-            cmd = [
-                *common,
-                "--to=typst",
-                "--standalone",
-                "--metadata-file=typst-metadata.yaml",
-                f"--output={typ.name}",
-            ]
-            subprocess.run(cmd, cwd=qmd.parent, check=True, capture_output=True, text=True)
-            with atomic_path(out_dir / "report.pdf") as tmp_pdf:
-                typst.compile(
-                    str(typ),
-                    output=str(tmp_pdf),
-                    root=str(qmd.parent.resolve()),
-                    timestamp=timestamp,
-                )
+            write_pdf(common, qmd, out_dir / "report.pdf", timestamp)
             made.append(out_dir / "report.pdf")
         if html is not None:
             cmd, proc = html

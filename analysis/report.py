@@ -360,16 +360,13 @@ def shareable_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "data": data, "masks": {**params["masks"], "presets": presets}}
 
 
-def build_context(
-    params: dict[str, Any], params_path: str | Path, build_dir: Path, figures_dir: Path, engine: str
+def provenance_context(
+    params: dict[str, Any], params_path: str | Path, build_dir: Path, engine: str
 ) -> dict[str, Any]:
-    """The template's context: data, results, provenance, and the first page's findings."""
-    geometry = MelGeometry.from_params(params)
+    """Title, date, downloads and what made the report: params (with their hash), the git
+    state, package versions and the render engine. ``params`` are the shareable ones."""
     git = git_state()
-    params = shareable_params(params)
-    context = {
-        **data_context(params, build_dir),
-        **results_context(build_dir, figures_dir, geometry),
+    return {
         "title": params["report"]["title"],
         "author": params["report"]["author"],
         "date_label": report_date(git, params["report"]["date"]),
@@ -378,14 +375,21 @@ def build_context(
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest()
         if Path(params_path).is_file()
         else "–",
-        "geometry": geometry,
-        "n_mels": geometry.n_mels,
-        "T": geometry.target_T,
         "params": params,
         "params_yaml": yaml.safe_dump(params, sort_keys=False),
         "git": git,
         "versions": package_versions(),
         "engine": engine_version(engine),
+    }
+
+
+def methods_context(params: dict[str, Any], geometry: MelGeometry) -> dict[str, Any]:
+    """What the methods text states: the mel geometry, the settings of the decision and the
+    constants the code uses, read from the code."""
+    return {
+        "geometry": geometry,
+        "n_mels": geometry.n_mels,
+        "T": geometry.target_T,
         "fit_keys": FIT_KEYS,
         "ci_level": params["recommend"]["ci_level"],
         "min_holdout_for_ci": MIN_HOLDOUT_FOR_CI,
@@ -396,10 +400,63 @@ def build_context(
         "user_setting": params["recommend"]["user_setting"],
         "repeated_search_share": REPEATED_SEARCH_SHARE,
         "parsimony": PARSIMONY,
-        # The methods text states the constants the code uses, read from the code.
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
         "reference_labels": REFERENCE_LABELS,
         "far_auc_margin": FAR_AUC_MARGIN,
+    }
+
+
+def verdict_context(
+    context: dict[str, Any], params: dict[str, Any], build_dir: Path, geometry: MelGeometry
+) -> dict[str, Any]:
+    """Per machine type the words of its verdict: the label, the training line, the difference,
+    the yardstick, stability and evidence; which types switch and the code to rebuild their
+    masks (and the user's own setting)."""
+    type_rows = context["type_rows"]
+    out: dict[str, Any] = {
+        "verdict_labels": {r["machine_type"]: verdict_label(r) for r in type_rows},
+        "verdict_labels_by_row": {
+            f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
+        },
+        "training": {r["machine_type"]: training_line(r, context["downstream"]) for r in type_rows},
+        "difference_words": {r["machine_type"]: difference_words(r) for r in type_rows},
+    }
+    recommended = recommended_settings(read_recommendations(build_dir / "recommendations.json"))
+    out["switching"] = [
+        r["machine_type"] for r in type_rows if row_verdict(r).kind is Verdict.SWITCH
+    ]
+    out["staying"] = [t for t in recommended if t not in out["switching"]]
+    out["rebuild"] = {
+        t: rebuild_code(t, name, setting, out["verdict_labels"][t], geometry)
+        for t, (name, setting) in recommended.items()
+        if t in out["switching"]
+    }
+    user = params["recommend"]["user_setting"]
+    out["rebuild_staying"] = rebuild_code(
+        NOT_SWITCHING, user, params["masks"]["presets"][user], "the setting you run", geometry
+    )
+    out["yardstick_words"] = {r["machine_type"]: yardstick_words(r) for r in type_rows}
+    out["stability"] = {r["machine_type"]: stability_words(r) or settle_words(r) for r in type_rows}
+    out["evidence_words"] = {
+        r["machine_type"]: evidence_words(
+            r, context["id_rows"], context["localization"][r["machine_type"]]
+        )
+        for r in type_rows
+    }
+    return out
+
+
+def build_context(
+    params: dict[str, Any], params_path: str | Path, build_dir: Path, figures_dir: Path, engine: str
+) -> dict[str, Any]:
+    """The template's context: data, results, provenance, and the first page's findings."""
+    geometry = MelGeometry.from_params(params)
+    params = shareable_params(params)
+    context = {
+        **data_context(params, build_dir),
+        **results_context(build_dir, figures_dir, geometry),
+        **provenance_context(params, params_path, build_dir, engine),
+        **methods_context(params, geometry),
     }
     context["descriptions"] = {
         t: type_description(
@@ -414,42 +471,7 @@ def build_context(
     synthetic_words = context["any_synthetic"]
     context["anomalies"] = "anomalies in the test clips" if synthetic_words else "real anomalies"
     context["anomaly_clips"] = "anomalous test clips" if synthetic_words else "real anomalous clips"
-    context["verdict_labels"] = {r["machine_type"]: verdict_label(r) for r in context["type_rows"]}
-    context["verdict_labels_by_row"] = {
-        f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
-    }
-    context["training"] = {
-        r["machine_type"]: training_line(r, context["downstream"]) for r in context["type_rows"]
-    }
-    context["difference_words"] = {
-        r["machine_type"]: difference_words(r) for r in context["type_rows"]
-    }
-    recommended = recommended_settings(read_recommendations(build_dir / "recommendations.json"))
-    context["switching"] = [
-        r["machine_type"] for r in context["type_rows"] if row_verdict(r).kind is Verdict.SWITCH
-    ]
-    context["staying"] = [t for t in recommended if t not in context["switching"]]
-    context["rebuild"] = {
-        t: rebuild_code(t, name, setting, context["verdict_labels"][t], geometry)
-        for t, (name, setting) in recommended.items()
-        if t in context["switching"]
-    }
-    user = params["recommend"]["user_setting"]
-    context["rebuild_staying"] = rebuild_code(
-        NOT_SWITCHING, user, params["masks"]["presets"][user], "the setting you run", geometry
-    )
-    context["yardstick_words"] = {
-        r["machine_type"]: yardstick_words(r) for r in context["type_rows"]
-    }
-    context["stability"] = {
-        r["machine_type"]: stability_words(r) or settle_words(r) for r in context["type_rows"]
-    }
-    context["evidence_words"] = {
-        r["machine_type"]: evidence_words(
-            r, context["id_rows"], context["localization"][r["machine_type"]]
-        )
-        for r in context["type_rows"]
-    }
+    context.update(verdict_context(context, params, build_dir, geometry))
     return context
 
 

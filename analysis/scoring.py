@@ -17,6 +17,7 @@ distinguishable" where it does not, and "no test" where too few regions allow no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,17 +107,53 @@ def _energy(cross: float, self_masks: float, self_real: float) -> float:
     return float(2 * cross - self_masks - self_real)
 
 
-def score(
-    mask_features: dict[str, np.ndarray], real_features: dict[str, np.ndarray], n_mels: int, T: int
-) -> float:
+@dataclass(frozen=True)
+class MaskPoints:
+    """A set of masks as the score sees them: their points (:func:`score_points`) on one grid
+    and their mean distance between two different masks (the mask-mask term of the energy
+    distance). Computed once (:func:`mask_points`) for masks that are scored many times
+    against different regions (the presets, in every group and split of ``recommend``)."""
+
+    points: np.ndarray  # (B, d)
+    within: float
+    shape: tuple[int, int]  # (n_mels, T) of the grid the points were made for
+
+
+def mask_points(features: dict[str, np.ndarray], n_mels: int, T: int) -> MaskPoints:
+    """Mask features on an ``n_mels`` x ``T`` grid as :class:`MaskPoints`."""
+    x = score_points(features, n_mels, T)
+    return MaskPoints(x, _mean_pair_distance(x), (n_mels, T))
+
+
+Masks = dict[str, np.ndarray] | MaskPoints  # what a score takes for the masks' side
+
+
+def as_mask_points(masks: Masks, n_mels: int, T: int) -> MaskPoints:
+    """``masks`` as :class:`MaskPoints` (made here from features; checked for the grid)."""
+    if not isinstance(masks, MaskPoints):
+        return mask_points(masks, n_mels, T)
+    if masks.shape != (n_mels, T):
+        raise ValueError(f"masks prepared for a {masks.shape} grid scored on ({n_mels}, {T})")
+    return masks
+
+
+def mask_coordinates(masks: Masks, n_mels: int, T: int) -> np.ndarray:
+    """The (B, d) points of ``masks`` in the score's space (without the mask-mask term)."""
+    if isinstance(masks, MaskPoints):
+        return as_mask_points(masks, n_mels, T).points
+    return score_points(masks, n_mels, T)
+
+
+def score(mask_features: Masks, real_features: dict[str, np.ndarray], n_mels: int, T: int) -> float:
     """The distance between mask features and real region features (lower is closer).
 
-    See ``SCORE_DEFINITION``. Raises ValueError when either side has no maps.
+    See ``SCORE_DEFINITION``. ``mask_features`` may be :class:`MaskPoints` made once. Raises
+    ValueError when either side has no maps.
     """
-    x, y = score_points(mask_features, n_mels, T), score_points(real_features, n_mels, T)
-    if x.shape[0] == 0 or y.shape[0] == 0:
+    x, y = as_mask_points(mask_features, n_mels, T), score_points(real_features, n_mels, T)
+    if x.points.shape[0] == 0 or y.shape[0] == 0:
         raise ValueError("score needs at least one mask and one real region")
-    return _energy(_cdist(x, y).mean(), _mean_pair_distance(x), _mean_pair_distance(y))
+    return _energy(_cdist(x.points, y).mean(), x.within, _mean_pair_distance(y))
 
 
 def cluster_resamples(groups: list[str], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -135,7 +172,7 @@ def cluster_resamples(groups: list[str], n_boot: int, rng: np.random.Generator) 
 
 
 def paired_bootstrap(
-    candidates: dict[str, dict[str, np.ndarray]],
+    candidates: dict[str, Masks],
     real: dict[str, np.ndarray],
     groups: list[str],
     n_mels: int,
@@ -154,9 +191,9 @@ def paired_bootstrap(
     names = list(candidates)
     cross, self_terms = {}, {}
     for name in names:
-        x = score_points(candidates[name], n_mels, T)
-        cross[name] = _cdist(x, y).mean(axis=0)  # each real region's mean distance to the masks
-        self_terms[name] = _mean_pair_distance(x)
+        x = as_mask_points(candidates[name], n_mels, T)
+        cross[name] = _cdist(x.points, y).mean(axis=0)  # each real region's mean distance to them
+        self_terms[name] = x.within
     point = {n: _energy(cross[n].mean(), self_terms[n], _within(d_yy)) for n in names}
     draws = cluster_resamples(groups, n_boot, np.random.default_rng(seed))
     boots = np.empty((n_boot, len(names)))
@@ -203,7 +240,7 @@ def comparisons(
 
 
 def held_out_comparison(
-    candidates: dict[str, dict[str, np.ndarray]],
+    candidates: dict[str, Masks],
     held_out: dict[str, np.ndarray],
     groups: list[str],
     best: str,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.scoring import interval, score_points
+from analysis.scoring import Masks, interval, mask_coordinates, score_points
 
 N_FOLDS = 5
 MIN_REGIONS = 5  # fewer regions than this: no yardstick
@@ -51,7 +51,7 @@ def out_of_fold_scores(points: np.ndarray, labels: np.ndarray, seed: int) -> np.
 
 
 def two_sample_auc(
-    masks: dict[str, np.ndarray],
+    masks: Masks,
     real: dict[str, np.ndarray],
     n_mels: int,
     T: int,
@@ -64,7 +64,7 @@ def two_sample_auc(
     if y.shape[0] < MIN_REGIONS:
         return None
     rng = np.random.default_rng(seed)
-    x_all = score_points(masks, n_mels, T)
+    x_all = mask_coordinates(masks, n_mels, T)
     x = x_all[rng.choice(x_all.shape[0], size=y.shape[0], replace=x_all.shape[0] < y.shape[0])]
     points = np.concatenate([x, y])
     labels = np.concatenate([np.ones(len(x), dtype=int), np.zeros(len(y), dtype=int)])
@@ -80,7 +80,7 @@ def two_sample_auc(
 
 
 def yardsticks(
-    candidates: dict[str, dict[str, np.ndarray]],
+    candidates: dict[str, Masks],
     held_out: dict[str, np.ndarray],
     n_mels: int,
     T: int,

@@ -19,7 +19,10 @@ and a linear extrapolation of each stage to the full set (about 31,000 clips).
 Default runs: after the cold run, ``downstream.enabled=true`` and `dvc repro` again, which
 times the downstream stage (target: 5 min on 2 cores); ``--no-downstream`` skips it.
 
-Usage: python benchmarks/bench_pipeline.py [--scale] [--no-downstream]
+``--keep DIR`` copies the cold run's outputs (``build/``, ``report/figures/``, ``report/_output/``)
+to DIR, so two versions of the code can be compared byte for byte (``sha256sum``).
+
+Usage: python benchmarks/bench_pipeline.py [--scale] [--no-downstream] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -193,6 +196,20 @@ def run_repro(work: Path, env: dict) -> tuple[float, list[tuple]]:
     return end - start, stages
 
 
+KEPT = ("build", "report/figures", "report/_output", "report/report.qmd")
+
+
+def keep_outputs(work: Path, dest: Path) -> None:
+    """Copy the run's outputs (``KEPT``) from the throwaway project to ``dest``."""
+    for name in KEPT:
+        src = work / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        elif src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", action="store_true", help="a quarter of the DCASE dev set")
@@ -201,12 +218,15 @@ def main() -> None:
         action="store_true",
         help="skip the second run with downstream.enabled=true (default params only)",
     )
+    parser.add_argument("--keep", type=Path, help="copy the cold run's outputs to this folder")
     args = parser.parse_args()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     downstream = None
     with tempfile.TemporaryDirectory() as tmp:
         n_clips = make_project(Path(tmp), SCALE if args.scale else {}, env)
         total, stages = run_repro(Path(tmp), env)
+        if args.keep:
+            keep_outputs(Path(tmp), args.keep)
         if not args.scale and not args.no_downstream:
             # What `dvc exp run -S downstream.enabled=true` adds: the stage and what reads it.
             set_params(Path(tmp), {"downstream.enabled": True})

@@ -110,7 +110,7 @@ def test_page_one_holds_the_verdict_table_and_the_forest_plot(default_run):
     first = PdfReader(default_run / "report/_output/report.pdf").pages[0].extract_text()
     flat = re.sub(r"\s+", " ", first)
     assert "Table 1: The answer per machine type" in flat
-    from analysis.figures import forest_rows
+    from analysis.figures.forest import forest_rows
 
     types = [r["machine_type"] for r in recs if r["machine_id"] == "all"]
     if forest_rows(recs, types):  # some verdict rests on a test: its difference is plotted

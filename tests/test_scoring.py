@@ -18,8 +18,10 @@ from analysis.scoring import (
     EMPTY_POINT,
     MIN_HOLDOUT_FOR_CI,
     cluster_resamples,
+    mask_points,
     paired_bootstrap,
     score,
+    score_points,
 )
 
 N_MELS, T = 128, 320
@@ -179,6 +181,62 @@ def settings(params):
     s = dict(params["recommend"])
     s.update(n_masks_per_candidate=64, n_search_candidates=8, n_refine_rounds=1, n_bootstrap=50)
     return s
+
+
+def test_masks_made_once_score_exactly_as_their_features():
+    """Presets are made into points once (recommend scores them in every group and split):
+    the score and the paired bootstrap must not change by a bit, and both must be the energy
+    distance computed here by brute force over every pair."""
+    rng = np.random.default_rng(3)
+    masks = feats(band_centre_fraction=rng.uniform(0, 1, 40), time_coverage=rng.uniform(0, 1, 40))
+    real = feats(band_centre_fraction=rng.uniform(0, 1, 9), n_segments=rng.integers(1, 6, 9))
+    x, y = score_points(masks, N_MELS, T), score_points(real, N_MELS, T)
+
+    def mean_distance(a, b, skip_self):
+        d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+        return d.sum() / (d.size - (len(a) if skip_self else 0))
+
+    by_hand = 2 * mean_distance(x, y, False) - mean_distance(x, x, True) - mean_distance(y, y, True)
+    made = mask_points(masks, N_MELS, T)
+    assert score(made, real, N_MELS, T) == score(masks, real, N_MELS, T)
+    assert score(made, real, N_MELS, T) == pytest.approx(by_hand, rel=1e-12)
+    groups = ["id_00"] * 9
+    point_f, boots_f = paired_bootstrap({"a": masks}, real, groups, N_MELS, T, 20, 0)
+    point_m, boots_m = paired_bootstrap({"a": made}, real, groups, N_MELS, T, 20, 0)
+    assert point_f == point_m
+    np.testing.assert_array_equal(boots_f, boots_m)
+
+
+def test_masks_made_for_another_grid_are_refused():
+    made = mask_points(feats(band_fraction=np.full(5, 0.1)), 32, 80)  # the q_bot grid
+    with pytest.raises(ValueError, match=r"\(32, 80\) grid scored on \(128, 320\)"):
+        score(made, feats(band_fraction=np.full(5, 0.1)), N_MELS, T)
+
+
+def test_a_row_is_the_same_with_presets_made_once(settings):
+    """A type row with repeated splits: presets as features or as points made once give the
+    same row, verdict tests included."""
+    rows = fake_rows(12, "id_00") + fake_rows(12, "id_02", seed=1)
+    presets = {
+        "current": strategy_features({}, GEOMETRY, 200, seed=0),
+        "wide": strategy_features(
+            {"min_band_fraction": 0.3, "max_band_fraction": 0.5}, GEOMETRY, 200, seed=1
+        ),
+    }
+    settings.update(n_splits=3)
+    made = {name: mask_points(f, N_MELS, T) for name, f in presets.items()}
+    a = recommend_group("fan", "all", rows, {}, presets, GEOMETRY, settings)
+    b = recommend_group("fan", "all", rows, {}, made, GEOMETRY, settings)
+    tests_a, tests_b = a.pop("_tests"), b.pop("_tests")
+    assert len(tests_a) == len(tests_b) == 3  # the first split ran a test, so 2 more splits
+    for t_a, t_b in zip(tests_a, tests_b, strict=True):
+        assert (t_a.candidate, t_a.difference, t_a.fitted) == (
+            t_b.candidate,
+            t_b.difference,
+            t_b.fitted,
+        )
+        np.testing.assert_array_equal(t_a.boots, t_b.boots)
+    assert repr(a) == repr(b)
 
 
 def test_held_out_scores_use_only_held_out_clips_and_best_preset_the_fit_half(settings):
