@@ -33,6 +33,7 @@ from analysis.artifacts import (  # noqa: E402
     write_manifest,
 )
 from analysis.checks import check_colormaps  # noqa: E402
+from analysis.dcase import unit_words  # noqa: E402
 from analysis.figures.downstream import downstream_figure  # noqa: E402
 from analysis.figures.forest import forest_figure  # noqa: E402
 from analysis.figures.inputs import read_inputs  # noqa: E402
@@ -99,7 +100,8 @@ def figures(
     )
     jobs.append((score_heatmap_figure, inp.recs, list(inp.presets)))
     jobs.append((forest_figure, inp.recs, inp.machine_types, inp.ci_level))
-    jobs.append((power_figure, read_power(build_dir)))
+    units = unit_words(mid for summary in inp.summaries.values() for mid in summary["ids"])
+    jobs.append((power_figure, read_power(build_dir), units))
     downstream_record = read_downstream(build_dir)
     if downstream_record.enabled:
         jobs.append((downstream_figure, downstream_record, inp.machine_types))

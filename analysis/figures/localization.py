@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.dcase import unit_label
+from analysis.dcase import unit_label, unit_words
 from analysis.figures.inputs import FigureInputs
 from analysis.localization.maps import truth_map
 from analysis.mel import MelGeometry
@@ -37,7 +37,7 @@ class IdPanel:
 # How each region of a panel is outlined: (IdPanel field, colour, line style, legend label).
 OUTLINES = (
     ("clip_regions", "white", "solid", "clip-level regions (union)"),
-    ("pooled", "black", "solid", "ID-level (pooled) region"),
+    ("pooled", "black", "solid", "{level} (pooled) region"),
     ("truth", "#1a9e1a", "dashed", "injected truth"),
 )
 
@@ -91,7 +91,14 @@ def outline_legend(fig: plt.Figure, panels: list[IdPanel]) -> None:
 
     with_truth = any(p.truth is not None and p.truth.any() for p in panels)
     handles = [
-        Line2D([], [], color=colour, lw=1.2, ls="--" if style == "dashed" else "-", label=label)
+        Line2D(
+            [],
+            [],
+            color=colour,
+            lw=1.2,
+            ls="--" if style == "dashed" else "-",
+            label=label.format(level=unit_words(p.machine_id for p in panels).level),
+        )
         for field, colour, style, label in OUTLINES
         if field != "truth" or with_truth
     ]
@@ -126,13 +133,14 @@ def type_localization_figure(
     )
     fig.colorbar(image, cax=cax, label="excess (normalized)")
     outline_legend(fig, panels)
+    u = unit_words(p.machine_id for p in panels)
     figs.save(
         fig,
         f"fig-loc-{slug(machine_type)}",
-        f"Where {machine_type}'s {words} sit, per machine ID: the excess of the anomalous clips' "
+        f"Where {machine_type}'s {words} sit, per {u.one}: the excess of the anomalous clips' "
         "deviation from the mean normal clip over what normal clips show against each other "
         "(red: more than normal variability), with the regions found at the clip level (white, "
-        "the union over clips; the title counts clips with a region) and at the ID level "
+        f"the union over clips; the title counts clips with a region) and at the {u.level} "
         "(black), and the injected ground truth where the data are synthetic (dashed green).",
         "localization",
         machine_type=machine_type,
@@ -176,7 +184,8 @@ def seed_panels_figure(
     figs.save(
         fig,
         f"fig-seed-{slug(machine_type)}",
-        f"{machine_type}, the seed notebook's view of every machine ID: mean normal and mean "
+        f"{machine_type}, the seed notebook's view of every {unit_words(ids).one}: mean normal "
+        "and mean "
         "anomalous log-mel (normalized) and dev, the mean absolute deviation of the anomalous "
         "clips from the mean normal clip.",
         "localization-detail",

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import seaborn as sns
 
+from analysis.dcase import UnitWords
 from analysis.plotting import PRINT_WIDTH_IN
 
 # The two levels the power curve is measured at: (label, column of build/power.csv).
-LEVELS = (("clip level: recall", "clip_recall"), ("ID level: share of IDs", "id_found_share"))
+LEVELS = (("clip level: recall", "clip_recall"), ("{level}: share of {shorts}", "id_found_share"))
 
 
-def power_frame(rows: list[dict]) -> pd.DataFrame:
+def power_frame(rows: list[dict], words: UnitWords) -> pd.DataFrame:
     """One record per power row and level (long form, as seaborn's facets take it)."""
     records = [
-        (r["machine_type"], r["pattern"], label, r["delta"], r[column])
+        (r["machine_type"], r["pattern"], label.format(**asdict(words)), r["delta"], r[column])
         for r in rows
         for label, column in LEVELS
     ]
     return pd.DataFrame(records, columns=["machine type", "pattern", "level", "delta", "detected"])
 
 
-def power_grid(frame: pd.DataFrame, deltas: list[float]) -> sns.FacetGrid:
+def power_grid(frame: pd.DataFrame, deltas: list[float], words: UnitWords) -> sns.FacetGrid:
     """Detected share against strength (log axis, ticks at the measured strengths), a row of
     panels per pattern and a column per level, one line per machine type."""
     grid = sns.relplot(
@@ -43,7 +46,7 @@ def power_grid(frame: pd.DataFrame, deltas: list[float]) -> sns.FacetGrid:
     for ax in grid.axes.flat:
         ax.set_xticks(deltas, [f"{d:g}" for d in deltas])
         ax.minorticks_off()
-    grid.set_axis_labels("spike-in strength (within-ID cell SD)", "detected")
+    grid.set_axis_labels(f"spike-in strength (within-{words.short} cell SD)", "detected")
     grid.set_titles(row_template="{row_name}", col_template="{col_name}", size=8)
     return grid
 
@@ -66,20 +69,21 @@ def fit_to_page(grid: sns.FacetGrid) -> None:
     )
 
 
-def power_figure(figs, power: dict) -> None:
+def power_figure(figs, power: dict, words: UnitWords) -> None:
     """Detection power against spike-in strength, per machine type, pattern and level."""
     rows = power["rows"]
     if not rows:
         return
     located = power["located_iou"]
-    grid = power_grid(power_frame(rows), sorted({r["delta"] for r in rows}))
+    grid = power_grid(power_frame(rows, words), sorted({r["delta"] for r in rows}), words)
     fit_to_page(grid)
     figs.save(
         grid.figure,
         "fig-power",
         "What the localization can detect on this data's own normal clips: known anomalies added to "
-        "half of each ID's normal clips at a strength in units of the ID's cell SD; clip level: "
-        f"share of spiked clips whose region locates the planted one (IoU ≥ {located:g}); ID "
-        f"level: share of IDs whose pooled region locates it (IoU ≥ {located:g}).",
+        f"half of each {words.short}'s normal clips at a strength in units of the {words.short}'s "
+        "cell SD; clip level: share of spiked clips whose region locates the planted one "
+        f"(IoU ≥ {located:g}); {words.level}: share of {words.shorts} whose pooled region "
+        f"locates it (IoU ≥ {located:g}).",
         "power",
     )
