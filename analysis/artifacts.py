@@ -18,9 +18,8 @@ inputs through the readers and writes its outputs through the writers.
 
 from __future__ import annotations
 
-import enum
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,13 @@ from analysis.io import (
     save_npz,
     write_csv,
     write_json,
+)
+from analysis.records import (  # noqa: F401 - re-exported: the records live in records.py
+    DownstreamRecord,
+    MaskSetting,
+    RecommendationRow,
+    Verdict,
+    VerdictRecord,
 )
 from analysis.regions import FEATURE_COLUMNS
 
@@ -329,35 +335,25 @@ def read_power(build_dir: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- downstream
 
 
-@dataclass(frozen=True)
-class DownstreamRecord:
-    """``downstream.json``: whether the check ran and, per type (``types``), the proxy rows
-    per setting, the reference detectors, per-ID rows, validity and the rank correlation."""
-
-    enabled: bool
-    how_to_run: str
-    types: dict[str, dict[str, Any]] = field(default_factory=dict)
-    perturbation: str = ""
-    n_parameters: int | None = None
-    grid: list[int] = field(default_factory=list)
-    baseline: str = ""
-    baseline_epochs: int | None = None
-    ci_level: float = 0.9
-
-
 def write_downstream(
-    build_dir: Path, record: dict[str, Any], rows: list[dict[str, Any]], columns: Sequence[str]
+    build_dir: Path,
+    record: DownstreamRecord | Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
 ) -> None:
-    """``downstream.json`` (``record``) and ``downstream.csv`` (per-ID rows in ``columns``)."""
-    write_json(build_dir / "downstream.json", record)
+    """``downstream.json`` (``record``: a :class:`DownstreamRecord`, or its fields as a mapping,
+    in the order written; a key that is no field is refused) and ``downstream.csv`` (per-ID
+    rows in ``columns``)."""
+    if isinstance(record, DownstreamRecord):
+        record = asdict(record)
+    DownstreamRecord.checked_fields(record)
+    write_json(build_dir / "downstream.json", dict(record))
     write_csv(build_dir / "downstream.csv", rows, columns)
 
 
 def read_downstream(build_dir: str | Path) -> DownstreamRecord:
     """``downstream.json`` as a :class:`DownstreamRecord` (a not-run record has no types)."""
-    raw = read_json(Path(build_dir) / "downstream.json")
-    known = DownstreamRecord.__dataclass_fields__
-    return DownstreamRecord(**{k: v for k, v in raw.items() if k in known})
+    return DownstreamRecord.from_json(read_json(Path(build_dir) / "downstream.json"))
 
 
 # ----------------------------------------------------------------------------- masks
@@ -477,54 +473,7 @@ SCORE_PLOT_COLUMNS = ("machine_type", "candidate", "score")
 FITTED = "fitted"  # a verdict's name for the fitted setting, in its recommended form
 
 
-class Verdict(enum.Enum):
-    """What a machine type's user should do with the masks they train with."""
-
-    SWITCH = "switch"  # a candidate is distinguishably closer than the user's setting, stably
-    KEEP = "keep"  # the test ran with enough regions and no candidate is distinguishably closer
-    NOT_ENOUGH_EVIDENCE = "not_enough_evidence"  # too few regions, or a verdict that flips
-
-
-@dataclass(frozen=True)
-class VerdictRecord:
-    """One row's decision against the user's setting (``recommendations.json``: ``verdict``).
-
-    ``difference`` is score(candidate) - score(user_setting) on the first split's held-out half,
-    ``ci_low``/``ci_high`` its paired bootstrap interval at ``corrected_level`` (Holm over the
-    machine types tested); ``stability_share`` the share of the ``n_splits`` splits that give
-    this verdict (for not_enough_evidence: the first split's verdict's share); ``clips_needed``
-    about how many more anomalous clips would settle it (None where more clips would not, or
-    nothing is unsettled); ``downstream`` is left for what the downstream check's training found.
-    """
-
-    kind: Verdict
-    candidate: str | None
-    user_setting: str
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    corrected_level: float | None
-    stability_share: float | None
-    n_splits: int
-    n_independent_holdout: int
-    reason: str
-    clips_needed: int | None = None
-    downstream: dict[str, Any] | None = None
-
-    @property
-    def recommended(self) -> str:
-        """The setting to train with: the candidate on switch, else the user's own."""
-        return self.candidate if self.kind is Verdict.SWITCH else self.user_setting
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VerdictRecord:
-        return cls(**{**data, "kind": Verdict(data["kind"])})
-
-
-def row_verdict(row: dict[str, Any]) -> VerdictRecord:
+def row_verdict(row: RecommendationRow) -> VerdictRecord:
     """The typed verdict of a recommendations row (as :func:`read_recommendations` gives it)."""
     return VerdictRecord.from_json(row["verdict"])
 
@@ -562,39 +511,47 @@ def read_recommendations(path: str | Path) -> dict[str, Any]:
     return read_json(path)
 
 
-def type_rows(recommendations: dict[str, Any]) -> list[dict[str, Any]]:
+def type_rows(recommendations: dict[str, Any]) -> list[RecommendationRow]:
     """The per-machine-type rows (``machine_id`` ``all``)."""
     return [r for r in recommendations["rows"] if r["machine_id"] == "all"]
 
 
-def fitted_settings(recommendations: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The fitted setting of every machine type that has one (rows with status ok)."""
-    return {r["machine_type"]: r["fitted"] for r in type_rows(recommendations) if is_ok(r)}
+def fitted_settings(recommendations: dict[str, Any]) -> dict[str, MaskSetting]:
+    """The fitted setting (single form) of every machine type that has one (rows with status
+    ok)."""
+    return {
+        r["machine_type"]: MaskSetting.fitted(r["fitted"])
+        for r in type_rows(recommendations)
+        if is_ok(r)
+    }
 
 
-def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Per machine type, the setting its verdict says to train with: the candidate on "switch"
-    (``("fitted", settings)``, ``("mixture", {"kind": "mixture", "components": ...})`` where the
-    fitted form is the mixture of its IDs' settings, or ``(preset name, preset entry)``), and
-    the user's own setting on "keep", on "not enough evidence" and where a type had no fit."""
+def fitted_form(row: RecommendationRow) -> MaskSetting:
+    """An ok row's fitted setting in its recommended form: the mixture of its IDs' settings
+    where ``form`` is ``mixture``, else the single fitted setting."""
+    if row.get("form") == "mixture":
+        return MaskSetting.mixture(row["mixture"])
+    return MaskSetting.fitted(row["fitted"])
+
+
+def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str, MaskSetting]]:
+    """Per machine type, the setting its verdict says to train with, as (name, setting): the
+    candidate on "switch" (``"fitted"`` or ``"mixture"`` with :func:`fitted_form`, or a
+    preset's name and entry), and the user's own setting on "keep", on "not enough evidence"
+    and where a type had no fit."""
     out = {}
     presets = recommendations["presets"]
     for row in type_rows(recommendations):
-        v = row_verdict(row)
-        name = v.recommended
+        name = row_verdict(row).recommended
         if name != FITTED:
-            out[row["machine_type"]] = (name, presets[name])
-        elif row.get("form") == "mixture":
-            out[row["machine_type"]] = (
-                "mixture",
-                {"kind": "mixture", "components": row["mixture"]},
-            )
+            out[row["machine_type"]] = (name, MaskSetting.from_json(presets[name]))
         else:
-            out[row["machine_type"]] = ("fitted", {"kind": "audio_specific", **row["fitted"]})
+            setting = fitted_form(row)
+            out[row["machine_type"]] = ("mixture" if setting.kind == "mixture" else name, setting)
     return out
 
 
-def is_ok(row: dict[str, Any]) -> bool:
+def is_ok(row: RecommendationRow) -> bool:
     """Whether a recommendations row has a fit and scores (else it says why not)."""
     return row.get("status") == "ok"
 

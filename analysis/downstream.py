@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from analysis.artifacts import (
+    fitted_form,
     is_ok,
     read_masks_meta,
     read_recommendations,
@@ -33,6 +34,7 @@ from analysis.artifacts import (
     type_rows,
     write_downstream,
 )
+from analysis.audio import STD_FLOOR_DB, log_mels_of_files, normalize_clip
 from analysis.dcase import discover_clips
 from analysis.detection import (
     ClipLabels,
@@ -48,10 +50,10 @@ from analysis.detection import (
     validity,
     zscore_scores,
 )
-from analysis.extract import STD_FLOOR_DB, log_mels_of_files, normalize_clip
 from analysis.io import log
 from analysis.mel import MelGeometry
 from analysis.published import PUBLISHED_AUC_PCT, PUBLISHED_PAUC_PCT
+from analysis.records import MaskSetting, score_key
 from analysis.workers import process_pool, resolve_n_jobs
 
 BASELINE = "training_today"
@@ -137,19 +139,16 @@ def type_data(
 
 def settings_of(
     params: dict[str, Any], recs: dict[str, Any], presets: dict[str, dict], machine_type: str
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, MaskSetting]:
     """The mask settings to train with for one type: ``downstream.presets`` by name, and
     ``fitted`` as the type's fitted setting in its recommended form (single or mixture)."""
     row = next((r for r in type_rows(recs) if r["machine_type"] == machine_type), None)
     out = {}
     for name in params["downstream"]["presets"]:
         if name != "fitted":
-            out[name] = presets[name]
+            out[name] = MaskSetting.from_json(presets[name])
         elif row is not None and is_ok(row):
-            if row.get("form") == "mixture":
-                out[name] = {"kind": "mixture", "components": row["mixture"]}
-            else:
-                out[name] = {"kind": "audio_specific", **row["fitted"]}
+            out[name] = fitted_form(row)
     return out
 
 
@@ -158,7 +157,7 @@ def mask_scores_of(recs: dict[str, Any], machine_type: str, names) -> dict[str, 
     row = next((r for r in type_rows(recs) if r["machine_type"] == machine_type), {})
     if not is_ok(row):
         return dict.fromkeys(names)
-    return {n: row.get("score_recommended" if n == "fitted" else f"score_{n}") for n in names}
+    return {n: row.get(score_key("recommended" if n == "fitted" else n)) for n in names}
 
 
 def _train_and_score(task: tuple) -> tuple[np.ndarray, int, float]:
@@ -181,7 +180,9 @@ def _train_and_score(task: tuple) -> tuple[np.ndarray, int, float]:
         max_shift_bins=cfg["max_shift_bins"],
         score_quantile=cfg["score_quantile"],
     )
-    strategy = build_strategy(preset, shape, q_shape=q_shape, projection="any_cell", seed=seed)
+    strategy = build_strategy(
+        preset.to_json(), shape, q_shape=q_shape, projection="any_cell", seed=seed
+    )
     draw = lambda b: strategy(b, "cpu")  # noqa: E731
     model = train_detector(data.train, data.cell_sd, draw, proxy, seed, groups=data.train_ids)
     scores = clip_scores(model, data.test, data.real_cols, proxy.score_quantile)
@@ -192,13 +193,13 @@ def _baseline_ae(task: tuple) -> tuple[np.ndarray, float]:
     """One type's DCASE 2020 baseline autoencoder in a worker (:mod:`analysis.baseline_ae`,
     the published feature on the clips' audio): trained on the type's train clips, it scores
     the test clips. Returns the scores (test order) and the seconds it took."""
+    from analysis.audio import load_clip
     from analysis.baseline_ae import (
         BaselineConfig,
         anomaly_scores,
         dcase_log_mel,
         train_autoencoder,
     )
-    from analysis.extract import load_clip
 
     root, train_files, test_files, sr, min_duration_s, epochs, seed = task
     start = time.monotonic()

@@ -39,10 +39,37 @@ FIT_KEYS = (
     "min_band_position",
     "max_band_position",
 )
-# Many short segments that merge into one clip-long segment score like a single long segment;
-# as advice the single segment is the right answer. The search therefore minimizes
-# score + PARSIMONY * (log(1 + max_segments) / log(1 + T/2)); reported scores stay pure.
-PARSIMONY = 0.01
+# The fit's objective (fit_objective): the score plus SIMPLICITY_WEIGHT times the simplicity
+# terms, so that of two settings that score alike the simpler wins. Many short segments that
+# merge into one clip-long segment score like a single long segment, and several bands in a row
+# like one wide band; as advice the single segment and the single band are the right answers.
+# Each term is a setting's parameter mapped to [0, 1] as the score maps the feature it bounds
+# (regions.score_transform): (parameter, feature). Reported scores stay pure.
+SIMPLICITY_WEIGHT = 0.01
+SIMPLICITY_TERMS: tuple[tuple[str, str], ...] = (
+    ("max_segments", "n_segments"),
+    ("max_bands", "n_bands"),
+)
+# A canonical setting replaces the searched one when it scores within this of it on the fit half.
+CANONICAL_TOLERANCE = 0.01
+# A type's mixture of its IDs' settings is recommended over the single fitted setting only where
+# its fit-half score is lower by more than this.
+MIXTURE_MARGIN = 0.01
+
+
+def simplicity(candidate: dict[str, Any], n_mels: int, T: int) -> float:
+    """The sum of a setting's ``SIMPLICITY_TERMS``, each in [0, 1]."""
+    return float(
+        sum(
+            score_transform(feature, candidate[key], n_mels, T) for key, feature in SIMPLICITY_TERMS
+        )
+    )
+
+
+def fit_objective(fit_score: float, candidate: dict[str, Any], n_mels: int, T: int) -> float:
+    """What the search minimizes: ``fit_score`` (the candidate's score on the fit half) plus
+    ``SIMPLICITY_WEIGHT`` times its :func:`simplicity`."""
+    return fit_score + SIMPLICITY_WEIGHT * simplicity(candidate, n_mels, T)
 
 
 def strategy_features(
@@ -217,8 +244,8 @@ def fit_preset(
 
     Every candidate is drawn with the same seed (common random numbers), so
     differences in score come from the settings, not from sampling noise. The
-    search adds ``PARSIMONY`` times the normalized ``max_segments`` so that of
-    two settings that score alike the one with fewer segments wins.
+    search minimizes :func:`fit_objective` (the score plus a small simplicity term), so that
+    of two settings that score alike the one with fewer segments and bands wins.
 
     Parameters
     ----------
@@ -237,14 +264,11 @@ def fit_preset(
     cache: dict[tuple, float] = {}
 
     def evaluate(candidate: dict[str, Any]) -> float:
-        """Score plus a small parsimony term, so near-ties go to the simpler setting."""
+        """:func:`fit_objective` of a candidate (cached: the search revisits settings)."""
         key = tuple(candidate[k] for k in FIT_KEYS)
         if key not in cache:
             fit = score(strategy_features(candidate, geometry, n_masks, seed), real, n_mels, T)
-            simplicity = score_transform(
-                "n_segments", candidate["max_segments"], n_mels, T
-            ) + score_transform("n_bands", candidate["max_bands"], n_mels, T)
-            cache[key] = fit + PARSIMONY * float(simplicity)
+            cache[key] = fit_objective(fit, candidate, n_mels, T)
         return cache[key]
 
     best = search(initial_guess(real, n_mels, T), evaluate, settings, seed, n_mels, T)
@@ -290,10 +314,6 @@ def search(
                 best, best_score = candidate, value
         spread *= plan.refine_decay
     return best
-
-
-# A canonical setting replaces the searched one when it scores within this of it on the fit half.
-CANONICAL_TOLERANCE = PARSIMONY
 
 
 def canonical_setting(

@@ -42,7 +42,7 @@ from analysis.decision import (
 from analysis.evidence import evidence_halves, evidence_label, id_evidence, pooled_label
 from analysis.fit import (
     FIT_KEYS,
-    PARSIMONY,
+    MIXTURE_MARGIN,
     drawn_statistics,
     fit_components,
     fit_preset,
@@ -51,8 +51,10 @@ from analysis.fit import (
 )
 from analysis.io import Progress
 from analysis.mel import MelGeometry
+from analysis.records import DIFF_PARTS, diff_key, score_key
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
 from analysis.scoring import (
+    COMPARISONS,
     MIXTURE,
     NOISE_LEVEL,
     SCORE_DEFINITION,
@@ -66,7 +68,11 @@ from analysis.strategies.projection import LATENT_PROJECTION, project_axis, proj
 from analysis.workers import process_pool, resolve_n_jobs
 from analysis.yardstick import yardsticks
 
-FULL_CLIP_SHARE_COVERAGE = 0.95  # a real region this long counts in the row's full_clip_share
+# A real region this long counts in the row's region_full_clip_share (not the fit's full-clip
+# masks: those are one run over at least fit.FULL_CLIP_COVERAGE of the clip).
+REGION_FULL_CLIP_COVERAGE = 0.95
+# The held-out scores metrics.json holds per type with a fit (dvc metrics diff compares them).
+METRIC_SCORES = tuple(score_key(n) for n in ("recommended", "current", "proposed", NOISE_LEVEL))
 
 
 def group_seed(settings: dict[str, Any], machine_type: str, machine_id: str) -> int:
@@ -242,11 +248,13 @@ def verdict_tests(
 
 def region_shares(fit_real: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) -> dict:
     """Shares of the group's regions (both halves) with two or more bands and as long as
-    the clip (``FULL_CLIP_SHARE_COVERAGE``)."""
+    the clip (``REGION_FULL_CLIP_COVERAGE``)."""
     real = {c: np.concatenate([fit_real[c], held_out[c]]) for c in FEATURE_COLUMNS}
     return {
         "multi_band_share": float(np.mean(real["n_bands"] >= 2)),
-        "full_clip_share": float(np.mean(real["time_coverage"] >= FULL_CLIP_SHARE_COVERAGE)),
+        "region_full_clip_share": float(
+            np.mean(real["time_coverage"] >= REGION_FULL_CLIP_COVERAGE)
+        ),
     }
 
 
@@ -297,7 +305,7 @@ def fitted_candidates(
 ) -> dict[str, dict[str, np.ndarray]]:
     """The fitted forms to score: the single setting, and for a machine type whose IDs have
     evidence of their own, the mixture of their components; ``recommended`` is the form chosen
-    on the fit half (the mixture only where it is closer there by more than ``PARSIMONY``).
+    on the fit half (the mixture only where it is closer there by more than ``MIXTURE_MARGIN``).
 
     Records in ``out``: ``form``, ``mixture`` (components), ``mixture_left_out`` (IDs without
     a component) and ``drawn`` (the recommended form's masks in Hz and seconds).
@@ -319,7 +327,7 @@ def fitted_candidates(
             profile_features(*mixture_draw(components, geometry, n, seed)), fit_real, n_mels, T
         )
         out["mixture_fit_score"] = mixture_fit
-        if mixture_fit < out["fit_score"] - PARSIMONY:
+        if mixture_fit < out["fit_score"] - MIXTURE_MARGIN:
             out["form"] = MIXTURE
     out["drawn"] = drawn_statistics(*forms[out["form"]], geometry)
     features = {name: profile_features(*draw) for name, draw in forms.items()}
@@ -380,13 +388,13 @@ def latent_scores(row: dict[str, Any], task: GroupTask) -> dict[str, float]:
             }
             for labels in (row["holdout_files"], row["fit_files"])
         )
-        out[f"score_{NOISE_LEVEL}_{grid}"] = score(fit, held, h, w)
+        out[score_key(NOISE_LEVEL, grid=grid)] = score(fit, held, h, w)
         fitted = profile_features(
             project_axis(rows_full, h, LATENT_PROJECTION, axis=1),
             project_axis(frames_full, w, LATENT_PROJECTION, axis=1),
         )
         for name, feats in {**task.latent.presets[grid], "recommended": fitted}.items():
-            out[f"score_{name}_{grid}"] = score(feats, held, h, w)
+            out[score_key(name, grid=grid)] = score(feats, held, h, w)
     return out
 
 
@@ -457,27 +465,23 @@ def recommendation_columns(preset_names: list[str], grids: list[str] = ()) -> li
         "n_fit",
         "n_holdout",
         *FIT_KEYS,
-        "score_current",
-        "score_proposed",
-        "score_recommended",
-        f"score_{NOISE_LEVEL}",
     ]
+    first = ("current", "proposed", "recommended", NOISE_LEVEL)  # the scores read first
+    columns += [score_key(name) for name in first]
     for grid in grids:
-        columns += [f"score_{name}_{grid}" for name in [*candidates, NOISE_LEVEL]]
-    columns += [
-        f"score_{name}" for name in candidates if name not in ("current", "proposed", "recommended")
-    ]
-    columns += ["form", f"score_{SINGLE}", f"score_{MIXTURE}", "mixture_fit_score"]
+        columns += [score_key(name, grid=grid) for name in [*candidates, NOISE_LEVEL]]
+    columns += [score_key(name) for name in candidates if name not in first]
+    columns += ["form", score_key(SINGLE), score_key(MIXTURE), "mixture_fit_score"]
     for name in [*candidates, NOISE_LEVEL, SINGLE, MIXTURE]:
-        columns += [f"score_{name}_ci_low", f"score_{name}_ci_high"]
-    for label in ("fitted_vs_best", "fitted_vs_current", "best_vs_current", "mixture_vs_single"):
-        columns += [f"diff_{label}{end}" for end in ("", "_ci_low", "_ci_high", "_verdict")]
+        columns += [score_key(name, "ci_low"), score_key(name, "ci_high")]
+    for roles in COMPARISONS:
+        columns += [diff_key(*roles, part) for part in DIFF_PARTS]
     return columns + [
         "fit_score",
         "best_preset",
         "best_preset_fit_score",
         "multi_band_share",
-        "full_clip_share",
+        "region_full_clip_share",
     ]
 
 
@@ -497,11 +501,8 @@ def type_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if is_ok(row):
             out[row["machine_type"]].update(
-                score_recommended=row["score_recommended"],
-                score_current=row.get("score_current"),
-                score_proposed=row.get("score_proposed"),
+                {name: row.get(name) for name in METRIC_SCORES},
                 best_preset=row["best_preset"],
-                score_noise_level=row.get(f"score_{NOISE_LEVEL}"),
                 form=row.get("form"),
             )
     return out
@@ -511,7 +512,7 @@ def score_rows(rows: list[dict[str, Any]], presets: list[str]) -> list[dict[str,
     """``scores.csv`` for ``dvc plots``: one row per machine type with a fit and candidate
     (every preset, the fitted setting, the real-vs-real noise level) with its held-out score."""
     return [
-        {"machine_type": r["machine_type"], "candidate": name, "score": r.get(f"score_{name}")}
+        {"machine_type": r["machine_type"], "candidate": name, "score": r.get(score_key(name))}
         for r in rows
         if r["machine_id"] == "all" and is_ok(r)
         for name in [*presets, "recommended", NOISE_LEVEL]

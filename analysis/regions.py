@@ -28,16 +28,6 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "time_coverage",  # frames with any masked cell / T
 )
 
-# The features the score compares, each mapped to [0, 1] by score_transform.
-SCORE_FEATURES: tuple[str, ...] = (
-    "band_fraction",
-    "n_bands",
-    "band_centre_fraction",
-    "n_segments",
-    "mean_seg_len_frames",
-    "time_coverage",
-)
-
 
 def run_counts(vectors: np.ndarray) -> np.ndarray:
     """Number of runs of True along the last axis."""
@@ -111,6 +101,13 @@ def region_features(maps: np.ndarray) -> dict[str, np.ndarray]:
     if m.ndim == 2:
         m = m[None]
     return profile_features(np.count_nonzero(m, axis=2), m.any(axis=1))
+
+
+# score_transform of the count features in words ({} is the value mapped), for the methods text.
+SCALE_WORDS = {
+    "n_segments": "log(1 + {}) / log(1 + T/2)",
+    "n_bands": "log(1 + {}) / log(1 + n_mels/2)",
+}
 
 
 def score_transform(name: str, values: np.ndarray, n_mels: int, T: int) -> np.ndarray:

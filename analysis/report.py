@@ -47,11 +47,13 @@ from analysis.detection import (
     training_result,
 )
 from analysis.evidence import AGREEMENT_BINS
-from analysis.fit import FIT_KEYS, PARSIMONY
+from analysis.fit import FIT_KEYS, MIXTURE_MARGIN, SIMPLICITY_TERMS, SIMPLICITY_WEIGHT
 from analysis.io import log, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
+from analysis.records import MaskSetting, diff_key, score_key
 from analysis.recovery import recovery_cells, recovery_phrase, recovery_rows
+from analysis.regions import SCALE_WORDS
 from analysis.render import (
     REPORT_DIR,
     choose_engine,
@@ -383,6 +385,12 @@ def provenance_context(
     }
 
 
+def simplicity_terms() -> list[str]:
+    """Every term of the fit's simplicity penalty (``analysis.fit.SIMPLICITY_TERMS``) as the
+    methods text writes it: its parameter mapped as the score maps the feature it bounds."""
+    return [SCALE_WORDS[feature].format(key) for key, feature in SIMPLICITY_TERMS]
+
+
 def methods_context(params: dict[str, Any], geometry: MelGeometry) -> dict[str, Any]:
     """What the methods text states: the mel geometry, the settings of the decision and the
     constants the code uses, read from the code."""
@@ -399,7 +407,12 @@ def methods_context(params: dict[str, Any], geometry: MelGeometry) -> dict[str, 
         "n_splits": params["recommend"]["n_splits"],
         "user_setting": params["recommend"]["user_setting"],
         "repeated_search_share": REPEATED_SEARCH_SHARE,
-        "parsimony": PARSIMONY,
+        "simplicity_weight": SIMPLICITY_WEIGHT,
+        "simplicity_terms": simplicity_terms(),
+        "mixture_margin": MIXTURE_MARGIN,
+        # The row keys of scores and differences: the template looks them up, never builds them.
+        "score_key": score_key,
+        "diff_key": diff_key,
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
         "reference_labels": REFERENCE_LABELS,
         "far_auc_margin": FAR_AUC_MARGIN,
@@ -433,7 +446,11 @@ def verdict_context(
     }
     user = params["recommend"]["user_setting"]
     out["rebuild_staying"] = rebuild_code(
-        NOT_SWITCHING, user, params["masks"]["presets"][user], "the setting you run", geometry
+        NOT_SWITCHING,
+        user,
+        MaskSetting.from_json(params["masks"]["presets"][user]),
+        "the setting you run",
+        geometry,
     )
     out["yardstick_words"] = {r["machine_type"]: yardstick_words(r) for r in type_rows}
     out["stability"] = {r["machine_type"]: stability_words(r) or settle_words(r) for r in type_rows}

@@ -14,6 +14,7 @@ from analysis.artifacts import FITTED, Verdict, row_verdict
 from analysis.dcase import unit_label, unit_words
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
+from analysis.records import MaskSetting
 from analysis.render import minus
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
 
@@ -130,7 +131,7 @@ def _literal(value: Any) -> str:
 
 
 def rebuild_code(
-    machine_type: str, name: str, setting: dict[str, Any], verdict_words: str, geometry: MelGeometry
+    machine_type: str, name: str, setting: MaskSetting, verdict_words: str, geometry: MelGeometry
 ) -> str:
     """Code that builds exactly the strategy a type's verdict recommends (``name`` and
     ``setting`` as :func:`analysis.artifacts.recommended_settings` gives them): the fitted
@@ -140,8 +141,7 @@ def rebuild_code(
     n_mels, T = geometry.spectrogram_shape
     head = [f"# {machine_type}: {verdict_words} ({name})"]
     shape = [f"({n_mels}, {T})", "None", str(n_mels), str(T)]
-    kind = setting.get("kind", "audio_specific")
-    options = {k: v for k, v in setting.items() if k != "kind"}
+    kind, options = setting.kind, setting.options
     if kind == "mixture":  # (indent level, line) pairs, arguments packed into short lines
         cls, args = "MixtureStrategy", [(1, _packed(shape)), (1, "components=[")]
         for c in options["components"]:
@@ -156,7 +156,10 @@ def rebuild_code(
                 shape + [f"{k}={_literal(v)}" for k, v in options.items()],
             )
         else:
-            cls, items = "build_strategy", [_literal(setting), f"({n_mels}, {T})", "None"]
+            cls, items = (
+                "build_strategy",
+                [_literal(setting.to_json()), f"({n_mels}, {T})", "None"],
+            )
         args = [(1, line) for line in _pack([*items, f"seed={REBUILD_SEED}"], 88 - 4)]
     if kind == "mixture":
         args.append((1, f"seed={REBUILD_SEED},"))

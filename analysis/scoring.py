@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from analysis.mel import MelGeometry
+from analysis.records import DIFF_PARTS, diff_key, score_key
 from analysis.regions import score_transform
 
 # The joint score's coordinates, each scaled to about [0, 1], and their weights: frequency
 # position, band width, number of bands and time structure weigh once each (the two time
 # coordinates share one weight: coverage and the number of segments together fix the mean
-# segment length, which is therefore not a coordinate of its own).
+# segment length, which is therefore not a coordinate of its own). The one list of what the
+# score compares: the score (score_points) and the figure of its feature distributions use it.
 SCORE_COORDINATES: tuple[tuple[str, float], ...] = (
     ("band_centre_fraction", 1.0),
     ("band_width_log", 1.0),
@@ -62,8 +64,11 @@ SCORE_DEFINITION = (
 )
 
 
-def score_points(features: dict[str, np.ndarray], n_mels: int, T: int) -> np.ndarray:
-    """(B, d) points of maps in the score's weighted feature space; empty maps at EMPTY_POINT."""
+def score_coordinates(
+    features: dict[str, np.ndarray], n_mels: int, T: int
+) -> dict[str, np.ndarray]:
+    """Every ``SCORE_COORDINATES`` coordinate of maps (region features, ``FEATURE_COLUMNS``
+    arrays), unweighted, in [0, 1]; NaN for empty maps."""
     rows = np.asarray(features["band_fraction"], dtype=np.float64) * n_mels
     columns = {
         "band_centre_fraction": np.asarray(features["band_centre_fraction"], dtype=np.float64),
@@ -72,7 +77,12 @@ def score_points(features: dict[str, np.ndarray], n_mels: int, T: int) -> np.nda
         "time_coverage": np.asarray(features["time_coverage"], dtype=np.float64),
         "n_segments": score_transform("n_segments", features["n_segments"], n_mels, T),
     }
-    points = np.stack([columns[name] for name, _ in SCORE_COORDINATES], axis=1)
+    return {name: columns[name] for name, _ in SCORE_COORDINATES}
+
+
+def score_points(features: dict[str, np.ndarray], n_mels: int, T: int) -> np.ndarray:
+    """(B, d) points of maps in the score's weighted feature space; empty maps at EMPTY_POINT."""
+    points = np.stack(list(score_coordinates(features, n_mels, T).values()), axis=1)
     points[~np.all(np.isfinite(points), axis=1)] = EMPTY_POINT
     return points * np.array([w for _, w in SCORE_COORDINATES])
 
@@ -224,18 +234,29 @@ def interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
-# The paired differences every ok row reports: (name, a, b) is score(a) - score(b).
+# The paired differences a row may report, as the roles compared (diff_key(a, b) names them):
+# the fitted setting against the closest preset and against "current", the closest preset
+# against "current", the mixture against the single fitted setting.
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("fitted", "best"),
+    ("fitted", "current"),
+    ("best", "current"),
+    ("mixture", "single"),
+)
+
+
 def comparisons(
     best: str, presets: list[str], with_mixture: bool = False
-) -> list[tuple[str, str, str]]:
-    """The paired differences a row reports: (name, a, b) is score(a) - score(b)."""
-    out = [("fitted_vs_best", "recommended", best)]
+) -> list[tuple[tuple[str, str], str, str]]:
+    """The paired differences a row reports: (roles, a, b) is score(a) - score(b), stored
+    under ``diff_key(*roles)`` (roles from ``COMPARISONS``)."""
+    out = [(("fitted", "best"), "recommended", best)]
     if with_mixture:
-        out.append(("mixture_vs_single", MIXTURE, SINGLE))
+        out.append((("mixture", "single"), MIXTURE, SINGLE))
     if "current" in presets:
-        out.append(("fitted_vs_current", "recommended", "current"))
+        out.append((("fitted", "current"), "recommended", "current"))
         if best != "current":
-            out.append(("best_vs_current", best, "current"))
+            out.append((("best", "current"), best, "current"))
     return out
 
 
@@ -265,13 +286,13 @@ def held_out_comparison(
     out: dict[str, Any] = {"intervals": with_ci, "n_independent_holdout": n_independent}
     for j, name in enumerate(names):
         lo, hi = interval(boots[:, j], settings["ci_level"]) if with_ci else (None, None)
-        out[f"score_{name}"], out[f"score_{name}_ci_low"], out[f"score_{name}_ci_high"] = (
+        out[score_key(name)], out[score_key(name, "ci_low")], out[score_key(name, "ci_high")] = (
             point[name],
             lo,
             hi,
         )
     presets = [n for n in names if n not in NOT_PRESETS]
-    for label, a, b in comparisons(best, presets, MIXTURE in names):
+    for roles, a, b in comparisons(best, presets, MIXTURE in names):
         diff = point[a] - point[b]
         if with_ci:
             lo, hi = interval(
@@ -280,10 +301,6 @@ def held_out_comparison(
             verdict = "closer" if hi < 0 else "farther" if lo > 0 else "not distinguishable"
         else:
             lo, hi, verdict = None, None, "no test"
-        out[f"diff_{label}"], out[f"diff_{label}_ci_low"], out[f"diff_{label}_ci_high"] = (
-            diff,
-            lo,
-            hi,
-        )
-        out[f"diff_{label}_verdict"] = verdict
+        for part, value in zip(DIFF_PARTS, (diff, lo, hi, verdict), strict=True):
+            out[diff_key(*roles, part)] = value
     return out

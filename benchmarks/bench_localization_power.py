@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.audio import STD_FLOOR_DB, normalize_clip  # noqa: E402
 from analysis.dcase import MACHINE_IDS  # noqa: E402
-from analysis.extract import STD_FLOOR_DB, normalize_clip  # noqa: E402
 from analysis.localization.clip_level import calibrate_clip_level, detect_regions  # noqa: E402
 from analysis.localization.id_level import pooled_evidence  # noqa: E402
 from analysis.localization.maps import iou, truth_map  # noqa: E402

@@ -240,7 +240,8 @@ def test_power_recommendations_and_manifest_round_trip(tmp_path):
     assert art.row_verdict(recs["rows"][0]) == switch
     assert switch.recommended == "fitted" and lacking.recommended == "current"
     assert [r["machine_type"] for r in art.type_rows(recs)] == ["fan", "pump"]
-    assert art.fitted_settings(recs) == {"fan": fitted}
+    assert art.fitted_settings(recs) == {"fan": art.MaskSetting("audio_specific", fitted)}
+    assert art.fitted_settings(recs)["fan"].to_json() == {"kind": "audio_specific", **fitted}
     assert [art.is_ok(r) for r in rec_rows] == [True, True, False]
     assert art.read_recommendations(tmp_path / "metrics.json") == {"m": 1}
 

@@ -145,3 +145,27 @@ def test_stages_that_draw_no_mask_depend_on_no_strategy_module():
         assert not [d for d in body["deps"] if d.startswith("analysis/strategies/")], name
     for name in ("check_params", "masks"):
         assert "analysis/strategies/options.py" in stages[name]["deps"], name
+
+
+def stage_modules() -> dict[str, str]:
+    """Every stage's module file (``analysis/NAME.py``, or a package's ``__init__.py``), by the
+    stage's name in ``python -m analysis NAME``."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for stage in stages.values():
+        name = re.search(r"python -m analysis (\S+)", stage.get("do", stage)["cmd"])[1]
+        module = name.replace("-", "_")
+        start = f"analysis/{module}.py"
+        out[name] = start if (ROOT / start).is_file() else f"analysis/{module}/__init__.py"
+    return out
+
+
+def test_no_stage_imports_another_stage():
+    """A stage's code is its own: what two stages share (audio reading, the records between
+    stages) lives in a module that is no stage, so editing one stage never reruns another."""
+    modules = stage_modules()
+    assert {"extract", "downstream", "report", "figures"} <= set(modules)
+    for name, start in modules.items():
+        others = {m for other, m in modules.items() if other != name}
+        imported = sorted(closure({start}) & others)
+        assert not imported, f"stage {name} imports the stage module(s) {imported}"

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from analysis.audio import load_clip
 from analysis.dcase import parse_clip_name
-from analysis.extract import extract, load_clip, merge_moments
+from analysis.extract import extract, merge_moments
 from analysis.io import load_npz, read_csv, read_json
 from analysis.mel import MelGeometry
 from tests.conftest import tone_clip, write_tree
@@ -240,7 +241,7 @@ def test_evaluation_set_names_are_skipped_with_their_reason_and_warned(params, t
 def test_read_audio_returns_what_librosa_load_returns(tmp_path, subtype, channels):
     import librosa
 
-    from analysis.extract import read_audio
+    from analysis.audio import read_audio
 
     rng = np.random.default_rng(3)
     samples = np.clip(0.3 * rng.standard_normal((4000, channels)), -1, 1).squeeze()

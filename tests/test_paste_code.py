@@ -102,7 +102,7 @@ def test_the_printed_code_rebuilds_the_recommended_strategy(tiny_run, case):
     recs = plant(tiny_run, t, case)
     name, setting = recommended_settings(recs)[t]
     assert name == {"fitted": "fitted", "mixture": "mixture", "keep": "current"}[case]
-    pipeline = build_strategy(setting, SHAPE, None, "any_cell", seed=0).full_size(N_DRAWS)
+    pipeline = build_strategy(setting.to_json(), SHAPE, None, "any_cell", seed=0).full_size(N_DRAWS)
     machine = MachineSpecificStrategy(
         SHAPE, None, recommendations=tiny_run / "build/recommendations.json"
     )

@@ -20,6 +20,7 @@ from analysis.artifacts import (
     read_source,
 )
 from analysis.mel import MelGeometry
+from analysis.records import MaskSetting
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class FigureInputs:
     resize_methods: list[str]
     samples: dict[str, dict[str, np.ndarray]]
     recs: list[dict[str, Any]]
-    fitted: dict[str, dict[str, Any]]
+    fitted: dict[str, MaskSetting]  # the fitted setting (single form) per type with a fit
     loc_arrays: dict[str, Any]
     summaries: dict[str, dict[str, Any]]
     region_rows: dict[str, list[dict[str, Any]]]

@@ -135,7 +135,7 @@ def strategy_jobs(inp: FigureInputs, fidelity_rows: list[dict[str, Any]]) -> lis
         )
         outputs.append((seed_settings, "fig-strategy-seed", caption))
     if inp.fitted:
-        settings = {f"fitted: {t}": {"kind": "audio_specific", **f} for t, f in inp.fitted.items()}
+        settings = {f"fitted: {t}": f.to_json() for t, f in inp.fitted.items()}
         caption = f"AudioSpecificStrategy outputs {grid_text} with the setting fitted for each machine type."
         outputs.append((settings, "fig-strategy-fitted", caption))
     if outputs:

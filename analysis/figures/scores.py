@@ -14,22 +14,24 @@ from analysis.plotting import (
     PRINT_WIDTH_IN,
     binary_map_grid,
 )
-from analysis.regions import SCORE_FEATURES, score_transform
+from analysis.records import MaskSetting, score_key
+from analysis.regions import FEATURE_COLUMNS
+from analysis.scoring import SCORE_COORDINATES, score_coordinates
 from analysis.strategies.factory import build_strategy
 
-FEATURE_LABELS = {
-    "band_fraction": "band fraction (of n_mels)",
-    "n_bands": "bands (log scale)",
+# A panel per coordinate of the score (scoring.SCORE_COORDINATES), titled by these.
+COORDINATE_LABELS = {
     "band_centre_fraction": "band centre (fraction of n_mels)",
-    "n_segments": "segments (log scale)",
-    "mean_seg_len_frames": "mean segment length / T",
+    "band_width_log": "band width (rows, log scale)",
+    "n_bands": "bands (log scale)",
     "time_coverage": "time coverage (fraction of T)",
+    "n_segments": "segments (log scale)",
 }
 
 
 def regions_vs_fitted_figure(
     figs,
-    per_type: list[tuple[str, list, dict | None]],
+    per_type: list[tuple[str, list, MaskSetting | None]],
     geometry: MelGeometry,
     seed: int,
     words: str,
@@ -40,7 +42,7 @@ def regions_vs_fitted_figure(
     for machine_type, regions, fitted in per_type:
         rows.append((f"{machine_type}\ntest clips", regions))
         if fitted is not None:
-            masks = _full({"kind": "audio_specific", **fitted}, geometry, seed, len(regions))
+            masks = _full(fitted.to_json(), geometry, seed, len(regions))
             rows.append((f"{machine_type}\nfitted", list(masks)))
     fig = binary_map_grid(rows, 4, PRINT_WIDTH_IN, 0.6)
     figs.save(
@@ -74,20 +76,27 @@ def comparison_jobs(inp: FigureInputs) -> list[tuple]:
 
 
 def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> None:
-    """Region features of real anomalies (per machine type) against every preset's masks."""
+    """The score's coordinates (``SCORE_COORDINATES``, unweighted) of the regions found in
+    real anomalies (per machine type) against those of every preset's masks."""
     n_mels, T = geometry.spectrogram_shape
-    records = []
+    groups = {}  # source -> its non-empty maps' rows
     for machine_type, rows in real_by_type.items():
-        for r in rows:
-            if r["found"]:
-                records += [(f"test clips: {machine_type}", f, r[f]) for f in SCORE_FEATURES]
+        groups[f"test clips: {machine_type}"] = [r for r in rows if r["found"]]
     for r in mask_rows:
         if not np.isnan(r["area_fraction"]):  # empty masks have no features
-            records += [(f"preset: {r['preset']}", f, r[f]) for f in SCORE_FEATURES]
-    sources = list(dict.fromkeys(s for s, _, _ in records))
-    # Two rows of panels, so the figure stays readable at A4 width.
+            groups.setdefault(f"preset: {r['preset']}", []).append(r)
+    coordinates = {
+        source: score_coordinates(
+            {c: np.array([r[c] for r in rows], dtype=float) for c in FEATURE_COLUMNS}, n_mels, T
+        )
+        for source, rows in groups.items()
+        if rows
+    }
+    sources = list(coordinates)
+    names = [name for name, _ in SCORE_COORDINATES]
+    # Two columns of panels, so the figure stays readable at A4 width.
     cols = 2
-    n_rows = int(np.ceil(len(SCORE_FEATURES) / cols))
+    n_rows = int(np.ceil(len(names) / cols))
     fig, axes = plt.subplots(
         n_rows,
         cols,
@@ -95,15 +104,11 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
         sharey=True,
         constrained_layout=True,
     )
-    for ax in axes.flat[len(SCORE_FEATURES) :]:
+    for ax in axes.flat[len(names) :]:
         ax.axis("off")
     palette = dict(zip(sources, sns.color_palette("tab10", len(sources)), strict=True))
-    for ax, feature in zip(axes.flat, SCORE_FEATURES, strict=False):
-        values = [
-            (s, score_transform(feature, np.array([v]), n_mels, T)[0])
-            for s, f, v in records
-            if f == feature
-        ]
+    for ax, feature in zip(axes.flat, names, strict=False):
+        values = [(s, float(v)) for s in sources for v in coordinates[s][feature]]
         sns.boxplot(
             x=[v for _, v in values],
             y=[s for s, _ in values],
@@ -115,14 +120,15 @@ def feature_distributions_figure(figs, real_by_type, mask_rows, geometry) -> Non
             linewidth=0.6,
             legend=False,
         )
-        ax.set_title(FEATURE_LABELS[feature], fontsize=8)
+        ax.set_title(COORDINATE_LABELS[feature], fontsize=8)
         ax.set_xlim(-0.02, 1.02)
         ax.tick_params(labelsize=7)
     figs.save(
         fig,
         "fig-feature-distributions",
-        "Distributions of the score's region features, each mapped to [0, 1]: the regions found "
-        "in the anomalous test clips per machine type against the masks of every preset.",
+        "Distributions of the score's coordinates, each mapped to [0, 1] (unweighted): the "
+        "regions found in the anomalous test clips per machine type against the masks of every "
+        "preset.",
         "scores",
     )
 
@@ -132,7 +138,7 @@ def score_heatmap_figure(figs, recs: list[dict], presets: list[str]) -> None:
     if not rows:  # no machine type has a fit: nothing to compare (the report says so)
         return
     names = [*presets, "recommended", "noise_level"]  # the real-vs-real noise level of the score
-    matrix = np.array([[r.get(f"score_{p}", np.nan) for r in rows] for p in names], dtype=float)
+    matrix = np.array([[r.get(score_key(p), np.nan) for r in rows] for p in names], dtype=float)
     fig, ax = plt.subplots(
         figsize=(min(PRINT_WIDTH_IN, 0.9 * len(rows) + 2.6), 0.3 * len(names) + 0.9),
         constrained_layout=True,

@@ -80,7 +80,7 @@ class MachineSpecificStrategy:
         self.choices = {t: name for t, (name, _) in recommended.items()}
         self.strategies: dict[str, Any] = {
             t: build_strategy(
-                setting, shape, self.q_shape, projection, seed=child_seed(), name=name
+                setting.to_json(), shape, self.q_shape, projection, seed=child_seed(), name=name
             )
             for t, (name, setting) in recommended.items()
         }
