@@ -37,6 +37,7 @@ from analysis.io import (
     write_json,
 )
 from analysis.records import (  # noqa: F401 - re-exported: the records live in records.py
+    OK_STATUS,
     DownstreamRecord,
     MaskSetting,
     RecommendationRow,
@@ -553,7 +554,7 @@ def recommended_settings(recommendations: dict[str, Any]) -> dict[str, tuple[str
 
 def is_ok(row: RecommendationRow) -> bool:
     """Whether a recommendations row has a fit and scores (else it says why not)."""
-    return row.get("status") == "ok"
+    return row.get("status") == OK_STATUS
 
 
 # ----------------------------------------------------------------------------- figures

@@ -51,7 +51,14 @@ from analysis.fit import (
 )
 from analysis.io import Progress
 from analysis.mel import MelGeometry
-from analysis.records import DIFF_PARTS, diff_key, score_key
+from analysis.records import (
+    DIFF_PARTS,
+    OK_STATUS,
+    diff_key,
+    lacking_reason,
+    lacking_status,
+    score_key,
+)
 from analysis.regions import FEATURE_COLUMNS, profile_features, region_features
 from analysis.scoring import (
     COMPARISONS,
@@ -111,9 +118,7 @@ def not_enough_evidence(evidence: dict[str, dict[str, Any]], n_fit: int, n_held:
         for mid, e in evidence.items()
         if e.get("reason")
     ]
-    return "not enough evidence: " + (
-        "; ".join(reasons) or f"{n_fit} clips to fit and {n_held} held out"
-    )
+    return lacking_status("; ".join(reasons) or f"{n_fit} clips to fit and {n_held} held out")
 
 
 def evidence_by_id(
@@ -164,7 +169,13 @@ def recommend_group(
         return {**out, "_tests": []}
     fitted, fit_score = fit_preset(fit_real, geometry, settings, seed)
     out.update(
-        {"status": "ok", "n_fit": int(n_fit), "n_holdout": int(n_held), **fitted, "fitted": fitted}
+        {
+            "status": OK_STATUS,
+            "n_fit": int(n_fit),
+            "n_holdout": int(n_held),
+            **fitted,
+            "fitted": fitted,
+        }
     )
     out["fit_score"] = fit_score
     halves = (fit_real, held_out, labels)
@@ -424,7 +435,7 @@ def finalize_verdicts(rows: list[dict[str, Any]], settings: dict[str, Any]) -> N
                 stability_share=None,
                 n_splits=0,
                 n_independent_holdout=0,
-                reason=row["status"].removeprefix("not enough evidence: "),
+                reason=lacking_reason(row["status"]),
                 clips_needed=clips_to_settle(
                     SplitTest(None, 0, None, None), None, settings["fit_fraction"], share
                 )

@@ -94,6 +94,19 @@ class MaskSetting:
 
 # ----------------------------------------------------------------------------- recommendations
 
+OK_STATUS = "ok"
+_LACKING = "not enough evidence: "  # a status without a fit: this, then why
+
+
+def lacking_status(reason: str) -> str:
+    """The ``status`` of a row (or a localized unit) without a fit, saying why."""
+    return _LACKING + reason
+
+
+def lacking_reason(status: str) -> str:
+    """Why a :func:`lacking_status` has no fit (the reason it was made with)."""
+    return status.removeprefix(_LACKING)
+
 
 class RecommendationRow(TypedDict, total=False):
     """One row of ``recommendations.json`` (a machine type's, ``machine_id`` ``all``, or one

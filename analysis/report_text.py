@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import FITTED, Verdict, row_verdict
+from analysis.artifacts import FITTED, Verdict, is_ok, row_verdict
 from analysis.dcase import unit_label, unit_words
 from analysis.fit import FIT_KEYS
 from analysis.mel import MelGeometry
-from analysis.records import MaskSetting
+from analysis.records import MaskSetting, lacking_reason
 from analysis.render import minus
 from analysis.scoring import MIN_HOLDOUT_FOR_CI
 
@@ -26,7 +26,7 @@ def plural(n: int, word: str) -> str:
 
 def status_reason(status: str) -> str:
     """Why an ID was not localized, as a clause: "0 normal test clips, needs at least 4"."""
-    reason = status.removeprefix("not enough evidence: ")
+    reason = lacking_reason(status)
     return re.sub(r" \((needs [^()]*)\)$", r", \1", reason)
 
 
@@ -408,7 +408,7 @@ def comparison_sentence(row: dict[str, Any], T: int) -> str:
     regions = plural(n, "independent held-out region")
     head = f"{row['machine_type']} ({row['evidence']} evidence, {regions}): "
     head += f"{verdict_label(row)}"
-    if v.candidate == FITTED and row.get("status") == "ok":
+    if v.candidate == FITTED and is_ok(row):
         tested = f"the fitted setting ({describe_fit(row, T)})"
     else:
         tested = f"'{v.candidate}'"
@@ -457,12 +457,12 @@ def evidence_words(
     """A type's evidence in one cell: which localization found its IDs' regions, and the
     negative control ("clip level in 3 IDs, ID level in 1; negative control clean in 4 of 4 IDs")."""
     mine = [r for r in id_rows if r["machine_type"] == type_row["machine_type"]]
-    used = [r["evidence"] for r in mine if r.get("status") == "ok"]
+    used = [r["evidence"] for r in mine if is_ok(r)]
     words = unit_words(loc["ids"])
     counts = {level: used.count(level) for level in ("clip-level", "ID-level") if level in used}
     if counts:
         levels = ", ".join(f"{words.evidence(lv)} in {words.count(n)}" for lv, n in counts.items())
-    elif type_row.get("status") == "ok":  # a type-level fit from IDs without a row of their own
+    elif is_ok(type_row):  # a type-level fit from IDs without a row of their own
         levels = f"{words.evidence(type_row['evidence'])} (pooled over its {words.shorts})"
     else:
         levels = lacking_words(loc)
@@ -493,7 +493,7 @@ def lacking_words(loc: dict[str, Any]) -> str:
 
 def lead_sentence(type_rows: list[dict[str, Any]]) -> str:
     """The sentence above the answer table when no machine type has a fit (else empty)."""
-    if any(r.get("status") == "ok" for r in type_rows):
+    if any(is_ok(r) for r in type_rows):
         return ""
     return (
         "Nothing to recommend in this run: no machine type has enough evidence of where its "
