@@ -20,7 +20,6 @@ import numpy as np
 
 from analysis.artifacts import (
     FITTED,
-    Verdict,
     VerdictRecord,
     is_ok,
     read_localization_arrays,
@@ -54,6 +53,7 @@ from analysis.mel import MelGeometry
 from analysis.records import (
     DIFF_PARTS,
     OK_STATUS,
+    RecommendationRow,
     diff_key,
     lacking_reason,
     lacking_status,
@@ -144,7 +144,7 @@ def recommend_group(
     preset_features: dict[str, MaskPoints],
     geometry: MelGeometry,
     settings: dict[str, Any],
-) -> dict[str, Any]:
+) -> RecommendationRow:
     """One recommendations row: fitted ranges and every preset's held-out score with CIs.
 
     ``rows`` are the parsed region rows (:func:`analysis.artifacts.read_region_rows`)
@@ -345,7 +345,7 @@ def fitted_candidates(
     return {**features, "recommended": features[out["form"]]}
 
 
-def _recommend_task(task: GroupTask) -> dict[str, Any]:
+def _recommend_task(task: GroupTask) -> RecommendationRow:
     row = recommend_group(
         task.machine_type,
         task.machine_id,
@@ -424,23 +424,11 @@ def finalize_verdicts(rows: list[dict[str, Any]], settings: dict[str, Any]) -> N
         tests = row.pop("_tests")
         share = row["n_regions"] / row["n_anomaly"] if row["n_anomaly"] else 0.0
         if not tests:
-            row["verdict"] = VerdictRecord(
-                Verdict.NOT_ENOUGH_EVIDENCE,
-                candidate=None,
-                user_setting=settings["user_setting"],
-                difference=None,
-                ci_low=None,
-                ci_high=None,
-                corrected_level=None,
-                stability_share=None,
-                n_splits=0,
-                n_independent_holdout=0,
-                reason=lacking_reason(row["status"]),
-                clips_needed=clips_to_settle(
-                    SplitTest(None, 0, None, None), None, settings["fit_fraction"], share
-                )
-                if share > 0
-                else None,
+            needed = SplitTest(None, 0, None, None), None, settings["fit_fraction"], share
+            row["verdict"] = VerdictRecord.untested(
+                settings["user_setting"],
+                lacking_reason(row["status"]),
+                clips_to_settle(*needed) if share > 0 else None,
             ).to_json()
             continue
         level = levels.get(row["machine_type"]) if row["machine_id"] == "all" else alpha

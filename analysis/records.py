@@ -176,6 +176,14 @@ class VerdictRecord:
     clips_needed: int | None = None
     downstream: dict[str, Any] | None = None
 
+    @classmethod
+    def untested(cls, user_setting: str, reason: str, clips_needed: int | None) -> VerdictRecord:
+        """Not enough evidence, with no test run (no fit, or no held-out half)."""
+        return cls(
+            Verdict.NOT_ENOUGH_EVIDENCE, None, user_setting, None, None, None, None, None, 0, 0,
+            reason, clips_needed,
+        )  # fmt: skip
+
     @property
     def recommended(self) -> str:
         """The setting to train with: the candidate on switch, else the user's own."""
