@@ -4,6 +4,7 @@ through their files."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -66,3 +67,22 @@ def test_the_downstream_record_is_written_and_read_through_one_type(tmp_path):
     }
     with pytest.raises(ValueError, match="speed"):  # a key the record does not declare
         art.write_downstream(tmp_path, {"enabled": True, "how_to_run": "x", "speed": 1}, [], ())
+
+
+def test_no_module_but_records_builds_a_score_or_difference_key():
+    """Keys are made by score_key / diff_key only: no f-string or concatenation elsewhere in
+    the package or the report template builds ``score_...`` or ``diff_..._vs_...``."""
+    from tests.conftest import ROOT
+
+    built = re.compile(
+        r"""f["']score_|f["']diff_|["']score_["']\s*[~+]|["']diff_["']\s*[~+]|_vs_\{"""
+    )
+    sources = [p for p in (ROOT / "analysis").rglob("*.py") if p.name != "records.py"]
+    sources.append(ROOT / "report" / "report.qmd.j2")
+    offenders = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if built.search(line)
+    ]
+    assert not offenders, offenders
