@@ -130,16 +130,22 @@ class UnitWords:
     short: str  # "ID" | "unit": "the ID's normal clips", "within-ID"
     shorts: str  # "IDs" | "units"
     level: str  # "ID level" | "unit level": the pooled test's level
+    article: str = "a"  # before ``short`` as it is spoken: "an ID", "a unit"
 
     def count(self, n: int) -> str:
         return f"{n} {self.short if n == 1 else self.shorts}"
+
+    @property
+    def a_short(self) -> str:
+        """The short noun with its indefinite article: "an ID" / "a unit"."""
+        return f"{self.article} {self.short}"
 
     def evidence(self, stored: str) -> str:
         """A stored evidence level ("clip-level", "ID-level") in these words."""
         return {"clip-level": "clip level", "ID-level": self.level}.get(stored, stored)
 
 
-ID_WORDS = UnitWords("machine ID", "machine IDs", "ID", "IDs", "ID level")
+ID_WORDS = UnitWords("machine ID", "machine IDs", "ID", "IDs", "ID level", article="an")
 SECTION_WORDS = UnitWords("section (domain)", "sections (by domain)", "unit", "units", "unit level")
 
 

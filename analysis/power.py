@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from analysis.artifacts import read_test_features, write_power
+from analysis.dcase import unit_words
 from analysis.io import Progress, log
 from analysis.localization.clip_level import calibrate_clip_level, detect_regions
 from analysis.localization.id_level import (
@@ -214,7 +215,8 @@ def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
             normal_by_id[mid] = x
     if not normal_by_id:
         return machine_type, (
-            f"fewer than {2 * loc['min_normal_clips']} normal test clips in every ID: "
+            f"fewer than {2 * loc['min_normal_clips']} normal test clips in every "
+            f"{unit_words(test.machine_ids()).short}: "
             "too few to split into a normal and a spiked half"
         )
     return machine_type, evaluate_type(normal_by_id, loc, deltas, seed, frames_per_second)

@@ -25,6 +25,7 @@ from analysis.dcase import (
     discover_clips,
     name_attributes,
     unit_label,
+    unit_words,
 )
 from analysis.extract import extract
 from analysis.localize import localize
@@ -101,6 +102,16 @@ def test_unit_labels_read_as_sections_and_ids():
     assert name_attributes("vel_6_loc_A") == "vel=6; loc=A"
     assert name_attributes("noAttribute") == ""
     assert name_attributes("strength_1_ambient") == "strength_1_ambient"  # 2021: kept as is
+
+
+def test_the_unit_words_follow_the_layout_with_the_right_article():
+    ids, sections = unit_words(["id_00", "id_02"]), unit_words(["section_00_source"])
+    assert (ids.a_short, ids.count(1), ids.count(3)) == ("an ID", "1 ID", "3 IDs")
+    assert (sections.a_short, sections.count(2), sections.level) == (
+        "a unit",
+        "2 units",
+        "unit level",
+    )
 
 
 def test_2021_layout_reads_per_domain_test_folders_and_name_attributes(tmp_path):
