@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from analysis.dcase import ID_WORDS
 from analysis.fit import SIMPLICITY_TERMS, SIMPLICITY_WEIGHT, fit_objective
 from analysis.mel import MelGeometry
 from analysis.render import TEMPLATE, render_qmd
@@ -35,7 +36,7 @@ def objective_paragraph() -> str:
 def rendered(tmp_path, default_params) -> str:
     (tmp_path / TEMPLATE).write_text(objective_paragraph())
     geometry = MelGeometry.from_params(default_params)
-    context = {"params": default_params, **methods_context(default_params, geometry)}
+    context = {"params": default_params, "u": ID_WORDS, **methods_context(default_params, geometry)}
     return " ".join(render_qmd(context, tmp_path).split())
 
 
