@@ -17,13 +17,13 @@ from analysis.calibration import (
 from analysis.dcase import MACHINE_IDS, parse_clip_name
 from analysis.io import read_csv
 from analysis.params import MACHINE_TYPES
-from analysis.synthesize import (
+from analysis.synthesize import synthesize
+from analysis.synthesize_machines import (
     CLIP_STRENGTH_LOG_SD,
     MAX_GAIN_DB,
     REALISTIC_GAIN_DB,
     clip_gain_db,
     id_detectability,
-    synthesize,
 )
 
 # The CI guard's band: the z-score detector's mean AUC per type (percent) on the default set

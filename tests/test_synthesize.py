@@ -7,7 +7,8 @@ from analysis.io import read_csv
 from analysis.localization.maps import truth_map
 from analysis.mel import MelGeometry
 from analysis.params import MACHINE_TYPES
-from analysis.synthesize import band, shaped_noise, synthesize, tone
+from analysis.synthesize import synthesize
+from analysis.synthesize_signals import band, shaped_noise, tone
 
 # The comparison averages each log-mel over 3 frames (about 0.1 s) first: a single STFT frame
 # of noise varies by several dB from clip to clip, which says nothing about where the anomaly
@@ -172,7 +173,7 @@ def test_realism_matches_published_figures(tmp_path, default_params):
     below it (never above: the calibration only ever made anomalies weaker)."""
     import copy
 
-    from analysis.synthesize import PUBLISHED_REALISM
+    from analysis.synthesize_machines import PUBLISHED_REALISM
 
     params = copy.deepcopy(default_params)
     assert params["synthetic"]["strength"] == 1.0
@@ -192,7 +193,7 @@ def test_realism_matches_published_figures(tmp_path, default_params):
 def test_a_click_jittered_before_the_start_is_cut_not_a_crash():
     # A valve's first click can be jittered to a negative time at larger sizes; it used to
     # fail with "operands could not be broadcast together".
-    from analysis.synthesize import clicks
+    from analysis.synthesize_signals import clicks
 
     out = clicks(np.random.default_rng(0), 16000, np.array([-0.01, 0.5]), 300.0, 2500.0, 0.012)
     assert out.shape == (16000,) and np.isfinite(out).all()
