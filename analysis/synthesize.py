@@ -49,7 +49,7 @@ from analysis.synthesize_signals import SR, region_energy
 from analysis.synthetic_layout import to_section_layout
 from analysis.workers import process_pool, resolve_n_jobs
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 # --------------------------------------------------------------------------- clips
@@ -79,7 +79,9 @@ def render_clip(job: ClipJob) -> tuple[np.ndarray, list[dict[str, Any]]]:
     key = zlib.crc32(job.file.encode())
     rng = np.random.default_rng([job.seed, key, job.stream] if job.stream else [job.seed, key])
     n = int(clip_duration_s(job.machine_type) * SR)
-    sound = machine.normal(rng, n)
+    # The clip's recording conditions come from a stream of their own (see ClipConditions).
+    conditions_rng = np.random.default_rng([job.seed, key, job.stream, 1])
+    sound = machine.normal(rng, n, conditions_rng)
     normal_mix = sound.mix()
     # The level comes from the normal sound only: an anomaly must never rescale the whole
     # clip (that would turn a local change into a global one). -30 dBFS leaves room for clicks.

@@ -29,9 +29,9 @@ from analysis.synthesize_signals import (
 # development-set figure (analysis/calibration.py; the README shows the benchmark's table).
 REALISTIC_GAIN_DB = {
     "fan": 2.55,
-    "pump": 2.2,
-    "slider": 0.8,
-    "valve": 3.0,
+    "pump": 2.6,
+    "slider": 3.8,
+    "valve": 4.5,
     "ToyCar": 0.45,
     "ToyConveyor": 2.5,
 }
@@ -46,6 +46,44 @@ PUBLISHED_REALISM = {
     "valve": 0.3,
     "ToyCar": 0.2,
     "ToyConveyor": 0.2,
+}
+
+
+@dataclass(frozen=True)
+class ClipConditions:
+    """How a type's normal clips differ from clip to clip beyond speed, phase and level.
+
+    Real normal clips of one machine carry changing background noise and operating conditions;
+    without them a clip-averaged detector sees every normal clip of an ID alike, and even a weak
+    anomaly stands out. Per clip (drawn from a random stream of their own, so a type without
+    conditions keeps its clips): the machine noise's spectral slope moves by a normal draw of
+    ``tilt_sd_db_per_octave``; factory noise of a random colour is added at a normal draw of
+    ``factory_db`` +- ``factory_sd_db`` relative to the machine's RMS; and a Poisson number
+    (mean ``knocks_per_clip``) of short broadband knocks stand ``knock_db`` over the machine.
+    """
+
+    tilt_sd_db_per_octave: float = 0.0
+    factory_db: float | None = None
+    factory_sd_db: float = 0.0
+    knocks_per_clip: float = 0.0
+    knock_db: float = 0.0
+
+
+# Types without an entry keep only the common variation (speed, phase, level, background).
+CLIP_CONDITIONS: dict[str, ClipConditions] = {
+    "slider": ClipConditions(
+        tilt_sd_db_per_octave=1.5,
+        factory_db=-6.0,
+        factory_sd_db=6.0,
+        knocks_per_clip=1.0,
+        knock_db=-10.0,
+    ),
+    "pump": ClipConditions(
+        factory_db=-10.0, factory_sd_db=4.0, knocks_per_clip=0.5, knock_db=-10.0
+    ),
+    "valve": ClipConditions(
+        factory_db=-15.0, factory_sd_db=4.0, knocks_per_clip=1.0, knock_db=-6.0
+    ),
 }
 
 
@@ -97,16 +135,48 @@ class Machine:
         self.period_s = g.uniform(0.9, 2.2)
         self.event_band = (g.uniform(800, 1500), g.uniform(3000, 4500))
         self.window = (g.uniform(0.6, 1.4), g.uniform(8.6, 9.6))
+        # Where this machine's faults sound (ToyConveyor's recurring line): drawn last, so the
+        # draws above are those of every earlier generator version.
+        self.defect_hz = g.uniform(1800, 5000)
 
     # ---- normal sounds
-    def normal(self, rng: np.random.Generator, n: int) -> Sound:
+    def normal(
+        self, rng: np.random.Generator, n: int, conditions_rng: np.random.Generator | None = None
+    ) -> Sound:
+        """A normal clip; ``conditions_rng`` draws its type's ``CLIP_CONDITIONS`` (none: none)."""
         t = np.arange(n) / SR
         speed = 1 + rng.normal(0, 0.01)
+        conditions = CLIP_CONDITIONS.get(self.machine_type)
+        if conditions_rng is None or conditions is None:
+            conditions = ClipConditions()
+        self.clip_slope = self.slope + conditions.tilt_sd_db_per_octave * float(
+            np.clip(conditions_rng.normal(), -2.5, 2.5) if conditions.tilt_sd_db_per_octave else 0
+        )
         sound = Sound()
         sound.parts["background"] = 0.05 * shaped_noise(rng, n, colour(-4.0))
         recipe = getattr(self, f"_normal_{self.machine_type}")
         recipe(sound, rng, t, speed)
+        self._add_conditions(sound, conditions_rng, conditions, n)
         return sound
+
+    def _add_conditions(self, sound: Sound, rng, conditions: ClipConditions, n: int) -> None:
+        """Factory noise and knocks of this clip, relative to the machine's RMS."""
+        if conditions.factory_db is None and not conditions.knocks_per_clip:
+            return
+        machine_rms = np.sqrt(np.mean(sound.mix() ** 2))
+        if conditions.factory_db is not None:
+            level_db = conditions.factory_db + conditions.factory_sd_db * rng.normal()
+            lo = rng.uniform(100, 600)
+            factory = shaped_noise(
+                rng, n, colour(rng.uniform(-6, -2), [(lo * 2, lo, rng.uniform(3, 9))])
+            )
+            sound.parts["factory"] = factory * machine_rms * 10 ** (level_db / 20)
+        count = rng.poisson(conditions.knocks_per_clip)
+        if count:
+            times = rng.uniform(0, n / SR - 0.1, count)
+            f_lo = rng.uniform(200, 1500)
+            knocks = clicks(rng, n, times, f_lo, rng.uniform(4000, 7500), 0.015)
+            sound.parts["knocks"] = knocks * machine_rms * 10 ** (conditions.knock_db / 20)
 
     def _harmonics(self, rng, t, f0, count=6, level=1.0, drift=0.003) -> np.ndarray:
         out = np.zeros_like(t)
@@ -122,14 +192,14 @@ class Machine:
         return scale_to_gain(s.mix(), tone(t, hz, rng, drift=0.002), region, above_db)
 
     def _normal_fan(self, s, rng, t, speed):
-        s.parts["flow"] = 0.5 * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+        s.parts["flow"] = 0.5 * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
         s.parts["blades"] = 0.12 * self._harmonics(rng, t, self.f0 * speed)
         # A tonal component near mel bin 40-48 that some anomalies remove.
         self.fan_tone_hz = 1088.0 * self.special_hz * speed
         s.parts["fan_tone"] = self._prominent_tone(s, rng, t, self.fan_tone_hz)
 
     def _normal_pump(self, s, rng, t, speed):
-        s.parts["flow"] = 0.5 * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+        s.parts["flow"] = 0.5 * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
         s.parts["motor"] = 0.12 * self._harmonics(rng, t, self.f0 * speed)
         self.whine_hz = 2150.0 * self.special_hz * speed
         s.parts["whine"] = self._prominent_tone(s, rng, t, self.whine_hz)
@@ -139,7 +209,7 @@ class Machine:
         motion = 0.55 + 0.45 * np.sin(2 * np.pi * t / (self.period_s * speed) + phase)
         self.motion = motion
         s.parts["friction"] = (
-            0.4 * motion * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+            0.4 * motion * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
         )
         s.parts["motor"] = 0.05 * self._harmonics(rng, t, self.f0 * speed, count=4)
 
@@ -148,13 +218,13 @@ class Machine:
         first = rng.uniform(0, period)
         times = np.arange(first, t[-1] - 0.2, period) + rng.normal(0, 0.01, 1)
         s.parts["solenoid"] = 0.25 * clicks(rng, t.size, times, 300.0, 2500.0, 0.012)
-        s.parts["hiss"] = 0.04 * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+        s.parts["hiss"] = 0.04 * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
 
     def _normal_ToyCar(self, s, rng, t, speed):
         lo, hi = self.window
         env = 0.15 + 0.85 * window_envelope(t, lo + rng.normal(0, 0.1), hi + rng.normal(0, 0.1))
         s.parts["wheels"] = (
-            0.35 * env * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+            0.35 * env * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
         )
         s.parts["motor"] = 0.15 * env * self._harmonics(rng, t, 2.5 * self.f0 * speed, drift=0.01)
         self.active_env = env
@@ -163,7 +233,7 @@ class Machine:
         lo, hi = self.window
         env = 0.25 + 0.75 * window_envelope(t, lo + rng.normal(0, 0.1), hi + rng.normal(0, 0.1))
         s.parts["belt"] = (
-            0.35 * env * shaped_noise(rng, t.size, colour(self.slope, self.resonances))
+            0.35 * env * shaped_noise(rng, t.size, colour(self.clip_slope, self.resonances))
         )
         # Each motor harmonic is a part of its own, so an anomaly can take one away.
         self.conveyor_harmonics_hz = []
@@ -232,9 +302,9 @@ class Machine:
         )
 
     def _anomaly_valve(self, s, rng, t, gain_db):
-        # Each clip draws its extent too: how long its extra rattles ring (0.1-0.6 s).
+        # Each clip draws its extent too: how many extra rattles and how long they ring.
         f_lo = rng.uniform(3000, 4000)
-        count, length_s = rng.integers(3, 7), rng.uniform(0.1, 0.6)
+        count, length_s = rng.integers(3, 8), rng.uniform(0.2, 0.8)
         return self._event_clicks(
             s, rng, t, gain_db, "extra_clicks", (f_lo, f_lo + 2500), count, length_s, ringing=True
         )
@@ -284,7 +354,11 @@ class Machine:
             hz = self.conveyor_harmonics_hz[k]
             s.parts[f"motor_h{k}"] = s.parts[f"motor_h{k}"] * 10 ** (-gain_db / 20)
             regions.append((*_tone_band(hz), t0, t1))
-        for k, hz in enumerate(np.sort(rng.uniform(1500, 6000, n_lines - n_removed))):
+        # One added line is the machine's own recurring fault (near its defect frequency), the
+        # others fall anywhere in 1.5-6 kHz.
+        recurring = self.defect_hz * rng.uniform(0.98, 1.02)
+        others = rng.uniform(1500, 6000, n_lines - n_removed - 1)
+        for k, hz in enumerate(np.sort(np.append(others, recurring))):
             region = (*_tone_band(hz), t0, t1)
             self._add(s, f"line{k}", env * tone(t, hz, rng, drift=0.002), region, gain_db)
             regions.append(region)

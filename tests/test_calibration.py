@@ -12,9 +12,9 @@ from analysis.calibration import (
     check_type,
     id_metrics,
     published_spread_pts,
-    zscore_scores,
 )
 from analysis.dcase import MACHINE_IDS, parse_clip_name
+from analysis.detection import zscore_scores
 from analysis.io import read_csv
 from analysis.params import MACHINE_TYPES
 from analysis.synthesize import synthesize
@@ -90,12 +90,9 @@ def z_auc_by_type(root, machine_types) -> dict[str, object]:
         train_ids = np.array([parse_clip_name(p.name)[1] for p in train])
         labels = np.array([parse_clip_name(p.name)[0] for p in test])
         test_ids = np.array([parse_clip_name(p.name)[1] for p in test])
-        train_mels, test_mels = logmels(train), logmels(test)
-        scores = np.empty(len(test))
-        for mid in np.unique(test_ids):
-            ref = [m for m, i in zip(train_mels, train_ids, strict=True) if i == mid]
-            pick = np.flatnonzero(test_ids == mid)
-            scores[pick] = zscore_scores(ref, [test_mels[k] for k in pick])
+        test_mels = np.stack(logmels(test))
+        n_frames = np.full(len(test_mels), test_mels.shape[2])
+        scores = zscore_scores(np.stack(logmels(train)), train_ids, test_mels, test_ids, n_frames)
         out[machine_type] = check_type(machine_type, id_metrics(scores, labels, test_ids))
     return out
 

@@ -272,3 +272,37 @@ def test_extra_train_clips_are_the_same_machines_from_a_stream_of_their_own(synt
         other = spectrum(reference / "fan" / "train" / path.name.replace(machine_id, other_id))
         own = spectrum(path)
         assert np.abs(own - mine).mean() < np.abs(own - other).mean(), path.name
+
+
+def _band_levels_db(machine_type, conditions, n_clips=12):
+    """Per normal clip of one ID: its energy (dB) in 3-7 kHz relative to the whole clip."""
+    from analysis.synthesize_machines import Machine
+    from analysis.synthesize_signals import SR, region_energy
+
+    machine = Machine(machine_type, MACHINE_IDS[machine_type][0], 0)
+    n = 4 * SR
+    out = []
+    for k in range(n_clips):
+        rng = np.random.default_rng([0, k])
+        cond_rng = np.random.default_rng([0, k, 1]) if conditions else None
+        mix = machine.normal(rng, n, cond_rng).mix()
+        out.append(10 * np.log10(region_energy(mix, 3000, 7000, 0, 4) / np.sum(mix**2)))
+    return np.array(out)
+
+
+def test_clip_conditions_make_normal_clips_differ_more_and_leave_other_types_alone():
+    """Slider's clip conditions (spectral tilt of SD 1.5 dB/octave: 3-7 kHz sits about 2-4
+    octaves above where most of the clip's energy is, so its share moves by several dB; factory
+    noise of SD 6 dB) move a normal clip's high band by decibels; without them only speed, phase
+    and per-clip noise move it (a few tenths of a dB). Fan has no conditions: its normal
+    clips are the same with or without a conditions stream."""
+    from analysis.synthesize_machines import CLIP_CONDITIONS, Machine
+    from analysis.synthesize_signals import SR
+
+    assert "slider" in CLIP_CONDITIONS and "fan" not in CLIP_CONDITIONS
+    plain, varied = _band_levels_db("slider", False), _band_levels_db("slider", True)
+    assert plain.std() < 0.6 and varied.std() > 1.5, (plain.std(), varied.std())
+    machine = Machine("fan", "id_00", 0)
+    with_stream = machine.normal(np.random.default_rng(3), SR, np.random.default_rng(4)).mix()
+    without = machine.normal(np.random.default_rng(3), SR, None).mix()
+    assert np.array_equal(with_stream, without)
