@@ -4,23 +4,26 @@ Real DCASE audio cannot be fetched at set-up time, so the default input is
 made here. Each machine type has a normal sound built from physical parts
 (rotating harmonics, flow/friction noise with resonances, impacts, an active
 window for the toy machines) with a character of its own per ID and per-clip
-variation (speed, level, phase, background). Anomalies follow what published
+variation (speed, level, phase, background; for slider, pump and valve also recording
+conditions: spectral tilt, factory noise of changing level, knocks; see
+``synthesize_machines.ClipConditions``). Anomalies follow what published
 mean anomaly-minus-normal maps of DCASE 2020 Task 2 show:
 
 * fan: a stationary narrow tone added or a normal tone removed, whole clip;
 * pump: the pump's whine lost plus a broadband lift, or the whine shifted;
 * slider: impulsive rail clicks, or a broad low-to-mid band change;
-* valve: short extra clicks at quasi-periodic times;
+* valve: extra rattles (0.2-0.8 s) at quasi-periodic times;
 * ToyCar: a mid-to-high band plus a thin line, across the machine's active window;
-* ToyConveyor: several thin lines across the active window, some adding energy
-  and some removing a normal motor harmonic.
+* ToyConveyor: several thin lines across the active window, some adding energy (one of
+  them near the machine's own recurring fault frequency) and some removing a normal motor
+  harmonic.
 
 Strength is calibrated to two published DCASE 2020 figures: at ``synthetic.strength``
 1 the DCASE 2020 baseline autoencoder finds these anomalies about as often as it
-finds the real ones (its AUC per machine type; ``benchmarks/bench_calibration.py``),
-and the per-type realism measure (median over IDs of the peak over mel bins of
-|time-averaged mean anomalous - mean normal| in per-clip standardized log-mel) is
-checked against the published map figures. Each anomalous clip draws its gain:
+finds the real ones (its AUC and pAUC per machine type, the spread of its per-ID AUCs;
+``benchmarks/bench_calibration.py``), and the per-type time-averaged peak (median over
+IDs of the peak over mel bins of |time-averaged mean anomalous - mean normal| in
+per-clip standardized log-mel) lies within 0.5x-2x of the published map figures. Each anomalous clip draws its gain:
 the type's ``REALISTIC_GAIN_DB`` times its ID's detectability (ordered as the
 published per-ID AUCs) times a log-normal draw of mean 1, so many clips barely
 differ from normal ones and a few grossly; valve rattles also draw their length.
