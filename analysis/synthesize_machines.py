@@ -31,12 +31,12 @@ REALISTIC_GAIN_DB = {
     "fan": 2.55,
     "pump": 2.6,
     "slider": 5.0,
-    "valve": 4.5,
+    "valve": 4.8,
     "ToyCar": 0.45,
     "ToyConveyor": 2.0,
 }
 # How an ID's gain follows its published AUC (id_detectability): sqrt(d) unless listed here.
-ID_DETECTABILITY_POWER = {"pump": 1.0}
+ID_DETECTABILITY_POWER = {"pump": 1.0, "slider": 1.0, "valve": 1.0}
 CLIP_STRENGTH_LOG_SD = 0.6  # spread of each anomalous clip's gain around its ID's (log-normal)
 # Types whose clips spread less: a wide spread gives a few gross clips that lift the partial AUC
 # at low false-alarm rates above the published one (slider: 77 % against 66.5 % at SD 0.6).
@@ -95,7 +95,12 @@ CLIP_CONDITIONS: dict[str, ClipConditions] = {
         factory_db=-10.0, factory_sd_db=4.0, knocks_per_clip=0.5, knock_db=-10.0
     ),
     "valve": ClipConditions(
-        factory_db=-15.0, factory_sd_db=4.0, knocks_per_clip=1.0, knock_db=-6.0
+        factory_db=-15.0,
+        factory_sd_db=4.0,
+        knocks_per_clip=1.0,
+        knock_db=-6.0,
+        odd_share=0.1,
+        odd_db=-6.0,
     ),
 }
 
@@ -173,8 +178,8 @@ class Machine:
         return sound
 
     def _add_conditions(self, sound: Sound, rng, conditions: ClipConditions, n: int) -> None:
-        """Factory noise and knocks of this clip, relative to the machine's RMS."""
-        if conditions.factory_db is None and not conditions.knocks_per_clip:
+        """Factory noise, knocks and interference of this clip, relative to the machine's RMS."""
+        if conditions == ClipConditions():
             return
         machine_rms = np.sqrt(np.mean(sound.mix() ** 2))
         if conditions.factory_db is not None:
