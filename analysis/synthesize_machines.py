@@ -29,7 +29,7 @@ from analysis.synthesize_signals import (
 # development-set figure (analysis/calibration.py; the README shows the benchmark's table).
 REALISTIC_GAIN_DB = {
     "fan": 2.55,
-    "pump": 2.6,
+    "pump": 3.2,
     "slider": 5.0,
     "valve": 4.8,
     "ToyCar": 0.45,
@@ -92,7 +92,12 @@ CLIP_CONDITIONS: dict[str, ClipConditions] = {
         odd_db=-6.0,
     ),
     "pump": ClipConditions(
-        factory_db=-10.0, factory_sd_db=4.0, knocks_per_clip=0.5, knock_db=-10.0
+        factory_db=-10.0,
+        factory_sd_db=4.0,
+        knocks_per_clip=0.5,
+        knock_db=-10.0,
+        odd_share=0.1,
+        odd_db=-6.0,
     ),
     "valve": ClipConditions(
         factory_db=-15.0,
