@@ -4,12 +4,12 @@ The reference is the task's baseline autoencoder (``analysis.baseline_ae``) on t
 development set: its published AUC and pAUC (max FPR 0.1) per machine type and its AUC per
 machine ID. ``benchmarks/bench_calibration.py`` trains that autoencoder on a calibration-size
 synthetic set and checks the targets below; the CI guard (tests/test_calibration.py) checks a
-cheap stand-in, :func:`zscore_scores`, on the small default set.
+cheap stand-in, ``analysis.detection.zscore_scores`` (the downstream check's maskless
+reference detector: one implementation serves both), on the small default set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,22 +31,6 @@ def published_spread_pts(machine_type: str) -> float:
     """Range (max - min) of the published per-ID AUCs of a type, percentage points."""
     values = PUBLISHED_ID_AUC_PCT[machine_type].values()
     return max(values) - min(values)
-
-
-def zscore_scores(
-    train_logmels: Sequence[np.ndarray], test_logmels: Sequence[np.ndarray]
-) -> np.ndarray:
-    """A cheap detector: each test clip's mean squared per-bin z-score against the train clips.
-
-    Mean and SD per mel bin over every frame of ``train_logmels`` (normal clips of one machine
-    ID, each ``(n_mels, frames)``); a clip's score is the mean over its bins and frames of
-    ((value - mean) / SD)^2. Like the baseline autoencoder it scores frames against what normal
-    frames look like, without learning anything.
-    """
-    frames = np.concatenate([np.asarray(m, dtype=np.float64) for m in train_logmels], axis=1)
-    mean = frames.mean(axis=1, keepdims=True)
-    sd = np.maximum(frames.std(axis=1, keepdims=True), 1e-6)
-    return np.array([float(np.mean(((m - mean) / sd) ** 2)) for m in test_logmels])
 
 
 @dataclass(frozen=True)
