@@ -222,12 +222,19 @@ def calibrate_clip_level(
     false-region rate by a threshold set without its fold. ``mapper`` (a pool's
     ``map``) measures the IDs in parallel; results do not depend on it.
     """
+    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
+    return pool_calibration(dict(zip(normal_by_id, measured, strict=True)), loc)
+
+
+def pool_calibration(measured_by_id: dict[str, tuple], loc: dict[str, Any]) -> ClipCalibration:
+    """The calibration from each ID's :func:`out_of_fold_levels` (in ID order), pooled.
+
+    Split from :func:`calibrate_clip_level` so a stage can measure the IDs wherever it
+    holds their clips (one pool task per ID) and pool the small results here.
+    """
     rate = loc["clip_false_region_rate"]
     levels, folds, owners, cells, profiles = [], [], [], [], []
-    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
-    for machine_id, (id_levels, id_folds, id_cells, id_profiles) in zip(
-        normal_by_id, measured, strict=True
-    ):
+    for machine_id, (id_levels, id_folds, id_cells, id_profiles) in measured_by_id.items():
         levels.append(id_levels)
         folds.append(id_folds)
         cells.append(id_cells)
@@ -242,7 +249,7 @@ def calibrate_clip_level(
         profile_levels=profile_levels(
             [np.concatenate(column) for column in zip(*profiles, strict=True)], loc
         ),
-        flagged={m: flagged[owners_arr == m] for m in normal_by_id},
+        flagged={m: flagged[owners_arr == m] for m in measured_by_id},
     )
 
 
