@@ -32,7 +32,10 @@ def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray,
     """
     n = normal.shape[0]
     mean = normal.mean(axis=0)
-    var = ((normal - mean) ** 2).mean(axis=0) * (n / max(n - 1, 1))
+    residual = normal - mean  # squared in place: one clip-sized temporary, not two
+    np.square(residual, out=residual)
+    var = residual.mean(axis=0) * (n / max(n - 1, 1))
+    del residual
     var = ndimage.uniform_filter1d(
         var, size=min(window_frames, var.shape[1]), axis=1, mode="nearest"
     )
@@ -49,7 +52,8 @@ def signed_z_maps(
     Smoothing the signed z keeps consistent shifts (a tone that is lost, a band
     that rises) and averages isolated noisy cells away.
     """
-    z = (clips - mean) / scale
+    z = clips - mean
+    z /= scale
     return ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest")
 
 
