@@ -148,20 +148,38 @@ def out_of_fold_levels(
     """
     normal = np.asarray(normal, dtype=np.float64)  # no copy when it already is
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
-    folds = fold_of(normal.shape[0], loc["n_folds"])
-    levels = np.zeros(normal.shape[0])
-    cells, profiles = [], []
+    n, n_mels, frames = normal.shape
+    folds = fold_of(n, loc["n_folds"])
+    levels = np.zeros(n)
+    if n == 0:
+        return levels, folds, np.zeros(0), []
+    # The samples are written into arrays made once, in the order the clips are visited: a
+    # strided view per clip would keep each clip's whole z-map and band profiles alive (at
+    # 800 clips, 4 GB per ID instead of the samples' 0.5 GB).
+    cells = np.empty((n, _sample_size(n_mels * frames)))
+    profiles = [
+        np.empty((n, _sample_size((n_mels - k + 1) * frames)))
+        for k in range(1, min(PROFILE_MAX_ROWS, n_mels) + 1)
+    ]
+    visited = 0
     for k in np.unique(folds):
         mean, scale = reference_stats(normal[folds != k], loc["window_frames"])
         for i in np.flatnonzero(folds == k):
             signed = signed_z_maps(normal[i : i + 1], mean, scale, smooth)[0]
             z = np.abs(signed)
             levels[i] = critical_level(z, loc["min_region_cells"])
-            cells.append(z.ravel()[:: max(1, z.size // CELL_SAMPLE)])
+            cells[visited] = z.ravel()[:: max(1, z.size // CELL_SAMPLE)]
             by_height = band_profiles(signed, loc["merge_gap_frames"])
-            profiles.append([p.ravel()[:: max(1, p.size // CELL_SAMPLE)] for p in by_height])
-    by_height = [np.concatenate(column) for column in zip(*profiles, strict=True)]
-    return levels, folds, np.concatenate(cells) if cells else np.zeros(0), by_height
+            for out, p in zip(profiles, by_height, strict=True):
+                out[visited] = p.ravel()[:: max(1, p.size // CELL_SAMPLE)]
+            visited += 1
+    return levels, folds, cells.ravel(), [p.ravel() for p in profiles]
+
+
+def _sample_size(size: int) -> int:
+    """How many values ``x.ravel()[:: max(1, size // CELL_SAMPLE)]`` keeps of ``size``."""
+    step = max(1, size // CELL_SAMPLE)
+    return -(-size // step)
 
 
 def profile_levels(by_height: list[np.ndarray], loc: dict[str, Any]) -> np.ndarray:
@@ -247,14 +265,29 @@ def pool_calibration(measured_by_id: dict[str, tuple], loc: dict[str, Any]) -> C
     all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
     flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
     owners_arr = np.array(owners)
+    cell_level = delineation_level(np.concatenate(cells), loc)
+    del cells
     return ClipCalibration(
         threshold=calibrated_threshold(all_levels, rate),
-        cell_level=delineation_level(np.concatenate(cells), loc),
-        profile_levels=profile_levels(
-            [np.concatenate(column) for column in zip(*profiles, strict=True)], loc
-        ),
+        cell_level=cell_level,
+        profile_levels=_pooled_profile_levels(profiles, loc),
         flagged={m: flagged[owners_arr == m] for m in measured_by_id},
     )
+
+
+def _pooled_profile_levels(profiles: list[list[np.ndarray | None]], loc: dict[str, Any]):
+    """:func:`profile_levels` of every ID's band-profile samples pooled per band height, one
+    height at a time, each ID's samples of a height dropped from ``profiles`` once pooled (at
+    800 clips per ID they are 0.5 GB per ID; pooled at once, twice that per ID)."""
+    n_heights = min((len(p) for p in profiles), default=0)
+    out = []
+    for k in range(n_heights):
+        column = [by_height[k] for by_height in profiles]
+        for by_height in profiles:
+            by_height[k] = None
+        out.append(profile_levels([np.concatenate(column)], loc)[0])
+        del column
+    return np.array(out)
 
 
 def _row_groups(pieces: np.ndarray, count: int) -> list[list[int]]:
