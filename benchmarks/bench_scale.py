@@ -58,7 +58,9 @@ DEV_SET = {
 }
 TARGETS = {"extract_s": 180.0, "repro_s": 360.0, "peak_mb": 4096.0, "pdf_pages": 20}
 # Stages whose work grows with the clips (downstream is off by default: its "not run" record
-# does not grow).
+# does not grow). power grows with them only up to power.max_normal_clips_per_id normal clips
+# per ID (200: at fractions below about 0.25 every ID is under it), so at small fractions the
+# linear extrapolation overstates it.
 SCALES_WITH_CLIPS = ("extract", "localize", "power", "recommend")
 MIN_PER_GROUP = 6  # clips per (ID, split, label) at small fractions
 BANK = 24  # distinct sounds per (type, label)
