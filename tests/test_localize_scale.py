@@ -58,9 +58,9 @@ def test_clip_rows_load_the_units_clips_and_real_frames(tmp_path, params, compre
 
 
 def test_pool_tasks_carry_no_clips(tmp_path, params):
-    """The cause of localize's 13.9 GB at ToyConveyor was clips held and pickled per unit:
-    a unit's task now grows by its row indices (8 bytes a clip), never by its clips (here
-    16 x 30 x 4 = 1,920 bytes a clip, 3 MB per unit at the real size)."""
+    """The stage process used to hold every unit's clips and pickle them to the workers: a
+    unit's task now grows by its row indices (8 bytes a clip), never by its clips (here
+    16 x 30 x 4 = 1,920 bytes a clip, 160 KB at the real size)."""
     sizes = {}
     for n in (5, 500):
         folder = tmp_path / str(n)
@@ -101,3 +101,26 @@ def test_return_freed_memory_hands_the_heap_back():
     held_mb, after_mb = map(int, out.split())
     assert held_mb > 150, out  # the freed blocks were still resident
     assert after_mb < 30, out  # and are handed back
+
+
+def test_out_of_fold_levels_hold_samples_not_maps(params):
+    """The cause of localize's 12.8 GB at ToyConveyor: each clip's strided sample of its z-map
+    and its 16 band profiles was a view keeping the whole maps alive until the end (about
+    5 MB a clip at 128 x 320, 4 GB for 800 clips). The peak must stay within the samples
+    (about a tenth of the maps here) plus a few copies of the clips."""
+    import tracemalloc
+
+    from analysis.localization.clip_level import out_of_fold_levels
+
+    normal = np.random.default_rng(1).standard_normal((24, 64, 640))
+    tracemalloc.start()
+    try:
+        levels, folds, cells, by_height = out_of_fold_levels(normal, params["localization"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    samples = cells.nbytes + sum(p.nbytes for p in by_height)
+    maps_per_clip = 64 * 640 * 8 * 17  # the z-map and 16 band profiles (at most this big)
+    assert samples < 24 * maps_per_clip / 5
+    assert peak - samples < 3 * normal.nbytes + 5 * 2**20, (peak >> 20, samples >> 20)
+    assert levels.shape == folds.shape == (24,)
