@@ -4,7 +4,7 @@ Reads ``build/features/TYPE/``, runs the methods of :mod:`analysis.localization`
 per machine ID, and writes ``build/localization/TYPE.{npz,json,regions.csv}``:
 
 * pass 1 calibrates the clip-level threshold on the type's normal clips, out of
-  fold and pooled over its IDs (:func:`~analysis.localization.clip_level.calibrate_clip_level`);
+  fold and pooled over its IDs (:func:`~analysis.localization.clip_level.pool_calibration`);
 * pass 2, per ID (in a process pool): the seed's maps, a clip-level region per
   anomalous clip with its features and IoU with any ground truth, and the ID-level
   pooled evidence (:func:`~analysis.localization.id_level.id_level_evidence`).
@@ -28,18 +28,59 @@ from analysis.artifacts import (
     write_localization,
 )
 from analysis.dcase import unit_domain, unit_key, unit_label, unit_section
-from analysis.io import log
+from analysis.io import log, map_npz_member
 from analysis.localization.clip_level import (
-    calibrate_clip_level,
     detect_regions,
     out_of_fold_levels,
+    pool_calibration,
 )
-from analysis.localization.id_level import id_level_evidence
+from analysis.localization.id_level import id_level_evidence_on_maps, scale_maps, time_scales
 from analysis.localization.maps import iou, localization_maps, pad_frames, truth_map
 from analysis.localization.patterns import classify_pattern
 from analysis.mel import MelGeometry
 from analysis.regions import FEATURE_COLUMNS, region_features
-from analysis.workers import parallel_map, resolve_n_jobs
+from analysis.workers import parallel_map, resolve_n_jobs, return_freed_memory
+
+
+@dataclass(frozen=True)
+class ClipRows:
+    """Some clips of a type's ``test.npz`` by row, cut to their first ``frames`` frames.
+
+    Tasks carry these, not the clips: whoever computes on them reads them from the
+    memory-mapped features (:meth:`load`), so the stage's own process never holds a unit's
+    clips and no clip is pickled to a worker. At the development set's size ToyConveyor's
+    3,509 test clips are 575 MB of float32, and a worker's float64 copies twice that.
+    """
+
+    path: Path  # test.npz
+    rows: np.ndarray  # int64 row indices, in file order
+    frames: int  # real frames every clip of the unit has
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.size)
+
+    def load(self) -> np.ndarray:
+        """(n, n_mels, frames) float64, as the methods compute."""
+        logmel = map_npz_member(self.path, "logmel")
+        if logmel is None:  # a compressed member cannot be mapped
+            logmel = read_test_features(self.path.parent).logmel
+        clips = np.asarray(logmel[self.rows, :, : self.frames])  # float32, only these rows
+        del logmel  # unmaps the file
+        return clips.astype(np.float64)
+
+
+def load_clips(clips: ClipRows | np.ndarray) -> np.ndarray:
+    """float64 clips from a :class:`ClipRows` or an array."""
+    return clips.load() if isinstance(clips, ClipRows) else np.asarray(clips, dtype=np.float64)
+
+
+def unit_out_of_fold_levels(clips: ClipRows, loc: dict[str, Any]) -> tuple:
+    """:func:`~analysis.localization.clip_level.out_of_fold_levels` of a unit's normal clips,
+    read here (in a pool worker); the freed heap is handed back before the next task."""
+    measured = out_of_fold_levels(clips.load(), loc)
+    return_freed_memory()
+    return measured
 
 
 @dataclass(frozen=True)
@@ -48,8 +89,8 @@ class IdTask:
 
     machine_type: str
     machine_id: str
-    normal: np.ndarray  # (n, n_mels, F) normal test clips of the ID, real frames only (float32)
-    anomaly: np.ndarray  # (m, n_mels, F) anomalous test clips, the same frames
+    normal: ClipRows  # normal test clips of the ID (with a borrowed reference's first)
+    anomaly: ClipRows  # anomalous test clips, the same frames
     files: list[str]  # the anomalous clips' files
     threshold: float | None  # calibrated clip-level threshold (|z|)
     cell_level: float | None  # a detected clip's region level
@@ -70,7 +111,7 @@ def clip_rows(
     feats = region_features(regions)
     found = ~np.isnan(feats["area_fraction"])
     truth_union = np.zeros(geometry.spectrogram_shape, dtype=bool)
-    real_frames = task.normal.shape[2]  # the truth is judged where the clips have sound
+    real_frames = task.normal.frames  # the truth is judged where the clips have sound
     rows = []
     for i, file in enumerate(task.files):
         row = {"file": file, "machine_id": task.machine_id, "found": int(found[i])}
@@ -171,9 +212,9 @@ def localize_id(task: IdTask) -> dict[str, Any]:
         ``pooled`` (for the npz), region ``rows``, ``regions`` (in ``task.files``
         order) and ``summary``.
     """
-    if task.anomaly.shape[0] == 0:
+    if task.anomaly.n == 0:
         return {"status": "not enough evidence: no anomalous test clips"}
-    normal, anomaly = task.normal.astype(np.float64), task.anomaly.astype(np.float64)
+    normal, anomaly = task.normal.load(), task.anomaly.load()
     T = task.geometry.target_T
     maps = localization_maps(normal, anomaly)
     regions, levels = detect_regions(
@@ -181,14 +222,22 @@ def localize_id(task: IdTask) -> dict[str, Any]:
     )
     regions = pad_frames(regions, T, False)
     rows, found, truth_union = clip_rows(task, regions, levels)
-    id_level, pooled = id_level_evidence(
-        normal,
-        anomaly,
+    scales = time_scales(task.loc, normal.shape[2])
+    x = {L: scale_maps(normal, task.loc["smooth_bins"], L) for L in scales}
+    y = {L: scale_maps(anomaly, task.loc["smooth_bins"], L) for L in scales}
+    shape = normal.shape[1:]
+    del normal, anomaly  # the tests need only their maps
+    id_level, pooled = id_level_evidence_on_maps(
+        x,
+        y,
+        shape,
         task.loc,
         f"{task.machine_type}/{task.machine_id}",
         truth_union if truth_union.any() else None,
         frames_total=T,
     )
+    del x, y
+    return_freed_memory()
     # Padded frames are no data: NaN in the stored maps (the frequency profile has no frames).
     stored = {
         k: v if k == "excess_freq_profile" else pad_frames(v, T, np.nan) for k, v in maps.items()
@@ -215,26 +264,26 @@ def add_clip_fields(rows: list[dict[str, Any]], test) -> None:
 
 
 def split_by_id(
-    test, loc: dict[str, Any], machine_type: str
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, list[str]]], dict[str, dict[str, Any]]]:
-    """Each ID's normal clips, anomalous clips and anomalous files, and per-ID counts; an ID
-    with too few normal clips gets a status instead of clips.
+    test, loc: dict[str, Any], machine_type: str, path: Path
+) -> tuple[dict[str, tuple[ClipRows, ClipRows, list[str]]], dict[str, dict[str, Any]]]:
+    """Each ID's normal clips, anomalous clips (as :class:`ClipRows` of ``path``, the type's
+    ``test.npz``) and anomalous files, and per-ID counts; an ID with too few normal clips
+    gets a status instead of clips.
 
     The clips keep only the frames every clip of the ID really has (the padding to
     ``target_T`` is constant and would enter every variance and test as zero-variance
-    cells); they stay float32 as stored (the workers compute in float64, half the memory
-    sent to them).
+    cells).
     """
     by_id, per_id = {}, {}
     for machine_id in test.machine_ids():
         ids = test.machine_id == machine_id
         real = int(test.n_frames[ids].min())
-        normal = test.logmel[test.pick(machine_id, 0), :, :real]
-        anomaly = test.logmel[test.pick(machine_id, 1), :, :real]
+        normal = ClipRows(path, np.flatnonzero(test.pick(machine_id, 0)), real)
+        anomaly = ClipRows(path, np.flatnonzero(test.pick(machine_id, 1)), real)
         files = test.file[test.pick(machine_id, 1)].tolist()
         per_id[machine_id] = {
-            "n_normal": int(normal.shape[0]),
-            "n_anomaly": int(anomaly.shape[0]),
+            "n_normal": normal.n,
+            "n_anomaly": anomaly.n,
             "n_real_frames": real,
         }
         by_id[machine_id] = (normal, anomaly, files)
@@ -253,31 +302,31 @@ def borrow_reference_normals(
     kept = {}
     need = loc["min_normal_clips"]
     for key, (normal, anomaly, files) in by_id.items():
-        if normal.shape[0] >= need:
+        if normal.n >= need:
             kept[key] = (normal, anomaly, files)
             continue
         source = unit_key(unit_section(key), "source") if unit_domain(key) == "target" else ""
-        if source in by_id and by_id[source][0].shape[0] >= need:
+        if source in by_id and by_id[source][0].n >= need:
             reference = by_id[source][0]
-            frames = min(reference.shape[2], normal.shape[2])
+            frames = min(reference.frames, normal.frames)
             kept[key] = (
-                np.concatenate([reference[:, :, :frames], normal[:, :, :frames]]),
-                anomaly[:, :, :frames],
+                ClipRows(normal.path, np.concatenate([reference.rows, normal.rows]), frames),
+                ClipRows(anomaly.path, anomaly.rows, frames),
                 files,
             )
             per_id[key]["n_real_frames"] = frames
             per_id[key]["reference"] = {
                 "unit": source,
-                "n_reference_normal": int(reference.shape[0]),
-                "n_own_normal": int(normal.shape[0]),
+                "n_reference_normal": reference.n,
+                "n_own_normal": normal.n,
             }
             log(
-                f"localize {machine_type}: {unit_label(key)}: {normal.shape[0]} normal test "
+                f"localize {machine_type}: {unit_label(key)}: {normal.n} normal test "
                 f"clips (needs {need}): referenced against {unit_label(source)}'s normal clips too"
             )
             continue
         per_id[key]["status"] = (
-            f"not enough evidence: {normal.shape[0]} normal test clips (needs at least {need})"
+            f"not enough evidence: {normal.n} normal test clips (needs at least {need})"
         )
         log(f"localize {machine_type}: {unit_label(key)}: {per_id[key]['status']}")
     return kept
@@ -313,11 +362,13 @@ def calibrate(
     record: dict[str, dict[str, Any]] = {}
     levels: dict[str, tuple[float, float, np.ndarray]] = {}
     for domain, units in groups.items():
-        n_normal = sum(by_id[u][0].shape[0] for u in units)
+        n_normal = sum(by_id[u][0].n for u in units)
         if domain == "target" and n_normal < need and "source" in groups:
             record[domain] = {"own": False, "n_normal": n_normal, "n_needed": need}
             continue
-        calibration = calibrate_clip_level({u: by_id[u][0] for u in units}, loc, mapper)
+        # Each unit's clips are read in the worker that measures them; pooled here.
+        measured = mapper(partial(unit_out_of_fold_levels, loc=loc), [by_id[u][0] for u in units])
+        calibration = pool_calibration(dict(zip(units, measured, strict=True)), loc)
         levels[domain] = (
             calibration.threshold,
             calibration.cell_level,
@@ -338,7 +389,7 @@ def calibrate(
 
     by_unit = {u: levels[used(u)] for u in by_id}
     borrowing = [u for u in groups.get("target", []) if "target" not in levels]
-    measured = mapper(partial(out_of_fold_levels, loc=loc), [by_id[u][0] for u in borrowing])
+    measured = mapper(partial(unit_out_of_fold_levels, loc=loc), [by_id[u][0] for u in borrowing])
     for unit, (unit_levels, *_) in zip(borrowing, measured, strict=True):
         flagged = unit_levels > by_unit[unit][0]
         per_id[unit]["clip_false_region_rate"] = float(flagged.mean())
@@ -359,7 +410,7 @@ def borrowed_false_regions(
         reference = summary.get("reference")
         if not reference or unit not in by_id:
             continue
-        normal = by_id[unit][0].astype(np.float64)  # as the workers compute
+        normal = load_clips(by_id[unit][0])  # float64, as the workers compute
         n_ref = reference["n_reference_normal"]
         threshold, cell_level, band_levels = by_unit[unit]
         _, levels = detect_regions(
@@ -426,7 +477,7 @@ def localize(
     features_dir = Path(features_dir or f"build/features/{machine_type}")
     truth_by_file = read_ground_truth(features_dir)
     test = read_test_features(features_dir)
-    by_id, per_id = split_by_id(test, loc, machine_type)
+    by_id, per_id = split_by_id(test, loc, machine_type, features_dir / "test.npz")
     by_unit: dict[str, tuple[float, float, np.ndarray]] = {}
     record: dict[str, dict[str, Any]] = {}
     arrays = LocalizationArrays(np.zeros((0, *geometry.spectrogram_shape), bool), [])

@@ -182,6 +182,7 @@ SPEC: dict[str, Any] = {
     "power": {
         "seed": Num(int, 0),
         "deltas": ListOf(Num(float, 0.0, 100.0, lo_open=True)),
+        "max_normal_clips_per_id": Num(int, 2),
         "n_jobs": N_JOBS,
     },
     "masks": {
@@ -353,6 +354,14 @@ def _cross_checks(p: dict) -> None:
         "localization.n_permutations",
         f"{loc['n_permutations']} permutations cannot reach p < id_level_alpha = "
         f"{loc['id_level_alpha']} (need more than {3 / loc['id_level_alpha'] - 1:.0f})",
+    )
+    cap = p["power"]["max_normal_clips_per_id"]
+    require(
+        cap >= 2 * loc["min_normal_clips"],
+        "power.max_normal_clips_per_id",
+        f"{cap} normal clips cannot split into a reference and a spiked half of "
+        f"localization.min_normal_clips = {loc['min_normal_clips']} each (need at least "
+        f"{2 * loc['min_normal_clips']})",
     )
     n_mels, T = f["n_mels"], f["target_T"]
     for grid, factor in p["masks"]["q_grids"].items():

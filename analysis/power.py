@@ -28,6 +28,7 @@ least ``ID_LEVEL_DETECTED`` of the IDs.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 from analysis.artifacts import read_test_features, write_power
 from analysis.dcase import unit_words
 from analysis.io import Progress, log
-from analysis.localization.clip_level import calibrate_clip_level, detect_regions
+from analysis.localization.clip_level import detect_regions, out_of_fold_levels, pool_calibration
 from analysis.localization.id_level import (
     null_group_size,
     permutation_null,
@@ -49,7 +50,7 @@ from analysis.localization.id_level import (
 )
 from analysis.localization.maps import alternate_halves, iou
 from analysis.mel import MelGeometry
-from analysis.workers import process_pool, resolve_n_jobs
+from analysis.workers import parallel_map, resolve_n_jobs, return_freed_memory
 
 PATTERNS = ("stationary band", "lines in a window", "short segments")
 CLIP_LEVEL_DETECTED = 0.5  # clip-level recall at which a delta counts as detected
@@ -100,20 +101,27 @@ class IdReference:
     null: dict[int, np.ndarray]
 
 
-def id_references(
-    normal_by_id: dict[str, np.ndarray], loc: dict[str, Any], seed: int
-) -> dict[str, IdReference]:
-    """Split every ID's normal clips in a reference and a spiked half (alternate files)."""
-    out = {}
-    for mid, x in normal_by_id.items():
-        first, second = alternate_halves(x.shape[0])
-        normal = x[first]
-        maps = {L: scale_maps(normal, loc["smooth_bins"], L) for L in time_scales(loc, x.shape[2])}
+def capped_indices(n: int, cap: int) -> np.ndarray:
+    """Which of ``n`` clips (in file order) to use when at most ``cap`` may be: all of them, or
+    ``cap`` evenly spaced over the file order (a long recording is sampled over its whole
+    length, not only its start)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.round(np.linspace(0, n - 1, cap)).astype(np.int64)
+
+
+def id_reference(
+    x: np.ndarray, loc: dict[str, Any], seed: int, null: dict[int, np.ndarray] | None = None
+) -> IdReference:
+    """Split one ID's normal clips in a reference and a spiked half (alternate files); the
+    reference's permutation null is computed unless given (it depends on the reference only)."""
+    first, second = alternate_halves(x.shape[0])
+    normal = x[first]
+    maps = {L: scale_maps(normal, loc["smooth_bins"], L) for L in time_scales(loc, x.shape[2])}
+    if null is None:
         m = null_group_size(normal.shape[0], second.size)
-        out[mid] = IdReference(
-            normal, x[second], maps, permutation_null(maps, m, loc["n_permutations"], seed)
-        )
-    return out
+        null = permutation_null(maps, m, loc["n_permutations"], seed)
+    return IdReference(normal, x[second], maps, null)
 
 
 def spike_one_id(
@@ -146,49 +154,6 @@ def spike_one_id(
     return hits, ious, found and pooled_iou >= LOCATED_IOU, pooled_iou
 
 
-def evaluate_type(
-    normal_by_id: dict[str, np.ndarray],
-    loc: dict[str, Any],
-    deltas: list[float],
-    seed: int,
-    frames_per_second: float,
-) -> list[dict[str, Any]]:
-    """Power rows of one machine type from its IDs' normal clips (see the module docstring)."""
-    refs = id_references(normal_by_id, loc, seed)
-    # Calibrate the clip level on the normal halves only, exactly as localize does.
-    calibration = calibrate_clip_level({mid: r.normal for mid, r in refs.items()}, loc)
-    levels = (calibration.threshold, calibration.cell_level, calibration.profile_levels)
-    false_rate = float(np.concatenate(list(calibration.flagged.values())).mean())
-    rows = []
-    for p_index, pattern in enumerate(PATTERNS):
-        for delta in deltas:
-            hits, ious, id_hits, id_ious = [], [], [], []
-            for mid, ref in refs.items():
-                rng = np.random.default_rng([seed, zlib.crc32(mid.encode()), p_index])
-                signed = truth_pattern(pattern, ref.normal.shape[1:], rng, frames_per_second)
-                clip_hits, clip_ious, found, id_iou = spike_one_id(
-                    ref, signed, delta, loc, levels, seed
-                )
-                hits += clip_hits
-                ious += clip_ious
-                id_hits.append(found)
-                id_ious.append(id_iou)
-            rows.append(
-                {
-                    "pattern": pattern,
-                    "delta": float(delta),
-                    "n_ids": len(normal_by_id),
-                    "n_spiked": len(hits),
-                    "clip_recall": float(np.mean(hits)) if hits else None,
-                    "clip_iou": float(np.mean(ious)) if ious else None,
-                    "clip_false_region_rate": false_rate,
-                    "id_found_share": float(np.mean(id_hits)) if id_hits else None,
-                    "id_iou": float(np.mean(id_ious)) if id_ious else None,
-                }
-            )
-    return rows
-
-
 def detection_limits(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Per pattern: the smallest delta detected at each level (None: not within the deltas)."""
     out: dict[str, dict[str, float | None]] = {}
@@ -203,27 +168,160 @@ def detection_limits(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | 
     return out
 
 
-def _type_task(task: tuple) -> tuple[str, list[dict[str, Any]] | str]:
-    machine_type, features_dir, loc, deltas, seed, frames_per_second = task
-    test = read_test_features(features_dir)
-    normal_by_id = {}
-    for mid in test.machine_ids():
-        # Real frames only, as localize sees them: a spike-in never lands in the padding.
-        real = int(test.n_frames[test.machine_id == mid].min())
-        x = test.logmel[test.pick(mid, 0), :, :real].astype(np.float64)
-        if x.shape[0] >= 2 * loc["min_normal_clips"]:
-            normal_by_id[mid] = x
-    if not normal_by_id:
-        return machine_type, (
-            f"fewer than {2 * loc['min_normal_clips']} normal test clips in every "
-            f"{unit_words(test.machine_ids()).short}: "
-            "too few to split into a normal and a spiked half"
+@dataclass(frozen=True)
+class IdPowerTask:
+    """One ID of one machine type, as a pool worker reads it (its clips come from the
+    memory-mapped features in the worker, so the task itself is small)."""
+
+    machine_type: str
+    machine_id: str
+    features_dir: Path
+    loc: dict[str, Any]
+    seed: int
+    max_normal_clips: int
+
+
+def id_normal_clips(task: IdPowerTask) -> tuple[np.ndarray, int]:
+    """The ID's normal test clips used (at most ``max_normal_clips``, :func:`capped_indices`),
+    real frames only as localize sees them (a spike-in never lands in the padding), float64;
+    and how many it has."""
+    test = read_test_features(task.features_dir)
+    real = int(test.n_frames[test.machine_id == task.machine_id].min())
+    normal = np.flatnonzero(test.pick(task.machine_id, 0))
+    used = normal[capped_indices(normal.size, task.max_normal_clips)]
+    return test.logmel[used, :, :real].astype(np.float64), int(normal.size)
+
+
+def measure_id(task: IdPowerTask) -> tuple[int, dict[int, np.ndarray] | None, tuple | None]:
+    """Pass 1 of the power stage for one ID: its normal clips, the reference half's
+    permutation null and out-of-fold critical levels (for the type's pooled calibration).
+    Null and levels are None when the ID has too few normal clips to split."""
+    x, n_normal = id_normal_clips(task)
+    if x.shape[0] < 2 * task.loc["min_normal_clips"]:
+        return n_normal, None, None
+    ref = id_reference(x, task.loc, task.seed)
+    measured, null = out_of_fold_levels(ref.normal, task.loc), ref.null
+    del x, ref
+    return_freed_memory()
+    return n_normal, null, measured
+
+
+def spike_id(
+    task: IdPowerTask,
+    null: dict[int, np.ndarray],
+    calibration: tuple[float, float, np.ndarray],
+    deltas: list[float],
+    frames_per_second: float,
+) -> list[tuple[list[bool], list[float], bool, float]]:
+    """Pass 2 for one ID: :func:`spike_one_id` for every pattern and delta (patterns outer),
+    the pattern drawn once per ID and pattern as the seed and ID say."""
+    x, _ = id_normal_clips(task)
+    ref = id_reference(x, task.loc, task.seed, null)
+    out = []
+    for p_index, pattern in enumerate(PATTERNS):
+        rng = np.random.default_rng([task.seed, zlib.crc32(task.machine_id.encode()), p_index])
+        signed = truth_pattern(pattern, ref.normal.shape[1:], rng, frames_per_second)
+        out += [spike_one_id(ref, signed, d, task.loc, calibration, task.seed) for d in deltas]
+    del x, ref
+    return_freed_memory()
+    return out
+
+
+def type_rows(
+    results_by_id: dict[str, list[tuple]], deltas: list[float], false_rate: float
+) -> list[dict[str, Any]]:
+    """Power rows of one machine type from its IDs' :func:`spike_id` results (in ID order)."""
+    rows = []
+    for p_index, pattern in enumerate(PATTERNS):
+        for d_index, delta in enumerate(deltas):
+            hits, ious, id_hits, id_ious = [], [], [], []
+            for results in results_by_id.values():
+                clip_hits, clip_ious, found, id_iou = results[p_index * len(deltas) + d_index]
+                hits += clip_hits
+                ious += clip_ious
+                id_hits.append(found)
+                id_ious.append(id_iou)
+            rows.append(
+                {
+                    "pattern": pattern,
+                    "delta": float(delta),
+                    "n_ids": len(results_by_id),
+                    "n_spiked": len(hits),
+                    "clip_recall": float(np.mean(hits)) if hits else None,
+                    "clip_iou": float(np.mean(ious)) if ious else None,
+                    "clip_false_region_rate": false_rate,
+                    "id_found_share": float(np.mean(id_hits)) if id_hits else None,
+                    "id_iou": float(np.mean(id_ious)) if id_ious else None,
+                }
+            )
+    return rows
+
+
+def id_tasks(params: dict[str, Any], build_dir: Path) -> list[IdPowerTask]:
+    """One task per machine type and ID with normal test clips, types in params order."""
+    cfg = params["power"]
+    tasks = []
+    for machine_type in params["data"]["machine_types"]:
+        features_dir = build_dir / "features" / machine_type
+        test = read_test_features(features_dir)
+        tasks += [
+            IdPowerTask(
+                machine_type,
+                mid,
+                features_dir,
+                params["localization"],
+                cfg["seed"],
+                cfg["max_normal_clips_per_id"],
+            )
+            for mid in test.machine_ids()
+        ]
+    return tasks
+
+
+def measure_types(
+    machine_types: list[str],
+    tasks: list[IdPowerTask],
+    measured: list[tuple],
+    cap: int,
+    loc: dict[str, Any],
+) -> tuple[dict[str, tuple], dict[str, dict[str, Any]]]:
+    """Pool pass 1 per type: the clip-level calibration on the reference halves (as localize
+    calibrates, pooled over the type's IDs), its false-region rate, and each type's summary
+    (its status, how many IDs had more normal clips than ``cap``)."""
+    by_type: dict[str, dict[str, tuple]] = {t: {} for t in machine_types}
+    capped = dict.fromkeys(machine_types, 0)
+    for task, (n_normal, _null, levels) in zip(tasks, measured, strict=True):
+        capped[task.machine_type] += int(n_normal > cap)
+        if levels is not None:
+            by_type[task.machine_type][task.machine_id] = levels
+    unit_of = {
+        t: unit_words(task.machine_id for task in tasks if task.machine_type == t)
+        for t in machine_types
+    }
+    calibrations, summary = {}, {}
+    for machine_type, levels_by_id in by_type.items():
+        if not levels_by_id:
+            summary[machine_type] = {
+                "status": f"not measured: fewer than {2 * loc['min_normal_clips']} normal test "
+                f"clips in every {unit_of[machine_type].short}: too few to split into a normal "
+                "and a spiked half"
+            }
+            continue
+        calibration = pool_calibration(levels_by_id, loc)
+        false_rate = float(np.concatenate(list(calibration.flagged.values())).mean())
+        calibrations[machine_type] = (
+            (calibration.threshold, calibration.cell_level, calibration.profile_levels),
+            false_rate,
         )
-    return machine_type, evaluate_type(normal_by_id, loc, deltas, seed, frames_per_second)
+        summary[machine_type] = {"status": "ok", "n_ids_capped": capped[machine_type]}
+    return calibrations, summary
 
 
 def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     """Measure detection power per machine type; write ``build/power.{csv,json}``.
+
+    Each ID is one pool task, twice: pass 1 measures its reference half (null, out-of-fold
+    levels); the type's calibration is pooled from those; pass 2 spikes its other half.
 
     Parameters
     ----------
@@ -233,26 +331,44 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
     build_dir = Path(build_dir)
     cfg, loc = params["power"], params["localization"]
     frames_per_second = 1 / MelGeometry.from_params(params).seconds_per_frame
-    tasks = [
-        (t, build_dir / "features" / t, loc, cfg["deltas"], cfg["seed"], frames_per_second)
-        for t in params["data"]["machine_types"]
-    ]
-    progress = Progress("power: machine types", len(tasks))
-    rows, summary = [], {}
-    with process_pool(resolve_n_jobs(cfg["n_jobs"])) as pool:
-        for machine_type, result in pool.map(_type_task, tasks):
+    tasks = id_tasks(params, build_dir)
+    progress = Progress("power: machine IDs (measure, spike)", 2 * len(tasks))
+    with contextlib.ExitStack() as stack:
+        mapper = parallel_map(stack, max(1, min(resolve_n_jobs(cfg["n_jobs"]), len(tasks))))
+        measured = []
+        for result in mapper(measure_id, tasks):
+            measured.append(result)
             progress.advance()
-            if isinstance(result, str):
-                summary[machine_type] = {"status": f"not measured: {result}"}
-                continue
-            rows += [{"machine_type": machine_type, **r} for r in result]
-            summary[machine_type] = {"status": "ok", "detection_limits": detection_limits(result)}
+        calibrations, summary = measure_types(
+            params["data"]["machine_types"], tasks, measured, cfg["max_normal_clips_per_id"], loc
+        )
+        spiked = [(task, null) for task, (_, null, _) in zip(tasks, measured, strict=True) if null]
+        results = mapper(
+            spike_id,
+            [task for task, _ in spiked],
+            [null for _, null in spiked],
+            [calibrations[task.machine_type][0] for task, _ in spiked],
+            [cfg["deltas"]] * len(spiked),
+            [frames_per_second] * len(spiked),
+        )
+        by_type: dict[str, dict[str, list]] = {}
+        for (task, _), result in zip(spiked, results, strict=True):
+            by_type.setdefault(task.machine_type, {})[task.machine_id] = result
+            progress.advance()
     progress.close()
+    rows = []
+    for machine_type in summary:
+        if machine_type in by_type:
+            result = type_rows(by_type[machine_type], cfg["deltas"], calibrations[machine_type][1])
+            rows += [{"machine_type": machine_type, **r} for r in result]
+            summary[machine_type]["detection_limits"] = detection_limits(result)
     write_power(
         build_dir,
         rows,
         {
             "deltas": cfg["deltas"],
+            "max_normal_clips_per_id": cfg["max_normal_clips_per_id"],
+            "n_ids_capped": sum(s.get("n_ids_capped", 0) for s in summary.values()),
             "clip_level_detected": CLIP_LEVEL_DETECTED,
             "id_level_detected": ID_LEVEL_DETECTED,
             "located_iou": LOCATED_IOU,

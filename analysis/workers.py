@@ -38,12 +38,33 @@ def keep_freed_memory(limit_bytes: int = 256 * 2**20) -> None:
     time went to the kernel. Raising both thresholds keeps them in the heap.
     No-op where glibc is not the allocator.
     """
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, limit_bytes)
+        mallopt(M_TRIM_THRESHOLD, limit_bytes)
+
+
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, limit_bytes)
-        libc.mallopt(M_TRIM_THRESHOLD, limit_bytes)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # pragma: no cover - not glibc
+        return None
+
+
+_LIBC = _libc()
+
+
+def return_freed_memory() -> None:
+    """Hand the free pages of the heap back to the kernel (glibc ``malloc_trim``).
+
+    Call it when a task's large arrays are gone: :func:`keep_freed_memory` keeps freed
+    buffers up to 256 MB in the heap, where a unit's arrays (a few hundred MB at the
+    development set's size) otherwise stay resident after it, in every worker. No-op where
+    glibc is not the allocator.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def init_worker() -> None:

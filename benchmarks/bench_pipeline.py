@@ -3,8 +3,10 @@
 Copies the project's pipeline files into a throwaway git + DVC repo (your own
 build/ and DVC cache are untouched) and runs `dvc repro` once from nothing.
 Each stage's time comes from DVC's "Running stage" lines; its peak memory is
-the largest sum of resident memory over the stage's processes (the stage and
-its pool workers), sampled every 50 ms; its CPU time is the sum over those
+the largest sum of proportional set size (PSS: a page shared by k processes
+counts 1/k in each) over the stage's processes (the stage and its pool workers),
+sampled every 50 ms, with the summed resident memory (RSS, which counts the pages
+a forked worker shares with its parent once per process) beside it; its CPU time is the sum over those
 processes of user + system seconds (sampled too: each process's last 50 ms are
 missed), and DVC's own CPU time (hashing, locking) is that of the `dvc repro`
 process over the same interval. CPU seconds, unlike wall time, barely change
@@ -68,21 +70,41 @@ DOWNSTREAM_TARGET_S = 300  # the downstream stage, enabled, on the default data 
 SCALES_WITH_CLIPS = ("synthesize", "extract", "localize", "power", "recommend")
 
 
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (``/proc/PID/smaps_rollup``), or None where the
+    kernel has no rollup (not Linux, before 4.14) or the process has ended.
+
+    A page shared by k processes counts 1/k in each, so the PSS summed over a stage's
+    processes is the memory they really hold together; summed RSS counts the pages a forked
+    pool worker shares with its parent (the parent's arrays, memory-mapped features) once
+    per process."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class PeakMemory(threading.Thread):
-    """Samples the summed RSS and the CPU seconds of a process tree; ``take()`` returns the peak
-    RSS, the CPU seconds of the processes seen since the last ``take()`` (the root's excluded)
-    and the root's CPU seconds over that interval, and starts a new interval."""
+    """Samples the summed PSS and RSS and the CPU seconds of a process tree; ``take()``
+    returns the peak summed PSS (RSS where there is no PSS), the CPU seconds of the processes
+    seen since the last ``take()`` (the root's excluded), the root's CPU seconds over that
+    interval and the peak summed RSS, and starts a new interval."""
 
     def __init__(self, pid: int, period_s: float = 0.05) -> None:
         super().__init__(daemon=True)
-        self.root, self.period_s, self.peak, self.running = psutil.Process(pid), period_s, 0, True
+        self.root, self.period_s, self.running = psutil.Process(pid), period_s, True
+        self.peak_pss, self.peak_rss = 0, 0
         self.lock = threading.Lock()
         self.cpu: dict[int, float] = {}  # pid -> user + system seconds last seen
         self.root_cpu, self.root_mark = 0.0, 0.0
 
     def run(self) -> None:
         while self.running:
-            total = 0
+            rss_total, pss_total = 0, 0
             try:
                 # The stage's processes: DVC's own (the root) is not counted.
                 children = self.root.children(recursive=True)
@@ -92,21 +114,26 @@ class PeakMemory(threading.Thread):
             cpu = {}
             for proc in children:
                 with contextlib.suppress(psutil.Error):  # it may have just ended
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
+                    pss = pss_bytes(proc.pid)
+                    rss_total += rss
+                    pss_total += rss if pss is None else pss
                     t = proc.cpu_times()
                     cpu[proc.pid] = t.user + t.system
             with self.lock:
-                self.peak = max(self.peak, total)
+                self.peak_pss = max(self.peak_pss, pss_total)
+                self.peak_rss = max(self.peak_rss, rss_total)
                 self.cpu.update(cpu)
                 self.root_cpu = times.user + times.system
             time.sleep(self.period_s)
 
-    def take(self) -> tuple[int, float, float]:
+    def take(self) -> tuple[int, float, float, int]:
         with self.lock:
-            peak, self.peak = self.peak, 0
+            peak, self.peak_pss = self.peak_pss, 0
+            rss, self.peak_rss = self.peak_rss, 0
             cpu, self.cpu = sum(self.cpu.values()), {}
             root, self.root_mark = self.root_cpu - self.root_mark, self.root_cpu
-        return peak, cpu, root
+        return peak, cpu, root, rss
 
 
 def set_params(work: Path, changes: dict[str, object]) -> None:
@@ -149,21 +176,22 @@ def make_project(work: Path, synthetic: dict[str, object], env: dict) -> int:
 
 
 def grouped(stages: list[tuple]) -> dict[str, list[float]]:
-    """Seconds, peak memory, stage CPU seconds and DVC's CPU seconds per stage, ``extract@fan``
-    and its kind summed as ``extract``."""
+    """Seconds, peak memory (PSS), stage CPU seconds, DVC's CPU seconds and peak RSS per stage,
+    ``extract@fan`` and its kind summed as ``extract``."""
     groups: dict[str, list[float]] = {}
-    for stage, seconds, (peak, cpu, dvc_cpu) in stages:
-        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0, 0.0, 0.0])
+    for stage, seconds, (peak, cpu, dvc_cpu, rss) in stages:
+        entry = groups.setdefault(stage.split("@")[0], [0.0, 0.0, 0.0, 0.0, 0.0])
         entry[0] += seconds
         entry[1] = max(entry[1], peak)
         entry[2] += cpu
         entry[3] += dvc_cpu
+        entry[4] = max(entry[4], rss)
     return groups
 
 
 def run_repro(work: Path, env: dict) -> tuple[float, list[tuple]]:
-    """Cold `dvc repro`; returns the total seconds and (stage, seconds, (peak bytes, CPU
-    seconds, DVC's CPU seconds)) in order."""
+    """Cold `dvc repro`; returns the total seconds and (stage, seconds, (peak PSS bytes, CPU
+    seconds, DVC's CPU seconds, peak RSS bytes)) in order."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
@@ -231,15 +259,18 @@ def main() -> None:
             # What `dvc exp run -S downstream.enabled=true` adds: the stage and what reads it.
             set_params(Path(tmp), {"downstream.enabled": True})
             _, again = run_repro(Path(tmp), env)
-            downstream = grouped(again).get("downstream", [0.0, 0.0, 0.0, 0.0])
+            downstream = grouped(again).get("downstream", [0.0] * 5)
     groups = grouped(stages)
     label = "scale set" if args.scale else "default params"
     print(f"cold dvc repro ({label}, {n_clips} clips): {total:.1f} s")
-    print(f"  {'stage':<13}{'time':>9}{'share':>8}{'peak memory':>14}{'CPU':>10}{'DVC CPU':>10}")
-    for stage, (seconds, peak, cpu, dvc_cpu) in groups.items():
+    print(
+        f"  {'stage':<13}{'time':>9}{'share':>8}{'peak PSS':>11}{'peak RSS':>11}{'CPU':>10}"
+        f"{'DVC CPU':>10}"
+    )
+    for stage, (seconds, peak, cpu, dvc_cpu, rss) in groups.items():
         print(
-            f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:10.0f} MB"
-            f"{cpu:8.1f} s{dvc_cpu:8.1f} s"
+            f"  {stage:<13}{seconds:7.1f} s{seconds / total:8.1%}{peak / 2**20:8.0f} MB"
+            f"{rss / 2**20:8.0f} MB{cpu:8.1f} s{dvc_cpu:8.1f} s"
         )
     overhead = total - sum(g[0] for g in groups.values())
     cpu_sum = sum(g[2] for g in groups.values())
@@ -254,7 +285,7 @@ def main() -> None:
         )
     if args.scale:
         factor = FULL_DEV_SET_CLIPS / n_clips
-        grown = sum(s * (factor if g in SCALES_WITH_CLIPS else 1) for g, (s, _) in groups.items())
+        grown = sum(e[0] * (factor if g in SCALES_WITH_CLIPS else 1) for g, e in groups.items())
         print(
             f"extrapolated to the full development set ({FULL_DEV_SET_CLIPS} clips, x{factor:.1f} "
             f"for {', '.join(SCALES_WITH_CLIPS)}; synthesize is not run on real data): "

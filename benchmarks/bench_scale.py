@@ -5,7 +5,10 @@ train / test as published, test normals per ID as published, the rest anomalous)
 sounds (a bank of pre-encoded noise-plus-tone clips per type, anomalies with an added tone,
 copied to disk: the point is I/O and compute, not realism), then runs a cold `dvc repro` on
 it in a throwaway copy of the project, whole-process, and prints per stage its wall time,
-peak memory (the summed RSS of the stage's processes, sampled every 50 ms) and clips/s.
+peak memory (the summed PSS of the stage's processes, sampled every 50 ms, with their summed
+RSS beside it: RSS counts the pages a forked pool worker shares with its parent once per
+process), its CPU seconds and clips/s. CPU seconds barely change when other work shares the
+machine, so on a loaded machine they, not the wall time, tell what a quiet run would take.
 In the same run, the extract benchmark's whole-process baseline loop (librosa.load +
 melspectrogram + power_to_db per file, one process; ``benchmarks/bench_extract.py``) reads
 the fan clips, beside the ``extract@fan`` stage's time on the same clips.
@@ -55,7 +58,9 @@ DEV_SET = {
 }
 TARGETS = {"extract_s": 180.0, "repro_s": 360.0, "peak_mb": 4096.0, "pdf_pages": 20}
 # Stages whose work grows with the clips (downstream is off by default: its "not run" record
-# does not grow).
+# does not grow). power grows with them only up to power.max_normal_clips_per_id normal clips
+# per ID (200: at fractions below about 0.25 every ID is under it), so at small fractions the
+# linear extrapolation overstates it.
 SCALES_WITH_CLIPS = ("extract", "localize", "power", "recommend")
 MIN_PER_GROUP = 6  # clips per (ID, split, label) at small fractions
 BANK = 24  # distinct sounds per (type, label)
@@ -151,12 +156,15 @@ def pdf_pages(work: Path) -> int | None:
 def print_results(stages, total_s, n_clips, per_type, fraction, base_s, pages) -> None:
     """Per stage: time, peak memory, clips/s; then the targets, extrapolated to the full set."""
     print(f"cold dvc repro on {n_clips} clips (fraction {fraction:g} of the development set)")
-    print(f"  {'stage':<24}{'time':>9}{'CPU':>9}{'peak RSS':>11}{'clips/s':>10}")
-    for stage, seconds, (peak, cpu, _dvc_cpu) in stages:
+    print(f"  {'stage':<24}{'time':>9}{'CPU':>9}{'peak PSS':>11}{'peak RSS':>11}{'clips/s':>10}")
+    for stage, seconds, (peak, cpu, _dvc_cpu, rss) in stages:
         kind, _, machine_type = stage.partition("@")
         n = per_type.get(machine_type, n_clips)
         rate = f"{n / seconds:8.0f}" if kind in SCALES_WITH_CLIPS and seconds > 0 else "       –"
-        print(f"  {stage:<24}{seconds:7.1f} s{cpu:7.1f} s{peak / 2**20:8.0f} MB  {rate}")
+        print(
+            f"  {stage:<24}{seconds:7.1f} s{cpu:7.1f} s{peak / 2**20:8.0f} MB"
+            f"{rss / 2**20:8.0f} MB  {rate}"
+        )
     groups = grouped(stages)
     overhead = total_s - sum(g[0] for g in groups.values())
     print(f"  {'dvc itself':<24}{overhead:7.1f} s")
@@ -173,15 +181,18 @@ def print_results(stages, total_s, n_clips, per_type, fraction, base_s, pages) -
         f"  stage CPU seconds, all stages: {cpu_total:.0f} s ({cpu_total / total_s:.2f} cores busy)"
     )
     repro_full = sum(e[0] * (factor if g in SCALES_WITH_CLIPS else 1) for g, e in groups.items())
-    peak_mb = max(e[1] for e in groups.values()) / 2**20
+    peak_stage = max(groups, key=lambda g: groups[g][1])
+    peak_mb = groups[peak_stage][1] / 2**20
+    rss_mb = max(e[4] for e in groups.values()) / 2**20
     print(f"extrapolated to the full set (x{factor:.1f} for {', '.join(SCALES_WITH_CLIPS)}):")
     print(f"  extract, all types: {extract_full:6.0f} s (target {TARGETS['extract_s']:.0f} s)")
     print(
         f"  cold dvc repro:     {repro_full + overhead:6.0f} s (target {TARGETS['repro_s']:.0f} s)"
     )
     print(
-        f"  peak memory measured here: {peak_mb:.0f} MB (target {TARGETS['peak_mb']:.0f} MB; "
-        "grows with the clips of the largest type for extract, localize and power)"
+        f"  peak memory measured here: {peak_mb:.0f} MB PSS in {peak_stage} (summed RSS "
+        f"{rss_mb:.0f} MB; target {TARGETS['peak_mb']:.0f} MB; grows with the clips of the "
+        "largest type for extract, localize and power)"
     )
     print(f"  report PDF pages: {pages} (budget {TARGETS['pdf_pages']})")
 

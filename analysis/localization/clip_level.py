@@ -32,7 +32,10 @@ def reference_stats(normal: np.ndarray, window_frames: int) -> tuple[np.ndarray,
     """
     n = normal.shape[0]
     mean = normal.mean(axis=0)
-    var = ((normal - mean) ** 2).mean(axis=0) * (n / max(n - 1, 1))
+    residual = normal - mean  # squared in place: one clip-sized temporary, not two
+    np.square(residual, out=residual)
+    var = residual.mean(axis=0) * (n / max(n - 1, 1))
+    del residual
     var = ndimage.uniform_filter1d(
         var, size=min(window_frames, var.shape[1]), axis=1, mode="nearest"
     )
@@ -49,7 +52,8 @@ def signed_z_maps(
     Smoothing the signed z keeps consistent shifts (a tone that is lost, a band
     that rises) and averages isolated noisy cells away.
     """
-    z = (clips - mean) / scale
+    z = clips - mean
+    z /= scale
     return ndimage.uniform_filter(z, size=(1, *smooth), mode="nearest")
 
 
@@ -144,20 +148,38 @@ def out_of_fold_levels(
     """
     normal = np.asarray(normal, dtype=np.float64)  # no copy when it already is
     smooth = (loc["smooth_bins"], loc["smooth_frames"])
-    folds = fold_of(normal.shape[0], loc["n_folds"])
-    levels = np.zeros(normal.shape[0])
-    cells, profiles = [], []
+    n, n_mels, frames = normal.shape
+    folds = fold_of(n, loc["n_folds"])
+    levels = np.zeros(n)
+    if n == 0:
+        return levels, folds, np.zeros(0), []
+    # The samples are written into arrays made once, in the order the clips are visited: a
+    # strided view per clip would keep each clip's whole z-map and band profiles alive (at
+    # 800 clips, 4 GB per ID instead of the samples' 0.5 GB).
+    cells = np.empty((n, _sample_size(n_mels * frames)))
+    profiles = [
+        np.empty((n, _sample_size((n_mels - k + 1) * frames)))
+        for k in range(1, min(PROFILE_MAX_ROWS, n_mels) + 1)
+    ]
+    visited = 0
     for k in np.unique(folds):
         mean, scale = reference_stats(normal[folds != k], loc["window_frames"])
         for i in np.flatnonzero(folds == k):
             signed = signed_z_maps(normal[i : i + 1], mean, scale, smooth)[0]
             z = np.abs(signed)
             levels[i] = critical_level(z, loc["min_region_cells"])
-            cells.append(z.ravel()[:: max(1, z.size // CELL_SAMPLE)])
+            cells[visited] = z.ravel()[:: max(1, z.size // CELL_SAMPLE)]
             by_height = band_profiles(signed, loc["merge_gap_frames"])
-            profiles.append([p.ravel()[:: max(1, p.size // CELL_SAMPLE)] for p in by_height])
-    by_height = [np.concatenate(column) for column in zip(*profiles, strict=True)]
-    return levels, folds, np.concatenate(cells) if cells else np.zeros(0), by_height
+            for out, p in zip(profiles, by_height, strict=True):
+                out[visited] = p.ravel()[:: max(1, p.size // CELL_SAMPLE)]
+            visited += 1
+    return levels, folds, cells.ravel(), [p.ravel() for p in profiles]
+
+
+def _sample_size(size: int) -> int:
+    """How many values ``x.ravel()[:: max(1, size // CELL_SAMPLE)]`` keeps of ``size``."""
+    step = max(1, size // CELL_SAMPLE)
+    return -(-size // step)
 
 
 def profile_levels(by_height: list[np.ndarray], loc: dict[str, Any]) -> np.ndarray:
@@ -222,12 +244,19 @@ def calibrate_clip_level(
     false-region rate by a threshold set without its fold. ``mapper`` (a pool's
     ``map``) measures the IDs in parallel; results do not depend on it.
     """
+    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
+    return pool_calibration(dict(zip(normal_by_id, measured, strict=True)), loc)
+
+
+def pool_calibration(measured_by_id: dict[str, tuple], loc: dict[str, Any]) -> ClipCalibration:
+    """The calibration from each ID's :func:`out_of_fold_levels` (in ID order), pooled.
+
+    Split from :func:`calibrate_clip_level` so a stage can measure the IDs wherever it
+    holds their clips (one pool task per ID) and pool the small results here.
+    """
     rate = loc["clip_false_region_rate"]
     levels, folds, owners, cells, profiles = [], [], [], [], []
-    measured = mapper(partial(out_of_fold_levels, loc=loc), normal_by_id.values())
-    for machine_id, (id_levels, id_folds, id_cells, id_profiles) in zip(
-        normal_by_id, measured, strict=True
-    ):
+    for machine_id, (id_levels, id_folds, id_cells, id_profiles) in measured_by_id.items():
         levels.append(id_levels)
         folds.append(id_folds)
         cells.append(id_cells)
@@ -236,14 +265,29 @@ def calibrate_clip_level(
     all_levels, all_folds = np.concatenate(levels), np.concatenate(folds)
     flagged = out_of_sample_false_rate(all_levels, all_folds, rate)
     owners_arr = np.array(owners)
+    cell_level = delineation_level(np.concatenate(cells), loc)
+    del cells
     return ClipCalibration(
         threshold=calibrated_threshold(all_levels, rate),
-        cell_level=delineation_level(np.concatenate(cells), loc),
-        profile_levels=profile_levels(
-            [np.concatenate(column) for column in zip(*profiles, strict=True)], loc
-        ),
-        flagged={m: flagged[owners_arr == m] for m in normal_by_id},
+        cell_level=cell_level,
+        profile_levels=_pooled_profile_levels(profiles, loc),
+        flagged={m: flagged[owners_arr == m] for m in measured_by_id},
     )
+
+
+def _pooled_profile_levels(profiles: list[list[np.ndarray | None]], loc: dict[str, Any]):
+    """:func:`profile_levels` of every ID's band-profile samples pooled per band height, one
+    height at a time, each ID's samples of a height dropped from ``profiles`` once pooled (at
+    800 clips per ID they are 0.5 GB per ID; pooled at once, twice that per ID)."""
+    n_heights = min((len(p) for p in profiles), default=0)
+    out = []
+    for k in range(n_heights):
+        column = [by_height[k] for by_height in profiles]
+        for by_height in profiles:
+            by_height[k] = None
+        out.append(profile_levels([np.concatenate(column)], loc)[0])
+        del column
+    return np.array(out)
 
 
 def _row_groups(pieces: np.ndarray, count: int) -> list[list[int]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.localization.maps import alternate_halves, clean_region, iou, pad_frames
+from analysis.localization.maps import clean_region, iou, pad_frames
 from analysis.regions import FEATURE_COLUMNS, region_features
 
 
@@ -246,10 +246,13 @@ def negative_control(
 ) -> dict[str, Any]:
     """Half of the normal clips (even files) posing as anomalous against the other half: the
     test must find nothing here."""
-    n_normal = next(iter(x.values())).shape[0]
-    a, b = np.arange(0, n_normal, 2), np.arange(1, n_normal, 2)
+    # Even and odd files as strided views (the same values as copies, without copying).
     control = pooled_test(
-        {L: v[b] for L, v in x.items()}, {L: v[a] for L, v in x.items()}, shape, loc, seed + 99
+        {L: v[1::2] for L, v in x.items()},
+        {L: v[0::2] for L, v in x.items()},
+        shape,
+        loc,
+        seed + 99,
     )
     return {
         "found": region_found(control["p_value"], control["region"], loc["id_level_alpha"]),
@@ -286,23 +289,47 @@ def id_level_evidence(
         4 normal clips, ``iou_with_truth_union`` with ground truth, ``n_permutations``)
         and the region of each part (empty where the test found none).
     """
-    seed = zlib.crc32(key.encode())
-    frames_total = frames_total or normal.shape[2]
-    first, second = alternate_halves(anomaly.shape[0])
     scales = time_scales(loc, normal.shape[2])
-    x = {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales}
-    y = {L: scale_maps(anomaly, loc["smooth_bins"], L) for L in scales}
-    shape = normal.shape[1:]
+    return id_level_evidence_on_maps(
+        {L: scale_maps(normal, loc["smooth_bins"], L) for L in scales},
+        {L: scale_maps(anomaly, loc["smooth_bins"], L) for L in scales},
+        normal.shape[1:],
+        loc,
+        key,
+        truth,
+        frames_total,
+    )
+
+
+def id_level_evidence_on_maps(
+    x: dict[int, np.ndarray],
+    y: dict[int, np.ndarray],
+    shape: tuple[int, int],
+    loc: dict[str, Any],
+    key: str,
+    truth: np.ndarray | None,
+    frames_total: int | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`id_level_evidence` on the clips' :func:`scale_maps` (``x`` normal, ``y``
+    anomalous, per time scale), so a caller can free the clips before the tests run."""
+    seed = zlib.crc32(key.encode())
+    frames_total = frames_total or shape[1]
+    scales = sorted(x)
     out: dict[str, Any] = {}
     regions: dict[str, np.ndarray] = {}
     nulls: dict[int, dict[int, np.ndarray]] = {}  # one null per group size, shared by the parts
-    for part, pick in {"all": slice(None), "fit": first, "holdout": second}.items():
+    # The halves are alternate files (maps.alternate_halves) as strided views: no copies.
+    for part, pick in {
+        "all": slice(None),
+        "fit": slice(0, None, 2),
+        "holdout": slice(1, None, 2),
+    }.items():
         clips = {L: v[pick] for L, v in y.items()}
         if clips[scales[0]].shape[0] == 0:
             out[part] = {"found": False, "p_value": None, "features": None}
             continue
         out[part], regions[part] = _part_evidence(x, clips, shape, loc, seed, nulls, frames_total)
-    if normal.shape[0] >= 4:
+    if x[scales[0]].shape[0] >= 4:
         out["negative_control"] = negative_control(x, shape, loc, seed)
     if truth is not None and "all" in regions:
         out["iou_with_truth_union"] = iou(regions["all"], truth) if out["all"]["found"] else 0.0

@@ -10,7 +10,9 @@ from analysis.mel import MelGeometry
 def loo_means(normal: np.ndarray) -> np.ndarray:
     """For each normal clip, the mean of all the other normal clips."""
     n = normal.shape[0]
-    return (normal.sum(axis=0, keepdims=True) - normal) / (n - 1)
+    out = normal.sum(axis=0, keepdims=True) - normal
+    out /= n - 1
+    return out
 
 
 def localization_maps(normal: np.ndarray, anomaly: np.ndarray) -> dict[str, np.ndarray]:
@@ -23,8 +25,14 @@ def localization_maps(normal: np.ndarray, anomaly: np.ndarray) -> dict[str, np.n
     """
     mean_norm = normal.mean(axis=0)
     mean_anom = anomaly.mean(axis=0)
-    dev = np.abs(anomaly - mean_norm).mean(axis=0)
-    dev_normal = np.abs(normal - loo_means(normal)).mean(axis=0)
+    residual = anomaly - mean_norm
+    np.abs(residual, out=residual)
+    dev = residual.mean(axis=0)
+    residual = loo_means(normal)  # |normal - leave-one-out mean|, in place (one temporary)
+    np.subtract(normal, residual, out=residual)
+    np.abs(residual, out=residual)
+    dev_normal = residual.mean(axis=0)
+    del residual
     excess = dev - dev_normal
     return {
         "mean_norm": mean_norm,
