@@ -73,6 +73,7 @@ class TypeData:
     train_files: tuple[str, ...]  # the train clips used (relative to train_root)
     test_files: tuple[str, ...]
     zscore: np.ndarray  # (M,) the maskless reference's clip scores
+    train_root: str = ""  # the folder the train clips are under ("": data.root)
 
 
 def train_logmels_of(
@@ -281,6 +282,8 @@ def extra_train_root(params: dict[str, Any], build_dir: Path) -> Path | None:
     out = build_dir / EXTRA_TRAIN_DIR
     shutil.rmtree(out, ignore_errors=True)
     write_train_clips(params, out, n)
+    for machine_type in params["data"]["machine_types"]:
+        (out / machine_type / "test").mkdir(parents=True, exist_ok=True)  # the layout needs it
     return out
 
 
