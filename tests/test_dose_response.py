@@ -147,7 +147,9 @@ def test_planted_masks_are_projected_as_training_projects_them():
     masks = planted_grid_masks(20, (N_MELS, T), 4, seed=0)
     assert masks.shape == (20, 32, 80) and set(np.unique(masks)) <= {0.0, 1.0}
     band_rows = (masks.sum(axis=2) > 0).sum(axis=1)
-    assert band_rows.min() >= 1 and band_rows.max() <= 5  # 5-10 % of 128 rows: 1-4 grid rows (+1 edge)
+    assert (
+        band_rows.min() >= 1 and band_rows.max() <= 5
+    )  # 5-10 % of 128 rows: 1-4 grid rows (+1 edge)
     assert (masks.sum(axis=(1, 2)) > 0).all()
 
 
