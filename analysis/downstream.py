@@ -253,6 +253,8 @@ def proxy_jobs(params, recs, presets, data: dict[str, TypeData], geometry, q_sha
             geometry.spectrogram_shape,
             factor,
             zlib.crc32(f"{cfg['seed']}/{machine_type}/planted".encode()),
+            cfg["perturbation"],
+            cfg["max_shift_bins"],
         )
         todo = [(name, preset, found) for name, preset in settings.items()]
         if planted is not None:

@@ -2,9 +2,9 @@
 with masks of the planted shape beat one trained with a mismatched mask family?
 
 Each type's normal test clips are scored twice: as they are (label 0) and with an anomaly of a
-known shape added (label 1): :data:`PLANTED_SHAPE` masks (narrow bands, a few segments, drawn
-at spectrogram size and projected onto the grid as training projects them, ``any_cell``), each
-masked cell raised by :data:`PLANTED_SIZE_SD` of its ID's within-ID cell SD. Two proxies per
+known shape put in (label 1): :data:`PLANTED_SHAPE` masks (narrow bands, a few segments, drawn
+at spectrogram size and projected onto the grid as training projects them, ``any_cell``), the
+change inside of the proxy's own kind (:func:`planted_copy`). Two proxies per
 training seed train on the type's normal train clips as in the stage: one with the planted
 shape's family, one with :data:`MISMATCHED_SHAPE` (wide bands over the whole clip). Where the
 matched proxy's AUC is not above the mismatched one's (paired interval), the proxy cannot tell
@@ -55,10 +55,21 @@ def planted_grid_masks(
     return (grid_rows[:, :, None] & grid_cols[:, None, :]).astype(np.float32)
 
 
-def planted_copy(data: Any, spectrogram_shape: tuple[int, int], factor: int, seed: int) -> Any:
+def planted_copy(
+    data: Any,
+    spectrogram_shape: tuple[int, int],
+    factor: int,
+    seed: int,
+    perturbation: str = "additive",
+    max_shift_bins: int = 4,
+) -> Any:
     """A type's :class:`~analysis.downstream.TypeData` whose test clips are its normal test
     clips (label 0) and the same clips with a planted anomaly (label 1), within real frames.
-    The train clips are the type's own; None without normal test clips."""
+    The anomaly is of the proxy's own kind (``downstream.perturbation``), so that only the
+    mask family differs between the two proxies: ``additive`` raises every masked cell by
+    :data:`PLANTED_SIZE_SD` of the ID's cell SD; ``shifted_copy`` replaces the masked cells by
+    those of a train clip of the same ID shifted 1..``max_shift_bins`` rows along mel (either
+    way). The train clips are the type's own; None without normal test clips."""
     normal = np.flatnonzero(data.labels.label == 0)
     if not len(normal):
         return None
@@ -67,9 +78,19 @@ def planted_copy(data: Any, spectrogram_shape: tuple[int, int], factor: int, see
     cols = data.real_cols[normal]
     masks = planted_grid_masks(len(normal), spectrogram_shape, factor, seed)
     masks *= (np.arange(clips.shape[2])[None, :] < cols[:, None])[:, None, :]
-    sd_of = {m: float(data.cell_sd[data.train_ids == m][0]) for m in np.unique(data.train_ids)}
-    size = np.array([sd_of.get(m, 1.0) for m in ids], dtype=np.float32)[:, None, None]
-    anomalous = clips + PLANTED_SIZE_SD * size * masks
+    if perturbation == "shifted_copy":
+        rng = np.random.default_rng(seed)
+        donors = np.empty_like(clips)
+        for k, mid in enumerate(ids):
+            own = np.flatnonzero(data.train_ids == mid)
+            donor = data.train[rng.choice(own)] if len(own) else clips[k]
+            shift = int(rng.integers(1, max_shift_bins + 1)) * int(rng.choice([-1, 1]))
+            donors[k] = np.roll(donor, shift, axis=0)
+        anomalous = clips * (1 - masks) + donors * masks
+    else:
+        sd_of = {m: float(data.cell_sd[data.train_ids == m][0]) for m in np.unique(data.train_ids)}
+        size = np.array([sd_of.get(m, 1.0) for m in ids], dtype=np.float32)[:, None, None]
+        anomalous = clips + PLANTED_SIZE_SD * size * masks
     return replace(
         data,
         test=np.concatenate([clips, anomalous]),

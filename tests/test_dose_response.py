@@ -202,3 +202,32 @@ def test_calibration_tells_apart_only_with_evidence_and_folds_into_validity():
     earlier = {"valid": False, "invalid_reason": "below chance", "sentence": "x"}
     fold_into_validity(earlier, same)
     assert earlier["invalid_reason"] == "below chance"  # the first reason stands
+
+
+def test_planted_shifted_copy_takes_the_masked_cells_from_a_shifted_clip_of_the_same_id():
+    """With the proxy's shifted_copy kind, an anomalous clip equals its normal clip outside the
+    mask and, inside, a train clip of its own ID rolled 1-4 rows along mel."""
+    from analysis.downstream import TypeData
+
+    rng = np.random.default_rng(3)
+    train = rng.standard_normal((4, 32, 80)).astype(np.float32)
+    test = rng.standard_normal((2, 32, 80)).astype(np.float32)
+    data = TypeData(
+        train=train,
+        train_ids=np.array(["id_00", "id_00", "id_01", "id_01"]),
+        cell_sd=np.ones(4, np.float32),
+        test=test,
+        real_cols=np.array([80, 80]),
+        labels=ClipLabels(np.array([0, 0]), np.array(["id_00", "id_01"])),
+        train_files=(),
+        test_files=("a", "b"),
+        zscore=np.zeros(2),
+    )
+    copy = planted_copy(data, (N_MELS, T), 4, seed=5, perturbation="shifted_copy")
+    for k, own in ((0, [0, 1]), (1, [2, 3])):
+        changed = copy.test[2 + k] != test[k]
+        assert changed.any()
+        candidates = [
+            np.roll(train[j], s, axis=0) for j in own for s in (-4, -3, -2, -1, 1, 2, 3, 4)
+        ]
+        assert any(np.array_equal(copy.test[2 + k][changed], c[changed]) for c in candidates)
