@@ -100,16 +100,17 @@ def path_settings(
 
 def held_out_half(
     build_dir: Path, machine_type: str, settings: dict[str, Any]
-) -> tuple[dict[str, np.ndarray], list[str], int]:
+) -> tuple[dict[str, np.ndarray], list[str], int, int]:
     """The type's first held-out half as ``recommend`` made it: region features, their machine
-    IDs (the bootstrap's clusters) and the type row's seed."""
+    IDs (the bootstrap's clusters), the type row's seed and its number of independent regions
+    (a pooled region counts once)."""
     loc_dir = build_dir / "localization"
     rows = read_region_rows(loc_dir, machine_type)
     id_summaries = read_localization_summary(loc_dir, machine_type)["ids"]
     evidence = evidence_by_id(rows, id_summaries, settings)
     seed = group_seed(settings, machine_type, "all")
     _, held_out, labels, _ = evidence_halves(evidence, settings["fit_fraction"], seed)
-    return held_out, labels["holdout_groups"], seed
+    return held_out, labels["holdout_groups"], seed, len(set(labels["holdout_files"]))
 
 
 def setting_masks(
@@ -129,13 +130,14 @@ def mask_scores(
     build_dir: Path,
     machine_type: str,
     settings: dict[str, dict[str, Any]],
-) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
-    """Every setting's held-out mask score and its ``recommend.n_bootstrap`` resampled values
-    (paired: the same resampled regions score every setting); None without a held-out half."""
+) -> tuple[dict[str, float], dict[str, np.ndarray], int] | None:
+    """Every setting's held-out mask score, its ``recommend.n_bootstrap`` resampled values
+    (paired: the same resampled regions score every setting) and the number of independent
+    held-out regions; None without a held-out half."""
     rec = params["recommend"]
     geometry = MelGeometry.from_params(params)
     n_mels, T = geometry.spectrogram_shape
-    held_out, groups, seed = held_out_half(build_dir, machine_type, rec)
+    held_out, groups, seed, n_independent = held_out_half(build_dir, machine_type, rec)
     if held_out[FEATURE_COLUMNS[0]].size == 0:
         return None
     presets = [n for n in settings if n in params["masks"]["presets"]]
@@ -147,7 +149,7 @@ def mask_scores(
     point, boots = paired_bootstrap(
         candidates, held_out, groups, n_mels, T, rec["n_bootstrap"], seed + 2
     )
-    return point, {n: boots[:, j] for j, n in enumerate(candidates)}
+    return point, {n: boots[:, j] for j, n in enumerate(candidates)}, n_independent
 
 
 def curve_shape(closeness, auc, tolerance: float) -> str:

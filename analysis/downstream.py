@@ -50,6 +50,7 @@ from analysis.mel import MelGeometry
 from analysis.proxy_calibration import SETTINGS as CALIBRATION_SETTINGS
 from analysis.proxy_calibration import calibration_result, fold_into_validity, planted_copy
 from analysis.published import PUBLISHED_AUC_PCT, PUBLISHED_PAUC_PCT
+from analysis.scoring import MIN_HOLDOUT_FOR_CI
 from analysis.workers import process_pool, resolve_n_jobs
 
 HOW_TO_RUN = "dvc exp run -S downstream.enabled=true"
@@ -367,12 +368,19 @@ def type_summary(params, build_dir: Path, recs, machine_type: str, per_setting, 
     settings = settings_of(params, recs, params["masks"]["presets"], machine_type, shape)
     found = mask_scores(params, build_dir, machine_type, {n: settings[n] for n in trained})
     if found is None:
-        points, score_boot = mask_scores_of(recs, machine_type, trained), None
+        points, score_boot, n_held = mask_scores_of(recs, machine_type, trained), None, 0
     else:
-        points, score_boot = found
+        points, score_boot, n_held = found
     summary = summarize_type(
         trained, refs, data.labels, points, cfg, params["recommend"]["user_setting"], score_boot
     )
+    if "shape" in summary.get("rank_correlation", {}):
+        summary["rank_correlation"]["held_out_regions"] = n_held
+        if n_held < MIN_HOLDOUT_FOR_CI:  # recommend gives these scores no interval either
+            summary["sentence"] += (
+                f" (the mask scores' own uncertainty is not in the interval: {n_held} "
+                "independent held-out regions)"
+            )
     if len(planted) == len(CALIBRATION_SETTINGS):
         half = len(planted["matched"][0]) // 2
         labels = ClipLabels(
