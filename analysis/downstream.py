@@ -15,6 +15,7 @@ so they are the same bytes on every run; progress lines carry the times).
 
 from __future__ import annotations
 
+import shutil
 import time
 import zlib
 from collections import Counter
@@ -38,25 +39,22 @@ from analysis.audio import STD_FLOOR_DB, log_mels_of_files, normalize_clip
 from analysis.dcase import discover_clips
 from analysis.detection import (
     ClipLabels,
-    bootstrap_metrics,
     cell_sd_per_clip,
-    closeness_sentence,
-    difference_verdict,
-    interval,
     per_id_standardize,
     pool_to_grid,
-    spearman,
-    type_metrics,
-    validity,
     zscore_scores,
 )
+from analysis.dose_response import mask_scores, path_settings
+from analysis.downstream_summary import BASELINE, per_id_rows, summarize_type
 from analysis.io import log
 from analysis.mel import MelGeometry
+from analysis.proxy_calibration import SETTINGS as CALIBRATION_SETTINGS
+from analysis.proxy_calibration import calibration_result, fold_into_validity, planted_copy
 from analysis.published import PUBLISHED_AUC_PCT, PUBLISHED_PAUC_PCT
 from analysis.records import MaskSetting, score_key
+from analysis.scoring import MIN_HOLDOUT_FOR_CI
 from analysis.workers import process_pool, resolve_n_jobs
 
-BASELINE = "training_today"
 HOW_TO_RUN = "dvc exp run -S downstream.enabled=true"
 CSV_COLUMNS = ("machine_type", "detector", "setting", "seed", "machine_id", "auc", "pauc")
 REFERENCES = ("baseline_ae", "zscore")  # the reference detectors, in the order shown
@@ -75,19 +73,21 @@ class TypeData:
     test: np.ndarray  # (M, H, W) test clips, standardized with their ID's train statistics
     real_cols: np.ndarray  # (M,) grid columns of real (unpadded) frames
     labels: ClipLabels
-    train_files: tuple[str, ...]  # the train clips used (relative to data.root)
+    train_files: tuple[str, ...]  # the train clips used (relative to train_root)
     test_files: tuple[str, ...]
     zscore: np.ndarray  # (M,) the maskless reference's clip scores
+    train_root: str = ""  # the folder the train clips are under ("": data.root)
 
 
 def train_logmels_of(
-    params: dict[str, Any], machine_type: str, features_dir: Path
+    params: dict[str, Any], machine_type: str, features_dir: Path, root: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The type's normal train clips (at most ``max_train_clips_per_id`` per ID, sorted by ID
-    and file), normalized as extract normalized the test clips, (N, n_mels, target_T); with
-    their IDs and files. Clips that fail to load are left out (extract listed them already)."""
+    """The type's normal train clips under ``root`` (default ``data.root``; at most
+    ``max_train_clips_per_id`` per ID, sorted by ID and file), normalized as extract normalized
+    the test clips, (N, n_mels, target_T); with their IDs and files (relative to ``root``).
+    Clips that fail to load are left out (extract listed them already)."""
     geometry = MelGeometry.from_params(params)
-    root = Path(params["data"]["root"])
+    root = Path(params["data"]["root"]) if root is None else Path(root)
     stats = read_train_stats(features_dir)
     cap = params["downstream"]["max_train_clips_per_id"]
     clips, _ = discover_clips(root, machine_type, params["data"]["layout"])
@@ -109,16 +109,22 @@ def train_logmels_of(
 
 
 def type_data(
-    params: dict[str, Any], machine_type: str, build_dir: Path, factor: int
+    params: dict[str, Any],
+    machine_type: str,
+    build_dir: Path,
+    factor: int,
+    train_root: Path | None = None,
 ) -> TypeData | None:
-    """A type's train and test clips on the grid, standardized per ID (see
-    :func:`analysis.detection.per_id_standardize`), and the maskless reference's scores;
-    None without both kinds of test clip or without train clips."""
+    """A type's train clips (under ``train_root``, default ``data.root``) and test clips on
+    the grid, standardized per ID (see :func:`analysis.detection.per_id_standardize`), and the
+    maskless reference's scores; None without both kinds of test clip or without train clips."""
     features_dir = build_dir / "features" / machine_type
     test = read_test_features(features_dir)
     if not len(test.label) or test.label.min() == test.label.max():
         return None
-    logmel, train_ids, train_files = train_logmels_of(params, machine_type, features_dir)
+    logmel, train_ids, train_files = train_logmels_of(
+        params, machine_type, features_dir, train_root
+    )
     if not len(train_files):
         return None
     train, test_grid = per_id_standardize(
@@ -134,21 +140,41 @@ def type_data(
         train_files=tuple(train_files),
         test_files=tuple(str(f) for f in test.file),
         zscore=zscore_scores(logmel, train_ids, test.logmel, test.machine_id, test.n_frames),
+        train_root="" if train_root is None else str(train_root),
     )
 
 
 def settings_of(
-    params: dict[str, Any], recs: dict[str, Any], presets: dict[str, dict], machine_type: str
-) -> dict[str, MaskSetting]:
-    """The mask settings to train with for one type: ``downstream.presets`` by name, and
-    ``fitted`` as the type's fitted setting in its recommended form (single or mixture)."""
+    params: dict[str, Any],
+    recs: dict[str, Any],
+    presets: dict[str, dict],
+    machine_type: str,
+    shape: tuple[int, int] = (0, 0),
+) -> dict[str, dict[str, Any]]:
+    """The mask settings to train with for one type: ``downstream.presets`` by name,
+    ``fitted`` as the type's fitted setting in its recommended form (single or mixture), and
+    before it the path from the user's setting to it (``downstream.path_points`` settings in
+    all, ends included; :func:`analysis.dose_response.path_settings`)."""
     row = next((r for r in type_rows(recs) if r["machine_type"] == machine_type), None)
-    out = {}
-    for name in params["downstream"]["presets"]:
+    out: dict[str, dict[str, Any]] = {}
+    # Plain mappings (MaskSetting.to_json()): what build_strategy and the path interpolation take.
+    fitted = fitted_form(row).to_json() if row is not None and is_ok(row) else None
+    cfg = params["downstream"]
+    user = params["recommend"]["user_setting"]
+    for name in cfg["presets"]:
         if name != "fitted":
-            out[name] = MaskSetting.from_json(presets[name])
-        elif row is not None and is_ok(row):
-            out[name] = fitted_form(row)
+            out[name] = MaskSetting.from_json(presets[name]).to_json()
+        elif fitted is not None:
+            if user in cfg["presets"]:
+                out.update(
+                    path_settings(
+                        MaskSetting.from_json(presets[user]).to_json(),
+                        fitted,
+                        cfg["path_points"],
+                        shape,
+                    )
+                )
+            out[name] = fitted
     return out
 
 
@@ -180,9 +206,7 @@ def _train_and_score(task: tuple) -> tuple[np.ndarray, int, float]:
         max_shift_bins=cfg["max_shift_bins"],
         score_quantile=cfg["score_quantile"],
     )
-    strategy = build_strategy(
-        preset.to_json(), shape, q_shape=q_shape, projection="any_cell", seed=seed
-    )
+    strategy = build_strategy(preset, shape, q_shape=q_shape, projection="any_cell", seed=seed)
     draw = lambda b: strategy(b, "cpu")  # noqa: E731
     model = train_detector(data.train, data.cell_sd, draw, proxy, seed, groups=data.train_ids)
     scores = clip_scores(model, data.test, data.real_cols, proxy.score_quantile)
@@ -201,167 +225,84 @@ def _baseline_ae(task: tuple) -> tuple[np.ndarray, float]:
         train_autoencoder,
     )
 
-    root, train_files, test_files, sr, min_duration_s, epochs, seed = task
+    root, train_root, train_files, test_files, sr, min_duration_s, epochs, seed = task
     start = time.monotonic()
     cfg = BaselineConfig(epochs=epochs, seed=seed)
 
-    def features(files):
+    def features(base, files):
         return [
-            dcase_log_mel(load_clip(Path(root) / f, sr, min_duration_s).samples, sr, cfg)
+            dcase_log_mel(load_clip(Path(base) / f, sr, min_duration_s).samples, sr, cfg)
             for f in files
         ]
 
-    model = train_autoencoder(features(train_files), cfg)
-    return anomaly_scores(model, features(test_files), cfg.n_frames), time.monotonic() - start
+    model = train_autoencoder(features(train_root or root, train_files), cfg)
+    test = features(root, test_files)
+    return anomaly_scores(model, test, cfg.n_frames), time.monotonic() - start
 
 
-def per_id_rows(
-    machine_type: str, detector: str, setting: str, seed: int, scores, labels: ClipLabels
-) -> list:
-    """``downstream.csv`` rows: AUC and pAUC of one detector per machine ID."""
-    rows = []
-    for mid in np.unique(labels.machine_id):
-        pick = labels.machine_id == mid
-        a, p = type_metrics(scores[pick], ClipLabels(labels.label[pick], labels.machine_id[pick]))
-        rows.append(
-            {
-                "machine_type": machine_type,
-                "detector": detector,
-                "setting": setting,
-                "seed": seed,
-                "machine_id": str(mid),
-                "auc": round(a, 6),
-                "pauc": round(p, 6),
-            }
-        )
-    return rows
-
-
-def metric_rows(
-    scores: dict[str, np.ndarray], labels: ClipLabels, cfg: dict[str, Any]
-) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """Per detector (``scores``: (n_seeds, n_clips) each), AUC and pAUC (mean over seeds of
-    the mean over IDs) with intervals; and the bootstrap values, for paired differences."""
-    level = cfg["ci_level"]
-    boot = bootstrap_metrics(scores, labels, cfg["n_bootstrap"], cfg["seed"])
-    rows = {}
-    for name, per_seed in scores.items():
-        point = np.mean([type_metrics(s, labels) for s in per_seed], axis=0)
-        rows[name] = {
-            "auc": float(point[0]),
-            "pauc": float(point[1]),
-            "auc_ci": list(interval(boot[name][:, 0], level)),
-            "pauc_ci": list(interval(boot[name][:, 1], level)),
-        }
-    return rows, boot
-
-
-def per_id_metrics(
-    scores: dict[str, np.ndarray], labels: ClipLabels, cfg: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """:func:`metric_rows` of every detector within each machine ID."""
-    out = {}
-    for mid in np.unique(labels.machine_id):
-        pick = labels.machine_id == mid
-        own = ClipLabels(labels.label[pick], labels.machine_id[pick])
-        if own.label.min() == own.label.max():
-            continue
-        out[str(mid)] = metric_rows({n: s[:, pick] for n, s in scores.items()}, own, cfg)[0]
-    return out
-
-
-def summarize_type(
-    scores: dict[str, np.ndarray],
-    references: dict[str, np.ndarray],
-    labels: ClipLabels,
-    mask_scores: dict[str, float | None],
-    cfg: dict[str, Any],
-    user_setting: str = "current",
-) -> dict[str, Any]:
-    """Point values, intervals, paired differences from the baseline and from
-    ``user_setting`` (``recommend.user_setting``), the reference detectors,
-    per-ID rows, the validity rule and the rank correlation of closeness and AUC, for one
-    type (``scores``/``references``: per detector, (n_seeds, n_clips))."""
-    level = cfg["ci_level"]
-    settings, boot = metric_rows(scores, labels, cfg)
-    for name, row in settings.items():
-        row["mask_score"] = mask_scores[name]
-        if name != BASELINE and BASELINE in scores:
-            low, high = interval(boot[name][:, 0] - boot[BASELINE][:, 0], level)
-            row["auc_minus_baseline"] = row["auc"] - settings[BASELINE]["auc"]
-            row["auc_minus_baseline_ci"] = [low, high]
-            row["auc_minus_baseline_verdict"] = difference_verdict(low, high)
-    refs = metric_rows(references, labels, cfg)[0] if references else {}
-    valid, why = validity(settings, refs)
-    vs_user = {}  # what page 1 combines with closeness: every setting minus the user's
-    for name in settings:
-        if user_setting in scores and name != user_setting:
-            low, high = interval(boot[name][:, 0] - boot[user_setting][:, 0], level)
-            diff = settings[name]["auc"] - settings[user_setting]["auc"]
-            vs_user[name] = {"auc_difference": diff, "ci": [low, high]}
-    out: dict[str, Any] = {
-        "settings": settings,
-        "references": refs,
-        "per_id": per_id_metrics({**scores, **references}, labels, cfg),
-        "valid": valid,
-        "invalid_reason": why,
-        "user_setting": user_setting,
-        "minus_user_setting": vs_user,
-        "n_test_clips": int(len(labels.label)),
-    }
-    out.update(rank_correlation(settings, boot, mask_scores, len(labels.label), cfg))
-    if not valid:
-        out["sentence"] = f"not valid for this type: {why}"
-    return out
-
-
-def rank_correlation(settings, boot, mask_scores, n_clips: int, cfg) -> dict[str, Any]:
-    """The rank correlation of closeness (minus the mask score) and AUC over the settings
-    with a mask score, its interval (test clips and seeds resampled), and its sentence."""
-    ranked = [n for n in settings if mask_scores.get(n) is not None]
-    if not ranked:
-        return {"sentence": "no mask scores to rank (not enough evidence for a fit)"}
-    out: dict[str, Any] = {}
-    low = high = float("nan")
-    if len(ranked) >= 3:
-        closeness = [-mask_scores[n] for n in ranked]
-        rhos = np.array(
-            [
-                spearman(closeness, [boot[n][b, 0] for n in ranked])
-                for b in range(cfg["n_bootstrap"])
-            ]
-        )
-        rhos = rhos[np.isfinite(rhos)]
-        if len(rhos):
-            low, high = interval(rhos, cfg["ci_level"])
-        out["rank_correlation"] = {
-            "rho": spearman(closeness, [settings[n]["auc"] for n in ranked]),
-            "ci": [low, high],
-            "settings": ranked,
-        }
-    out["sentence"] = closeness_sentence(low, high, len(ranked), n_clips)
-    return out
+PLANTED = "planted:"  # name prefix of the calibration's proxies (analysis.proxy_calibration)
+EXTRA_TRAIN_DIR = "downstream_train"  # under build/: the check's own synthetic train clips
+PUBLISHED_BASELINE_EPOCHS = 100  # the DCASE 2020 baseline's published training
 
 
 def proxy_jobs(params, recs, presets, data: dict[str, TypeData], geometry, q_shape) -> tuple:
-    """Every (type, setting, seed) proxy task and its (type, setting, seed) label."""
+    """Every (type, setting, seed) proxy task and its (type, setting, seed) label; the
+    calibration's proxies (:mod:`analysis.proxy_calibration`) train on the same clips and are
+    scored on the type's planted copy, under the names ``planted:matched`` / ``mismatched``."""
     cfg = params["downstream"]
+    factor = geometry.spectrogram_shape[0] // q_shape[0]
     jobs, meta = [], []
     for machine_type, found in data.items():
-        for name, preset in settings_of(params, recs, presets, machine_type).items():
+        settings = settings_of(params, recs, presets, machine_type, geometry.spectrogram_shape)
+        planted = planted_copy(
+            found,
+            geometry.spectrogram_shape,
+            factor,
+            zlib.crc32(f"{cfg['seed']}/{machine_type}/planted".encode()),
+            cfg["perturbation"],
+            cfg["max_shift_bins"],
+        )
+        todo = [(name, preset, found) for name, preset in settings.items()]
+        if planted is not None:
+            todo += [(PLANTED + n, shape, planted) for n, shape in CALIBRATION_SETTINGS.items()]
+        for name, preset, clips in todo:
             for k in range(cfg["seeds"]):
                 seed = zlib.crc32(f"{cfg['seed']}/{machine_type}/{name}/{k}".encode())
-                jobs.append((preset, geometry.spectrogram_shape, q_shape, found, cfg, seed))
+                jobs.append((preset, geometry.spectrogram_shape, q_shape, clips, cfg, seed))
                 meta.append((machine_type, name, k))
     return jobs, meta
 
 
-def load_types(params: dict[str, Any], build_dir: Path, factor: int) -> dict[str, TypeData]:
+def extra_train_root(params: dict[str, Any], build_dir: Path) -> Path | None:
+    """Where the check's own normal train clips are: on the synthetic default (DCASE 2020
+    layout) with ``downstream.synthetic_train_clips_per_id`` > 0, that many clips per ID
+    written under ``build/downstream_train`` (same machines, a random stream of their own);
+    else None (the data set's train clips)."""
+    n = params["downstream"]["synthetic_train_clips_per_id"]
+    root = Path(params["data"]["root"])
+    if not n or not (root / "synthetic.json").is_file():
+        return None
+    if params["synthetic"]["layout"] != "dcase2020":
+        log("downstream: synthetic_train_clips_per_id applies to the dcase2020 layout only")
+        return None
+    from analysis.synthesize import write_train_clips  # here: only the enabled check needs it
+
+    out = build_dir / EXTRA_TRAIN_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    write_train_clips(params, out, n)
+    for machine_type in params["data"]["machine_types"]:
+        (out / machine_type / "test").mkdir(parents=True, exist_ok=True)  # the layout needs it
+    return out
+
+
+def load_types(
+    params: dict[str, Any], build_dir: Path, factor: int, train_root: Path | None = None
+) -> dict[str, TypeData]:
     """Every machine type's :class:`TypeData`; a type without the clips it needs is skipped
     with a progress line."""
     data: dict[str, TypeData] = {}
     for machine_type in params["data"]["machine_types"]:
-        found = type_data(params, machine_type, build_dir, factor)
+        found = type_data(params, machine_type, build_dir, factor, train_root)
         if found is None:
             log(f"downstream {machine_type}: skipped (needs train, normal and anomalous clips)")
             continue
@@ -371,8 +312,8 @@ def load_types(params: dict[str, Any], build_dir: Path, factor: int) -> dict[str
 
 def run_detectors(params, data: dict[str, TypeData], jobs, meta, sr: int) -> tuple:
     """Train and score every proxy (``jobs``) and each type's baseline autoencoder in one pool;
-    returns the proxy scores per type and setting, the references' scores per type, the CSV
-    rows and the proxy's parameter count."""
+    returns the proxy scores per type and setting (the calibration's under ``planted:``
+    names), the references' scores per type, the CSV rows and the proxy's parameter count."""
     cfg = params["downstream"]
     scores: dict[str, dict[str, list[np.ndarray]]] = {}
     references: dict[str, dict[str, np.ndarray]] = {}
@@ -382,18 +323,31 @@ def run_detectors(params, data: dict[str, TypeData], jobs, meta, sr: int) -> tup
         ae = {
             t: pool.submit(
                 _baseline_ae,
-                (root, d.train_files, d.test_files, sr, min_s, cfg["baseline_epochs"], cfg["seed"]),
+                (
+                    root,
+                    d.train_root,
+                    d.train_files,
+                    d.test_files,
+                    sr,
+                    min_s,
+                    cfg["baseline_epochs"],
+                    cfg["seed"],
+                ),
             )
             for t, d in data.items()
         }
-        for (machine_type, name, k), (clip_scores, n_params, seconds) in zip(
-            meta, pool.map(_train_and_score, jobs), strict=True
+        for n_done, ((machine_type, name, k), (clip_scores, n_params, seconds)) in enumerate(
+            zip(meta, pool.map(_train_and_score, jobs), strict=True), 1
         ):
-            log(f"downstream {machine_type} / {name} / seed {k}: {seconds:.1f} s")
+            log(
+                f"downstream {n_done}/{len(jobs)} {machine_type} / {name} / seed {k}: "
+                f"{seconds:.1f} s"
+            )
             parameter_counts.add(n_params)  # one architecture: the same count every time
             scores.setdefault(machine_type, {}).setdefault(name, []).append(clip_scores)
-            labels = data[machine_type].labels
-            rows += per_id_rows(machine_type, "proxy", name, k, clip_scores, labels)
+            if not name.startswith(PLANTED):
+                labels = data[machine_type].labels
+                rows += per_id_rows(machine_type, "proxy", name, k, clip_scores, labels)
         for machine_type, future in ae.items():
             ae_scores, seconds = future.result()
             log(f"downstream {machine_type} / baseline autoencoder: {seconds:.1f} s")
@@ -406,6 +360,45 @@ def run_detectors(params, data: dict[str, TypeData], jobs, meta, sr: int) -> tup
     return scores, references, rows, max(parameter_counts, default=None)
 
 
+def type_summary(params, build_dir: Path, recs, machine_type: str, per_setting, data, refs):
+    """One type's :func:`summarize_type` with every setting's held-out mask score and its
+    resamples (:func:`analysis.dose_response.mask_scores`; the recommendations' scores where
+    there is no held-out half) and the calibration folded into validity."""
+    cfg = params["downstream"]
+    planted = {
+        n[len(PLANTED) :]: np.stack(v) for n, v in per_setting.items() if n.startswith(PLANTED)
+    }
+    trained = {n: np.stack(v) for n, v in per_setting.items() if not n.startswith(PLANTED)}
+    shape = MelGeometry.from_params(params).spectrogram_shape
+    settings = settings_of(params, recs, params["masks"]["presets"], machine_type, shape)
+    found = mask_scores(params, build_dir, machine_type, {n: settings[n] for n in trained})
+    if found is None:
+        points, score_boot, n_held = mask_scores_of(recs, machine_type, trained), None, 0
+    else:
+        points, score_boot, n_held = found
+    summary = summarize_type(
+        trained, refs, data.labels, points, cfg, params["recommend"]["user_setting"], score_boot
+    )
+    if "shape" in summary.get("rank_correlation", {}):
+        summary["rank_correlation"]["held_out_regions"] = n_held
+        if n_held < MIN_HOLDOUT_FOR_CI:  # recommend gives these scores no interval either
+            summary["sentence"] += (
+                f" (the mask scores' own uncertainty is not in the interval: {n_held} "
+                "independent held-out regions)"
+            )
+    if len(planted) == len(CALIBRATION_SETTINGS):
+        half = len(planted["matched"][0]) // 2
+        labels = ClipLabels(
+            np.repeat([0, 1], half),
+            np.concatenate([data.labels.machine_id[data.labels.label == 0]] * 2),
+        )
+        fold_into_validity(summary, calibration_result(planted, labels, cfg))
+    summary["n_train_clips"] = len(data.train_files)
+    summary["train_clips_per_id"] = dict(Counter(str(m) for m in data.train_ids))
+    summary["published_baseline"] = PUBLISHED_BASELINE.get(machine_type)
+    return summary
+
+
 def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     """Train and score proxy detectors and the reference detectors; write
     ``build/downstream.json`` and ``.csv``.
@@ -413,8 +406,8 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     Parameters
     ----------
     params
-        Validated params; reads ``downstream.*``, ``masks.q_grids``, the mel geometry and
-        ``recommend.user_setting``.
+        Validated params; reads ``downstream.*``, ``masks.q_grids``, the mel geometry,
+        ``recommend.*`` (the held-out half and its bootstrap) and ``synthetic.*``.
     """
     build_dir = Path(build_dir)
     cfg = params["downstream"]
@@ -428,25 +421,20 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     q_shape = geometry.q_shape(factor)
     recs = read_recommendations(build_dir / "recommendations.json")
     presets = read_masks_meta(build_dir / "masks")["presets"]
-    data = load_types(params, build_dir, factor)
+    train_root = extra_train_root(params, build_dir)
+    data = load_types(params, build_dir, factor, train_root)
     jobs, meta = proxy_jobs(params, recs, presets, data, geometry, q_shape)
     log(
         f"downstream: {len(jobs)} proxy detectors ({cfg['steps']} steps of {cfg['batch_size']}) "
         f"and {len(data)} baseline autoencoders ({cfg['baseline_epochs']} epochs)"
     )
     scores, references, rows, n_parameters = run_detectors(params, data, jobs, meta, geometry.sr)
-    by_type = {}
-    for t, per_setting in scores.items():
-        by_type[t] = summarize_type(
-            {n: np.stack(v) for n, v in per_setting.items()},
-            references[t],
-            data[t].labels,
-            mask_scores_of(recs, t, per_setting),
-            cfg,
-            params["recommend"]["user_setting"],
-        )
-        by_type[t]["n_train_clips"] = len(data[t].train_files)
-        by_type[t]["published_baseline"] = PUBLISHED_BASELINE.get(t)
+    if train_root is not None:
+        shutil.rmtree(train_root, ignore_errors=True)  # deterministic: written again when needed
+    by_type = {
+        t: type_summary(params, build_dir, recs, t, per_setting, data[t], references[t])
+        for t, per_setting in scores.items()
+    }
     record = {
         "enabled": True,
         "how_to_run": HOW_TO_RUN,
@@ -455,6 +443,8 @@ def downstream(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
         "grid": list(q_shape),
         "baseline": BASELINE,
         "baseline_epochs": cfg["baseline_epochs"],
+        "baseline_epochs_published": PUBLISHED_BASELINE_EPOCHS,
+        "train_clips_written": train_root is not None,
         "ci_level": cfg["ci_level"],
         "types": by_type,
     }

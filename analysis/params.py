@@ -220,6 +220,8 @@ SPEC: dict[str, Any] = {
     "downstream": {
         "enabled": Flag(),
         "presets": ListOf(Text()),
+        "path_points": Num(int, 2, 21),
+        "synthetic_train_clips_per_id": Num(int, 0, 10000),
         "seeds": Num(int, 1, 100),
         "seed": Num(int, 0),
         "perturbation": Text(("shifted_copy", "additive")),

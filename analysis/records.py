@@ -213,6 +213,8 @@ class DownstreamRecord:
     grid: list[int] = field(default_factory=list)
     baseline: str = ""
     baseline_epochs: int | None = None
+    baseline_epochs_published: int | None = None
+    train_clips_written: bool = False  # the check wrote its own synthetic train clips
     ci_level: float = 0.9
 
     @classmethod

@@ -51,6 +51,7 @@ from analysis.fit import FIT_KEYS, MIXTURE_MARGIN, SIMPLICITY_TERMS, SIMPLICITY_
 from analysis.io import log, write_text
 from analysis.localization.id_level import EXTENT_T
 from analysis.mel import MelGeometry
+from analysis.proxy_calibration import PLANTED_SIZE_SD
 from analysis.records import MaskSetting, diff_key, score_key
 from analysis.recovery import recovery_cells, recovery_phrase, recovery_rows
 from analysis.regions import SCALE_WORDS
@@ -416,6 +417,7 @@ def methods_context(params: dict[str, Any], geometry: MelGeometry) -> dict[str, 
         "constants": {"extent_t": EXTENT_T, "agreement_bins": AGREEMENT_BINS},
         "reference_labels": REFERENCE_LABELS,
         "far_auc_margin": FAR_AUC_MARGIN,
+        "planted_size_sd": PLANTED_SIZE_SD,
     }
 
 

@@ -49,10 +49,18 @@ def table(record: dict) -> list[str]:
                 f"{v['pauc']:.3f} [{v['pauc_ci'][0]:.3f}, {v['pauc_ci'][1]:.3f}]  {diff}"
             )
         rho = summary.get("rank_correlation")
-        rho_text = (
-            f"rho {rho['rho']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}]: " if rho else ""
-        )
+        rho_text = ""
+        if rho and rho["rho"] is not None and rho["ci"][0] is not None:
+            rho_text = f"rho {rho['rho']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}]: "
         lines.append(f"  {machine_type:<12}-> {rho_text}{summary['sentence']}")
+        for name, ref in summary.get("references", {}).items():
+            lines.append(
+                f"  {machine_type:<12}reference {name}: AUC {ref['auc']:.3f} "
+                f"[{ref['auc_ci'][0]:.3f}, {ref['auc_ci'][1]:.3f}]"
+            )
+        if "calibration" in summary:
+            lines.append(f"  {machine_type:<12}calibration: {summary['calibration']['sentence']}")
+        lines.append(f"  {machine_type:<12}train clips: {summary.get('train_clips_per_id')}")
     return lines
 
 
@@ -64,7 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         n_clips = make_project(work, MID_SIZE, env)
-        set_params(work, {"downstream.enabled": True})
+        # The set's own 100 train clips per ID (not the check's synthetic extra clips).
+        set_params(work, {"downstream.enabled": True, "downstream.synthetic_train_clips_per_id": 0})
         for strength in args.strengths:
             set_params(work, {"synthetic.strength": strength})
             total, stages = run_repro(work, env)

@@ -94,3 +94,45 @@ def test_a_constrained_figure_with_a_colorbar_gets_the_mark_clear_of_its_panels(
     figs = FigureSet(tmp_path, dpi=60, marker="SYNTHETIC DATA")
     figs.save(fig, "fig-heat", "caption", "test")
     assert figs.entries[0]["mark_over_content"] is False
+
+
+def test_dose_response_figure_draws_a_panel_per_type_with_its_shape(tmp_path):
+    """One panel per type that has a dose-response (a type without one is left out), titled
+    with rho, its interval and the shape; saved in the downstream section."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.artifacts import DownstreamRecord
+    from analysis.figures.downstream import dose_response_figure
+    from analysis.plotting import FigureSet
+
+    def setting(score, auc):
+        return {
+            "mask_score": score,
+            "mask_score_ci": [score - 0.05, score + 0.05],
+            "auc": auc,
+            "auc_ci": [auc - 0.05, auc + 0.05],
+        }
+
+    names = ["current", "path_25", "path_50", "path_75", "fitted", "perlin"]
+    scores = [0.5, 0.4, 0.3, 0.2, 0.1, 0.8]
+    aucs = [0.6, 0.65, 0.7, 0.75, 0.8, 0.55]
+    summary = {
+        "user_setting": "current",
+        "settings": {n: setting(s, a) for n, s, a in zip(names, scores, aucs, strict=True)},
+        "rank_correlation": {
+            "rho": 1.0,
+            "ci": [0.6, 1.0],
+            "settings": names,
+            "shape": "monotone: closer trains better",
+        },
+    }
+    record = DownstreamRecord(True, "cmd", types={"fan": summary, "pump": {"settings": {}}})
+    figs = FigureSet(tmp_path, dpi=60)
+    dose_response_figure(figs, record, ["fan", "pump"])
+    (entry,) = figs.entries
+    assert entry["id"] == "fig-dose-response" and entry["section"] == "downstream"
+    assert (tmp_path / entry["file"]).is_file()
+    empty = FigureSet(tmp_path / "none", dpi=60)
+    dose_response_figure(empty, DownstreamRecord(True, "cmd", types={"pump": {}}), ["pump"])
+    assert empty.entries == []

@@ -198,6 +198,12 @@ def check_params_cli(tmp_path, p: dict | str, cwd=None) -> subprocess.CompletedP
             "[-1, 1)",
         ),
         (lambda p: p["downstream"].update(baseline_epochs=0), "downstream.baseline_epochs", ">= 1"),
+        (lambda p: p["downstream"].update(path_points=1), "downstream.path_points", ">= 2"),
+        (
+            lambda p: p["downstream"].update(synthetic_train_clips_per_id=-1),
+            "downstream.synthetic_train_clips_per_id",
+            ">= 0",
+        ),
     ],
 )
 def test_check_params_catches_what_used_to_fail_late(tmp_path, edit, key, words):

@@ -246,21 +246,34 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
         "downstream.steps": 5,
         "downstream.baseline_epochs": 2,
         "downstream.n_bootstrap": 20,
+        "downstream.synthetic_train_clips_per_id": 4,  # the check's own, beside the set's 3
     }.items():
         set_param(project, key, value)
     ran = repro(project)
     assert ran == {"check_params", "downstream", "figures", "report"}
     record = json.loads((project / "build/downstream.json").read_text())
     assert record["enabled"] and set(record["types"]) == {"fan", "valve"}
+    assert record["train_clips_written"] and not (project / "build/downstream_train").exists()
     recs = yaml.safe_load((project / "build/recommendations.json").read_text())["rows"]
+    presets = yaml.safe_load((project / "params.yaml").read_text())["downstream"]["presets"]
+    path = {"path_25", "path_50", "path_75", "fitted"}  # downstream.path_points 5, ends included
     for t, summary in record["types"].items():
         row = next(r for r in recs if r["machine_type"] == t and r["machine_id"] == "all")
-        expected = {"current", "training_today"} | ({"fitted"} if row["status"] == "ok" else set())
+        expected = set(presets) - {"fitted"} | (path if row["status"] == "ok" else set())
         assert set(summary["settings"]) == expected
         assert set(summary["references"]) == {"baseline_ae", "zscore"}
         for v in [*summary["settings"].values(), *summary["references"].values()]:
             assert v["auc_ci"][0] <= v["auc"] <= v["auc_ci"][1]
-        assert isinstance(summary["valid"], bool) and summary["n_train_clips"] > 0
+        assert isinstance(summary["valid"], bool) and summary["n_train_clips"] == 2 * 4
+        assert set(summary["train_clips_per_id"].values()) == {4}
+        assert summary["calibration"]["sentence"].startswith("the proxy ")
+        if row["status"] == "ok":  # the held-out scores are recommend's, to the digit
+            assert summary["settings"]["current"]["mask_score"] == row["score_current"]
+            assert summary["settings"]["fitted"]["mask_score"] == row["score_recommended"]
+            assert (
+                summary["rank_correlation"]["shape"]
+                and "mask_score_ci" in (summary["settings"]["path_50"])
+            )
     rows = (project / "build/downstream.csv").read_text().splitlines()
     n_ids = 2  # tiny project: two IDs per type
     n_settings = sum(len(v["settings"]) for v in record["types"].values())
@@ -279,10 +292,14 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
     assert first_row.rstrip().endswith(f"; {md_escape(fan['sentence'])} |")
     if not fan["valid"]:  # page 1 does not use an invalid check
         assert md_escape("rests on closeness alone (training check not valid") in first_row
-    assert "fig-downstream" in {
+    figure_ids = {
         f["id"]
         for f in json.loads((project / "report/figures/manifest.json").read_text())["figures"]
     }
+    assert "fig-downstream" in figure_ids
+    if any("shape" in v.get("rank_correlation", {}) for v in record["types"].values()):
+        assert "fig-dose-response" in figure_ids
+    assert "written for this check" in qmd and "calibration: the proxy" in qmd
 
 
 @pytest.fixture(scope="module")
@@ -341,9 +358,16 @@ def test_noop_repro_runs_nothing(cold):
         (
             "localization.clip_false_region_rate",
             0.04,
-            # the recommendations come out the same, so downstream (which reads them, not the
-            # localization) does not rerun
-            {"localize@fan", "localize@valve", "power", "recommend", "figures", "report"},
+            # downstream reads the localization too (the held-out regions of its dose-response)
+            {
+                "localize@fan",
+                "localize@valve",
+                "power",
+                "recommend",
+                "downstream",
+                "figures",
+                "report",
+            },
         ),
         (
             "features.fmin",
@@ -408,7 +432,7 @@ def test_template_change_reruns_only_the_report(cold):
         ("analysis/localization/clip_level.py", {"localize@fan", "localize@valve", "power"}),
         # The score is run by recommend; figures draws its coordinates (SCORE_COORDINATES, the
         # one list of what the score compares) and the report prints its constants.
-        ("analysis/scoring.py", {"recommend", "figures", "report"}),
+        ("analysis/scoring.py", {"recommend", "downstream", "figures", "report"}),
     ],
 )
 def test_a_method_change_reruns_only_the_stages_that_run_it(cold, module, expected):

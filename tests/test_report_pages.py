@@ -124,8 +124,8 @@ def test_page_one_holds_the_verdict_table_and_the_forest_plot(default_run):
         # the verdict, as the table prints it (a cell may wrap: compare without spaces)
         label = verdict_label(r)
         assert re.sub(r"\s+", "", label) in re.sub(r"\s+", "", first), label
-    # no downstream check in the default run: page 1 says the verdict is about closeness only
-    assert "about closeness only" in flat and "dvc exp run -S downstream.enabled=true" in flat
+    # no downstream check in the default run: page 1 says the verdict rests on closeness alone
+    assert "rest on closeness alone" in flat and "dvc exp run -S downstream.enabled=true" in flat
     assert "SYNTHETIC DATA" in flat
 
 

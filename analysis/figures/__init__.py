@@ -34,7 +34,10 @@ from analysis.artifacts import (  # noqa: E402
 )
 from analysis.checks import check_colormaps  # noqa: E402
 from analysis.dcase import unit_words  # noqa: E402
-from analysis.figures.downstream import downstream_figure  # noqa: E402
+from analysis.figures.downstream import (  # noqa: E402
+    dose_response_figure,
+    downstream_figure,
+)
 from analysis.figures.forest import forest_figure  # noqa: E402
 from analysis.figures.inputs import read_inputs  # noqa: E402
 from analysis.figures.localization import localization_jobs  # noqa: E402
@@ -105,6 +108,7 @@ def figures(
     downstream_record = read_downstream(build_dir)
     if downstream_record.enabled:
         jobs.append((downstream_figure, downstream_record, inp.machine_types))
+        jobs.append((dose_response_figure, downstream_record, inp.machine_types))
     with atomic_dir(out_dir) as tmp:
         marker = SYNTHETIC_MARK if inp.synthetic else None
         tasks = [(tmp, inp.cfg["dpi"], marker, job) for job in jobs]
