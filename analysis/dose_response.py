@@ -23,12 +23,11 @@ import numpy as np
 
 from analysis.artifacts import read_localization_summary, read_region_rows
 from analysis.detection import interval, spearman
-from analysis.evidence import evidence_halves
+from analysis.evidence import evidence_by_id, evidence_halves, group_seed
 from analysis.fit import FIT_KEYS, _clean, fitted_draw, strategy_features
 from analysis.mel import MelGeometry
-from analysis.recommend import evidence_by_id, group_seed, preset_points
 from analysis.regions import FEATURE_COLUMNS, profile_features
-from analysis.scoring import paired_bootstrap
+from analysis.scoring import paired_bootstrap, preset_points
 from analysis.strategies.options import SEED_DEFAULTS
 
 PATH_PREFIX = "path_"  # a path point's name: path_<percent of the way to the fitted setting>

@@ -285,7 +285,7 @@ def extra_train_root(params: dict[str, Any], build_dir: Path) -> Path | None:
     if params["synthetic"]["layout"] != "dcase2020":
         log("downstream: synthetic_train_clips_per_id applies to the dcase2020 layout only")
         return None
-    from analysis.synthesize import write_train_clips  # here: only the enabled check needs it
+    from analysis.synthetic_clips import write_train_clips  # here: only the enabled check needs it
 
     out = build_dir / EXTRA_TRAIN_DIR
     shutil.rmtree(out, ignore_errors=True)

@@ -162,3 +162,23 @@ def evidence_label(used: dict[str, str]) -> str:
 def pooled_label(machine_id: str, part: str) -> str:
     """The label a pooled region of one half carries in fit/held-out lists."""
     return f"{machine_id}: pooled region of the {'fit' if part == 'fit' else 'held-out'} half"
+
+
+def group_seed(settings: dict[str, Any], machine_type: str, machine_id: str) -> int:
+    """The seed of one recommendations row (its split, search and bootstrap)."""
+    return settings["seed"] * 7919 + zlib.crc32(f"{machine_type}/{machine_id}".encode())
+
+
+def evidence_by_id(
+    rows: list[dict[str, Any]], id_summaries: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per machine ID of a group: which evidence it supports (:func:`id_evidence`) and its
+    number of anomalous clips."""
+    evidence = {}
+    for mid in sorted({r["machine_id"] for r in rows}):
+        id_rows = [r for r in rows if r["machine_id"] == mid]
+        evidence[mid] = {
+            **id_evidence(id_rows, id_summaries.get(mid, {}), settings),
+            "n_anomaly": len(id_rows),
+        }
+    return evidence

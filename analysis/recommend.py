@@ -11,7 +11,6 @@ intervals (:mod:`analysis.scoring`), at spectrogram size and on every latent gri
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from analysis.artifacts import (
     is_ok,
     read_localization_arrays,
     read_localization_summary,
-    read_mask_features,
     read_masks_meta,
     read_region_rows,
     write_recommendations,
@@ -38,7 +36,13 @@ from analysis.decision import (
     parameter_spread,
     split_test,
 )
-from analysis.evidence import evidence_halves, evidence_label, id_evidence, pooled_label
+from analysis.evidence import (
+    evidence_by_id,
+    evidence_halves,
+    evidence_label,
+    group_seed,
+    pooled_label,
+)
 from analysis.fit import (
     FIT_KEYS,
     MIXTURE_MARGIN,
@@ -68,7 +72,7 @@ from analysis.scoring import (
     SINGLE,
     MaskPoints,
     held_out_comparison,
-    mask_points,
+    preset_points,
     score,
 )
 from analysis.strategies.projection import LATENT_PROJECTION, project_axis, project_maps
@@ -80,11 +84,6 @@ from analysis.yardstick import yardsticks
 REGION_FULL_CLIP_COVERAGE = 0.95
 # The held-out scores metrics.json holds per type with a fit (dvc metrics diff compares them).
 METRIC_SCORES = tuple(score_key(n) for n in ("recommended", "current", "proposed", NOISE_LEVEL))
-
-
-def group_seed(settings: dict[str, Any], machine_type: str, machine_id: str) -> int:
-    """The seed of one recommendations row (its split, search and bootstrap)."""
-    return settings["seed"] * 7919 + zlib.crc32(f"{machine_type}/{machine_id}".encode())
 
 
 @dataclass(frozen=True)
@@ -119,21 +118,6 @@ def not_enough_evidence(evidence: dict[str, dict[str, Any]], n_fit: int, n_held:
         if e.get("reason")
     ]
     return lacking_status("; ".join(reasons) or f"{n_fit} clips to fit and {n_held} held out")
-
-
-def evidence_by_id(
-    rows: list[dict[str, Any]], id_summaries: dict[str, Any], settings: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """Per machine ID of a group: which evidence it supports (:func:`id_evidence`) and its
-    number of anomalous clips."""
-    evidence = {}
-    for mid in sorted({r["machine_id"] for r in rows}):
-        id_rows = [r for r in rows if r["machine_id"] == mid]
-        evidence[mid] = {
-            **id_evidence(id_rows, id_summaries.get(mid, {}), settings),
-            "n_anomaly": len(id_rows),
-        }
-    return evidence
 
 
 def recommend_group(
@@ -516,15 +500,6 @@ def score_rows(rows: list[dict[str, Any]], presets: list[str]) -> list[dict[str,
         if r["machine_id"] == "all" and is_ok(r)
         for name in [*presets, "recommended", NOISE_LEVEL]
     ]
-
-
-def preset_points(
-    build_dir: Path, presets: list[str], shape: tuple[int, int], grid: str | None = None
-) -> dict[str, MaskPoints]:
-    """Every preset's masks (at spectrogram size, or projected onto ``grid`` of ``shape``) as
-    the score sees them."""
-    features = read_mask_features(build_dir / "masks", presets, grid)
-    return {name: mask_points(f, *shape) for name, f in features.items()}
 
 
 def group_tasks(params: dict[str, Any], build_dir: Path) -> tuple[list[GroupTask], dict, dict]:

@@ -18,10 +18,12 @@ distinguishable" where it does not, and "no test" where too few regions allow no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analysis.artifacts import read_mask_features
 from analysis.mel import MelGeometry
 from analysis.records import DIFF_PARTS, diff_key, score_key
 from analysis.regions import score_transform
@@ -304,3 +306,12 @@ def held_out_comparison(
         for part, value in zip(DIFF_PARTS, (diff, lo, hi, verdict), strict=True):
             out[diff_key(*roles, part)] = value
     return out
+
+
+def preset_points(
+    build_dir: Path, presets: list[str], shape: tuple[int, int], grid: str | None = None
+) -> dict[str, MaskPoints]:
+    """Every preset's masks (at spectrogram size, or projected onto ``grid`` of ``shape``) as
+    the score sees them."""
+    features = read_mask_features(build_dir / "masks", presets, grid)
+    return {name: mask_points(f, *shape) for name, f in features.items()}

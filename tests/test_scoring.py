@@ -8,11 +8,11 @@ import pytest
 
 from analysis.artifacts import Verdict, parse_region_row, row_verdict
 from analysis.artifacts import region_feature_arrays as _features_of
-from analysis.evidence import split_halves
+from analysis.evidence import group_seed, split_halves
 from analysis.fidelity import resize_fidelity
 from analysis.fit import strategy_features
 from analysis.mel import MelGeometry
-from analysis.recommend import finalize_verdicts, group_seed, recommend_group
+from analysis.recommend import finalize_verdicts, recommend_group
 from analysis.regions import FEATURE_COLUMNS, region_features
 from analysis.scoring import (
     EMPTY_POINT,

@@ -77,6 +77,42 @@ def _path_order(names: list[str], user: str) -> list[str]:
     return [n for n in [user, *inner, "fitted"] if n in names]
 
 
+def _dose_response_panel(ax, machine_type: str, summary: dict) -> None:
+    """One type's panel: every setting's AUC against its held-out mask score with intervals,
+    the path joined by a line, ρ and the curve's shape in the title."""
+    found = summary["rank_correlation"]
+    points = {n: summary["settings"][n] for n in found["settings"]}
+    path = _path_order(list(points), summary.get("user_setting", "current"))
+    for name, v in points.items():
+        on_path = name in path
+        colour = "#1f5fa8" if on_path else "#b05a00"
+        ci = v.get("mask_score_ci") or [v["mask_score"]] * 2
+        ax.plot(ci, [v["auc"]] * 2, color=colour, lw=0.8, alpha=0.7)
+        ax.plot([v["mask_score"]] * 2, v["auc_ci"], color=colour, lw=0.8, alpha=0.7)
+        ax.plot(v["mask_score"], v["auc"], "o" if on_path else "D", color=colour, ms=3.5)
+        if not on_path or name in (path[0], path[-1]):
+            ax.annotate(
+                name.replace("_", " "),
+                (v["mask_score"], v["auc"]),
+                fontsize=7,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
+    ax.plot(
+        [points[n]["mask_score"] for n in path],
+        [points[n]["auc"] for n in path],
+        color="#1f5fa8",
+        lw=1.0,
+    )
+    ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
+    low, high = found["ci"]
+    rho = "–" if found["rho"] is None else f"{found['rho']:+.2f}"
+    ci = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
+    ax.set_title(f"{machine_type}: ρ {rho}{ci}\n{found['shape']}", fontsize=7)
+    ax.set_xlabel("held-out mask score (lower: closer)")
+    ax.set_ylabel("proxy AUC")
+
+
 def dose_response_figure(figs, record: DownstreamRecord, machine_types: list[str]) -> None:
     """Per machine type, proxy AUC against the held-out mask score of every setting, both with
     intervals; the path from the user's setting to the fitted one joined by a line; the rank
@@ -99,38 +135,7 @@ def dose_response_figure(figs, record: DownstreamRecord, machine_types: list[str
     for ax in axes.flat[len(types) :]:
         ax.set_visible(False)
     for ax, t in zip(axes.flat, types, strict=False):
-        summary = record.types[t]
-        found = summary["rank_correlation"]
-        points = {n: summary["settings"][n] for n in found["settings"]}
-        path = _path_order(list(points), summary.get("user_setting", "current"))
-        for name, v in points.items():
-            on_path = name in path
-            colour = "#1f5fa8" if on_path else "#b05a00"
-            ci = v.get("mask_score_ci") or [v["mask_score"]] * 2
-            ax.plot(ci, [v["auc"]] * 2, color=colour, lw=0.8, alpha=0.7)
-            ax.plot([v["mask_score"]] * 2, v["auc_ci"], color=colour, lw=0.8, alpha=0.7)
-            ax.plot(v["mask_score"], v["auc"], "o" if on_path else "D", color=colour, ms=3.5)
-            if not on_path or name in (path[0], path[-1]):
-                ax.annotate(
-                    name.replace("_", " "),
-                    (v["mask_score"], v["auc"]),
-                    fontsize=7,
-                    xytext=(3, 2),
-                    textcoords="offset points",
-                )
-        ax.plot(
-            [points[n]["mask_score"] for n in path],
-            [points[n]["auc"] for n in path],
-            color="#1f5fa8",
-            lw=1.0,
-        )
-        ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
-        low, high = found["ci"]
-        rho = "–" if found["rho"] is None else f"{found['rho']:+.2f}"
-        ci = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
-        ax.set_title(f"{t}: ρ {rho}{ci}\n{found['shape']}", fontsize=7)
-        ax.set_xlabel("held-out mask score (lower: closer)")
-        ax.set_ylabel("proxy AUC")
+        _dose_response_panel(ax, t, record.types[t])
     figs.save(
         fig,
         "fig-dose-response",
