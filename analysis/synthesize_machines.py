@@ -5,6 +5,7 @@ anomalous clip is (the type's typical gain, the ID's detectability, a per-clip d
 
 from __future__ import annotations
 
+import statistics
 import zlib
 from dataclasses import dataclass, field
 
@@ -405,12 +406,11 @@ def id_detectability(machine_type: str, machine_id: str) -> float:
     than 1/2 where its IDs came out closer together than the published ones), relative to
     the type's mean.
     """
-    from scipy.stats import norm
-
     power = ID_DETECTABILITY_POWER.get(machine_type, 0.5)
+    probit = statistics.NormalDist().inv_cdf  # the stdlib's: no scipy.stats import per worker
 
     def scale(auc_pct: float) -> float:
-        return float((np.sqrt(2) * norm.ppf(auc_pct / 100)) ** power)
+        return float((np.sqrt(2) * probit(auc_pct / 100)) ** power)
 
     published = PUBLISHED_ID_AUC_PCT[machine_type]
     return scale(published[machine_id]) / np.mean([scale(v) for v in published.values()])
