@@ -396,8 +396,8 @@ def settle_words(row: dict[str, Any]) -> str:
     if v.kind is not Verdict.NOT_ENOUGH_EVIDENCE:
         return ""
     if v.clips_needed is None:
-        return "no number of further anomalous clips can be promised to settle it"
-    return f"about {v.clips_needed} more anomalous clips would settle it"
+        return "more clips may not help"
+    return f"about {v.clips_needed} more clips"
 
 
 def comparison_sentence(row: dict[str, Any], T: int) -> str:

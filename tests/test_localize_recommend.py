@@ -252,13 +252,19 @@ def default_run(tmp_path_factory, default_params):
 # its floors sit below that range rather than at one lucky seed's values.
 LOCALIZATION_FLOOR = {  # (mean IoU, median centre error in bins, share of clips found)
     "fan": (0.55, 2.0, 0.75),
-    "pump": (0.5, 5.0, 0.75),
+    # Generator 4 gives pump's and valve's normal clips recording conditions (factory noise of
+    # changing level, knocks, an interference band in about a tenth of them), as real normal
+    # clips have: the clip-level threshold, calibrated so that 2 % of normal clips hold a region,
+    # rises above many anomalies, most for valve, whose normal knocks look like its rattles.
+    # Measured at strength 30, seed 2020: pump IoU 0.43, centre error 4.6 bins, 83 % found;
+    # valve 0.19, 1.5 bins, 58 % found (generator 3: both above 0.5 IoU and 75 % found).
+    "pump": (0.35, 5.0, 0.75),
     # slider's band change follows the slide's motion since the calibration: in the motion's
     # quiet phases (amplitude 0.1 of the peak) it is about 20 dB weaker, yet its ground truth is
     # the whole clip, so IoU dropped and band centres moved (measured 0.51 and 3.9 bins at
     # strength 30): the floors sit below / above that.
     "slider": (0.45, 5.0, 0.75),
-    "valve": (0.45, 3.0, 0.75),
+    "valve": (0.12, 3.0, 0.45),
     "ToyCar": (0.08, 15.0, 0.4),
     "ToyConveyor": (0.2, 50.0, 0.75),
 }
