@@ -181,6 +181,19 @@ def curve_shape(closeness, auc, tolerance: float) -> str:
     return "irregular"
 
 
+def supported_shape(shape: str, rho_low: float, rho_high: float) -> str:
+    """The curve's shape as the report may state it: a monotone trend only where the rank
+    correlation's interval lies on that trend's side of 0; else "no trend distinguishable"
+    (the point values may still rise or fall: the interval says that could be chance)."""
+    trend = {
+        "monotone: closer trains better": rho_low > 0,
+        "monotone: closer trains worse": rho_high < 0,
+    }
+    if shape in trend and not trend[shape]:
+        return "no trend distinguishable (ρ's interval includes 0)"
+    return shape
+
+
 def dose_response(
     names: list[str],
     points: dict[str, float],
@@ -214,7 +227,7 @@ def dose_response(
         "ci": [low, high],
         "settings": names,
         "resampled": "test clips, training seeds and held-out regions (the mask score)",
-        "shape": curve_shape(closeness, values, tolerance),
+        "shape": supported_shape(curve_shape(closeness, values, tolerance), low, high),
         "shape_tolerance": tolerance,
         "mask_score_ci": score_ci,
     }

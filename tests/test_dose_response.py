@@ -13,6 +13,7 @@ from analysis.dose_response import (
     interpolate,
     path_fractions,
     path_settings,
+    supported_shape,
 )
 from analysis.proxy_calibration import (
     PLANTED_SIZE_SD,
@@ -231,3 +232,15 @@ def test_planted_shifted_copy_takes_the_masked_cells_from_a_shifted_clip_of_the_
             np.roll(train[j], s, axis=0) for j in own for s in (-4, -3, -2, -1, 1, 2, 3, 4)
         ]
         assert any(np.array_equal(copy.test[2 + k][changed], c[changed]) for c in candidates)
+
+
+def test_a_monotone_shape_is_stated_only_where_the_rank_correlations_interval_supports_it():
+    # Point values that fall with closeness, but rho's interval [-0.65, 0.13] includes 0: the
+    # report must not say "closer trains worse" (slider's case on the default data).
+    worse, better = "monotone: closer trains worse", "monotone: closer trains better"
+    assert supported_shape(worse, -0.65, 0.13).startswith("no trend distinguishable")
+    assert supported_shape(worse, -0.65, -0.05) == worse
+    assert supported_shape(better, 0.05, 0.9) == better
+    assert supported_shape(better, -0.1, 0.9).startswith("no trend distinguishable")
+    assert supported_shape(better, -0.9, -0.2).startswith("no trend distinguishable")
+    assert supported_shape("peaked", -0.2, 0.4) == "peaked"  # judged by its own tolerance
