@@ -224,7 +224,7 @@ def training_code_call(row: dict[str, Any], geometry: MelGeometry) -> tuple[str,
             " of the clip; the training code draws 85–100 %)"
         )
     if row.get("form") == "mixture":
-        lost.append("the mixture of its IDs' settings (these arguments are the single fit's)")
+        lost.append("the mixture's components (these arguments are the single fit's)")
     if row["max_bands"] > 1:
         lost.append(f"several bands at once ({_span(row['min_bands'], row['max_bands'])})")
     if row["full_time_prob"] < 1 and (
