@@ -294,17 +294,13 @@ def measure_types(
         capped[task.machine_type] += int(n_normal > cap)
         if levels is not None:
             by_type[task.machine_type][task.machine_id] = levels
-    unit_of = {
-        t: unit_words(task.machine_id for task in tasks if task.machine_type == t)
-        for t in machine_types
-    }
     calibrations, summary = {}, {}
     for machine_type, levels_by_id in by_type.items():
         if not levels_by_id:
+            unit = unit_words(t.machine_id for t in tasks if t.machine_type == machine_type)
             summary[machine_type] = {
                 "status": f"not measured: fewer than {2 * loc['min_normal_clips']} normal test "
-                f"clips in every {unit_of[machine_type].short}: too few to split into a normal "
-                "and a spiked half"
+                f"clips in every {unit.short}: too few to split into a normal and a spiked half"
             }
             continue
         calibration = pool_calibration(levels_by_id, loc)
