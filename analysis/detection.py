@@ -250,7 +250,7 @@ def combined_verdict(
         return closeness, f"rests on closeness alone (training check not run: {how_to_run})"
     if not training.valid:
         reason = training.invalid_reason
-        return closeness, f"rests on closeness alone (training check not valid: {reason})"
+        return closeness, f"closeness alone: check not valid ({reason})"
     low, high = training.ci
     words = f"training: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
     found = difference_verdict(low, high)

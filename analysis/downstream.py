@@ -381,7 +381,9 @@ def type_summary(params, build_dir: Path, recs, machine_type: str, per_setting, 
     )
     if "shape" in summary.get("rank_correlation", {}):
         summary["rank_correlation"]["held_out_regions"] = n_held
-        if n_held < MIN_HOLDOUT_FOR_CI:  # recommend gives these scores no interval either
+        # Too few held-out regions: recommend gives these scores no interval either. An
+        # invalid type's sentence says only why it is not valid.
+        if n_held < MIN_HOLDOUT_FOR_CI and summary["valid"]:
             summary["sentence"] += (
                 f" (the mask scores' own uncertainty is not in the interval: {n_held} "
                 "independent held-out regions)"

@@ -146,7 +146,7 @@ def fold_into_validity(summary: dict[str, Any], calibration: dict[str, Any] | No
     if summary["valid"] and not calibration["tells"]:
         summary["valid"] = False
         summary["invalid_reason"] = (
-            "on a planted copy of its normal clips the proxy could not tell masks of the planted "
-            "shape from a mismatched family"
+            "calibration failed: masks of the planted shape trained no better proxy than "
+            "mismatched ones"
         )
         summary["sentence"] = f"not valid for this type: {summary['invalid_reason']}"

@@ -238,10 +238,21 @@ def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, st
     verdict, words = combined_verdict(closeness, found, record.how_to_run)
     if found is None and record.enabled:
         ran_here = row["machine_type"] in record.types
-        words = "rests on closeness alone (the check " + (
-            "did not train this type's candidate)" if ran_here else "has no result for this type)"
+        words = "closeness alone: " + (
+            "no candidate was trained" if ran_here else "the check has no result for this type"
         )
-    return {"verdict": verdict, "words": words, "changed": verdict != closeness}
+    trend = trend_words(record.types.get(row["machine_type"]) if record.enabled else None)
+    return {"verdict": verdict, "words": words, "changed": verdict != closeness, "trend": trend}
+
+
+def trend_words(type_record: dict[str, Any] | None) -> str:
+    """Page 1's short form of the dose-response answer for one type: the named shape of AUC
+    against closeness, only where the check is valid and the shape was named (the full
+    sentence, with ρ and its interval, is in the downstream section)."""
+    found = (type_record or {}).get("rank_correlation", {})
+    if not type_record or not type_record.get("valid") or "shape" not in found:
+        return ""
+    return f"AUC vs closeness, {len(found['settings'])} settings: {found['shape']}"
 
 
 def power_context(power: dict[str, Any]) -> dict[str, Any]:

@@ -313,7 +313,7 @@ def test_page_one_combines_closeness_and_training():
     invalid = TrainingResult(0.2, (0.1, 0.3), valid=False, invalid_reason="below chance")
     assert combined_verdict("switch", invalid, cmd) == (
         "switch",
-        "rests on closeness alone (training check not valid: below chance)",
+        "closeness alone: check not valid (below chance)",
     )
 
 
@@ -369,3 +369,24 @@ def test_page_one_line_from_the_verdict_record_and_downstream_json():
     assert (
         off["verdict"] == "switch" and "closeness alone" in off["words"] and "cmd" in off["words"]
     )
+
+
+def test_page_one_names_the_trend_only_where_the_check_is_valid_and_a_shape_was_named():
+    """Page 1's training cell stays short: the dose-response shape over the ranked settings
+    where the type's check is valid; nothing where it is invalid (page 1 does not use it),
+    where no shape was named (fewer than 3 settings) or where the check did not run.
+    (Broke: validity not checked -> an invalid type's trend shows and the test fails.)"""
+    from analysis.artifacts import DownstreamRecord, Verdict, VerdictRecord
+    from analysis.report import training_line, trend_words
+
+    ranked = {"rho": 0.9, "ci": [0.2, 1.0], "settings": ["a", "b", "c", "d"]}
+    valid = {"valid": True, "rank_correlation": {**ranked, "shape": "peaked"}}
+    assert trend_words(valid) == "AUC vs closeness, 4 settings: peaked"
+    assert trend_words({**valid, "valid": False}) == ""
+    assert trend_words({"valid": True, "rank_correlation": ranked}) == ""  # no shape named
+    assert trend_words(None) == ""
+    verdict = VerdictRecord(Verdict.KEEP, None, "current", 0.0, -0.1, 0.1, 0.95, 1.0, 5, 8, "")
+    row = {"machine_type": "fan", "verdict": verdict.to_json()}
+    record = DownstreamRecord(True, "cmd", types={"fan": {**valid, "invalid_reason": ""}})
+    assert training_line(row, record)["trend"].endswith("peaked")
+    assert training_line(row, DownstreamRecord(False, "cmd", types={"fan": valid}))["trend"] == ""

@@ -267,6 +267,8 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
         assert isinstance(summary["valid"], bool) and summary["n_train_clips"] == 2 * 4
         assert set(summary["train_clips_per_id"].values()) == {4}
         assert summary["calibration"]["sentence"].startswith("the proxy ")
+        if not summary["valid"]:  # the reason alone: nothing about a ranking it does not use
+            assert summary["sentence"] == f"not valid for this type: {summary['invalid_reason']}"
         if row["status"] == "ok":  # the held-out scores are recommend's, to the digit
             assert summary["settings"]["current"]["mask_score"] == row["score_current"]
             assert summary["settings"]["fitted"]["mask_score"] == row["score_recommended"]
@@ -289,9 +291,22 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
 
     first_row = next(x for x in qmd.splitlines() if x.startswith("| [fan]"))
     fan = record["types"]["fan"]
-    assert first_row.rstrip().endswith(f"; {md_escape(fan['sentence'])} |")
+    shape = fan.get("rank_correlation", {}).get("shape")
+    if fan["valid"] and shape:  # page 1 names the trend short; the full answer is in its section
+        n_ranked = len(fan["rank_correlation"]["settings"])
+        trend = f"AUC vs closeness, {n_ranked} settings: {shape}"
+        assert first_row.rstrip().endswith(f"; {md_escape(trend)} |")
     if not fan["valid"]:  # page 1 does not use an invalid check
-        assert md_escape("rests on closeness alone (training check not valid") in first_row
+        assert md_escape("closeness alone: check not valid (") in first_row
+        assert "AUC vs closeness" not in first_row
+    assert md_escape(fan["sentence"]) not in first_row  # page 1 stays one row per type
+    answer_table = qmd[: qmd.index("{#tbl-downstream-answer}")].split("\n\n")[-2]
+    answer_row = next(x for x in answer_table.splitlines() if x.startswith("| fan | "))
+    calibration = fan["calibration"]
+    assert answer_row.startswith(f"| fan | {'yes' if fan['valid'] else '**no**'} | ")
+    low = f"{calibration['ci'][0]:.3f}".replace("-", "\u2212")  # the report's minus sign
+    assert f"{calibration['difference']:.3f}".replace("-", "\u2212") + " \\[" + low in answer_row
+    assert answer_row.rstrip().endswith(f"| {md_escape(fan['sentence'])} |")
     figure_ids = {
         f["id"]
         for f in json.loads((project / "report/figures/manifest.json").read_text())["figures"]
@@ -299,7 +314,7 @@ def test_the_downstream_check_runs_on_a_tiny_set_and_the_report_answers(cold, tm
     assert "fig-downstream" in figure_ids
     if any("shape" in v.get("rank_correlation", {}) for v in record["types"].values()):
         assert "fig-dose-response" in figure_ids
-    assert "written for this check" in qmd and "calibration: the proxy" in qmd
+    assert "written for this check" in qmd and "{#tbl-downstream-answer}" in qmd
 
 
 @pytest.fixture(scope="module")
