@@ -236,6 +236,7 @@ class TrainingResult:
     ci: tuple[float, float]
     valid: bool = True
     invalid_reason: str = ""
+    compared: str = ""  # "fitted − current": which settings the difference is between
 
 
 def combined_verdict(
@@ -252,7 +253,8 @@ def combined_verdict(
         reason = training.invalid_reason
         return closeness, f"closeness alone: check not valid ({reason})"
     low, high = training.ci
-    words = f"training: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+    what = f"training, {training.compared}" if training.compared else "training"
+    words = f"{what}: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
     found = difference_verdict(low, high)
     if closeness == "switch":
         if found == "higher":
@@ -274,9 +276,11 @@ def training_result(
     found = (type_record or {}).get("minus_user_setting", {}).get(candidate)
     if not found:
         return None
+    user = type_record.get("user_setting")
     return TrainingResult(
         found["auc_difference"],
         tuple(found["ci"]),
         type_record["valid"],
         type_record["invalid_reason"],
+        f"{candidate} − {user}" if user else "",
     )

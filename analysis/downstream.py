@@ -45,7 +45,12 @@ from analysis.detection import (
     zscore_scores,
 )
 from analysis.dose_response import mask_scores, path_settings
-from analysis.downstream_summary import BASELINE, per_id_rows, summarize_type
+from analysis.downstream_summary import (
+    BASELINE,
+    per_id_rows,
+    rank_only_with_regions,
+    summarize_type,
+)
 from analysis.io import log
 from analysis.mel import MelGeometry
 from analysis.proxy_calibration import SETTINGS as CALIBRATION_SETTINGS
@@ -379,15 +384,7 @@ def type_summary(params, build_dir: Path, recs, machine_type: str, per_setting, 
     summary = summarize_type(
         trained, refs, data.labels, points, cfg, params["recommend"]["user_setting"], score_boot
     )
-    if "shape" in summary.get("rank_correlation", {}):
-        summary["rank_correlation"]["held_out_regions"] = n_held
-        # Too few held-out regions: recommend gives these scores no interval either. An
-        # invalid type's sentence says only why it is not valid.
-        if n_held < MIN_HOLDOUT_FOR_CI and summary["valid"]:
-            summary["sentence"] += (
-                f" (the mask scores' own uncertainty is not in the interval: {n_held} "
-                "independent held-out regions)"
-            )
+    rank_only_with_regions(summary, n_held, MIN_HOLDOUT_FOR_CI)
     if len(planted) == len(CALIBRATION_SETTINGS):
         half = len(planted["matched"][0]) // 2
         labels = ClipLabels(

@@ -166,3 +166,22 @@ def rank_correlation(settings, boot, mask_scores, n_clips: int, cfg) -> dict[str
         }
     out["sentence"] = closeness_sentence(low, high, len(ranked), n_clips)
     return out
+
+
+def rank_only_with_regions(summary: dict[str, Any], n_held: int, min_regions: int) -> None:
+    """Record how many independent held-out regions the settings' mask scores rest on; below
+    ``min_regions`` (where recommend gives a score no interval either) the closeness ranking
+    is not established, so a valid type's sentence says "not distinguishable" whatever ρ is
+    (ρ's interval cannot carry the mask scores' uncertainty). An invalid type's sentence keeps
+    saying only why it is not valid."""
+    found = summary.get("rank_correlation", {})
+    if "shape" not in found:
+        return
+    found["held_out_regions"] = n_held
+    found["ranked"] = n_held >= min_regions  # the figure and page 1 name no shape without
+    if not found["ranked"] and summary["valid"]:
+        regions = "region" if n_held == 1 else "regions"
+        summary["sentence"] = (
+            f"not distinguishable: the settings' closeness rests on {n_held} independent "
+            f"held-out {regions} (a ranking needs {min_regions})"
+        )

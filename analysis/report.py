@@ -237,10 +237,15 @@ def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, st
         found = training_result(record.types.get(row["machine_type"]), v.candidate or "fitted")
     verdict, words = combined_verdict(closeness, found, record.how_to_run)
     if found is None and record.enabled:
-        ran_here = row["machine_type"] in record.types
-        words = "closeness alone: " + (
-            "no candidate was trained" if ran_here else "the check has no result for this type"
-        )
+        if row["machine_type"] not in record.types:
+            words = "closeness alone: the check has no result for this type"
+        elif v.candidate is None and row.get("status") != "ok":
+            words = "closeness alone: no fitted setting to train"
+        else:
+            words = (
+                f"closeness alone: {v.candidate or 'fitted'} was not trained "
+                "(add it to downstream.presets)"
+            )
     trend = trend_words(record.types.get(row["machine_type"]) if record.enabled else None)
     return {"verdict": verdict, "words": words, "changed": verdict != closeness, "trend": trend}
 
@@ -252,6 +257,8 @@ def trend_words(type_record: dict[str, Any] | None) -> str:
     found = (type_record or {}).get("rank_correlation", {})
     if not type_record or not type_record.get("valid") or "shape" not in found:
         return ""
+    if not found.get("ranked", True):
+        return "closeness not ranked (too few held-out regions)"
     return f"AUC vs closeness, {len(found['settings'])} settings: {found['shape']}"
 
 
@@ -444,7 +451,6 @@ def verdict_context(
         "verdict_labels_by_row": {
             f"{r['machine_type']}/{r['machine_id']}": verdict_label(r) for r in context["rows"]
         },
-        "training": {r["machine_type"]: training_line(r, context["downstream"]) for r in type_rows},
         "difference_words": {r["machine_type"]: difference_words(r) for r in type_rows},
     }
     recommended = recommended_settings(read_recommendations(build_dir / "recommendations.json"))
@@ -452,6 +458,8 @@ def verdict_context(
         r["machine_type"] for r in type_rows if row_verdict(r).kind is Verdict.SWITCH
     ]
     out["staying"] = [t for t in recommended if t not in out["switching"]]
+    # Switching by closeness, but the training check says otherwise (page 1's verdict).
+    out["overridden"] = [t for t in out["switching"] if context["training"][t]["changed"]]
     out["rebuild"] = {
         t: rebuild_code(t, name, setting, out["verdict_labels"][t], geometry)
         for t, (name, setting) in recommended.items()
@@ -493,6 +501,9 @@ def build_context(
             t, context["localization"][t], geometry.seconds_per_frame, geometry.target_T
         )
         for t in context["machine_types"]
+    }
+    context["training"] = {  # page 1's verdict with the training check (closeness without)
+        r["machine_type"]: training_line(r, context["downstream"]) for r in context["type_rows"]
     }
     context["findings"] = findings(context)
     context["recovery"] = recovery_context(

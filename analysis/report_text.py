@@ -509,8 +509,13 @@ def findings(context: dict[str, Any]) -> list[str]:
     ok = [r for r in context["type_rows"] if r.get("status") == "ok"]
     if ok:
         by_verdict: dict[str, list[str]] = {}
+        training = context.get("training", {})
         for r in ok:
-            by_verdict.setdefault(verdict_label(r), []).append(r["machine_type"])
+            label = verdict_label(r)
+            line = training.get(r["machine_type"])
+            if line and line["changed"]:  # the training check overrode closeness
+                label = f"{line['verdict']} (closeness alone: {label})"
+            by_verdict.setdefault(label, []).append(r["machine_type"])
         out.append(
             "Against the setting you run (recommend.user_setting, Holm-corrected over the "
             "machine types tested, stable in at least "

@@ -390,3 +390,61 @@ def test_page_one_names_the_trend_only_where_the_check_is_valid_and_a_shape_was_
     record = DownstreamRecord(True, "cmd", types={"fan": {**valid, "invalid_reason": ""}})
     assert training_line(row, record)["trend"].endswith("peaked")
     assert training_line(row, DownstreamRecord(False, "cmd", types={"fan": valid}))["trend"] == ""
+
+
+def test_a_ranking_on_too_few_held_out_regions_is_not_distinguishable_whatever_rho_says():
+    """The settings' mask scores resting on 1 independent held-out region have no interval of
+    their own, so a ρ interval below 0 must not become "closer trained worse": the sentence
+    says not distinguishable and page 1 names no shape. At 5 regions the sentence stands; an
+    invalid type keeps its reason. (Broke: the threshold compared with > instead of < -> the
+    1-region case keeps "trained worse" and the test fails.)"""
+    from analysis.downstream_summary import rank_only_with_regions
+    from analysis.report import trend_words
+
+    def summary(valid: bool = True) -> dict:
+        ranked = {"rho": -0.5, "ci": [-0.6, -0.1], "settings": list("abcd"), "shape": "peaked"}
+        sentence = "closer masks did not train better detectors here (they trained worse)"
+        return {"valid": valid, "rank_correlation": ranked, "sentence": sentence}
+
+    few = summary()
+    rank_only_with_regions(few, 1, 5)
+    assert few["sentence"] == (
+        "not distinguishable: the settings' closeness rests on 1 independent held-out region "
+        "(a ranking needs 5)"
+    )
+    assert (
+        few["rank_correlation"]["held_out_regions"] == 1 and not few["rank_correlation"]["ranked"]
+    )
+    assert "peaked" not in trend_words(few) and "not ranked" in trend_words(few)
+    enough = summary()
+    rank_only_with_regions(enough, 5, 5)
+    assert "trained worse" in enough["sentence"] and trend_words(enough).endswith("peaked")
+    invalid = {**summary(False), "sentence": "not valid for this type: below chance"}
+    rank_only_with_regions(invalid, 1, 5)
+    assert invalid["sentence"] == "not valid for this type: below chance"
+
+
+def test_page_one_names_the_settings_it_compares_and_why_nothing_was_trained():
+    """The training cell says which difference it shows ("fitted − current"); a type with no
+    fit says there was no fitted setting to train, not that "no candidate was trained".
+    (Broke: the user's setting not read from the record -> "fitted − None" and fails.)"""
+    from analysis.artifacts import DownstreamRecord, Verdict, VerdictRecord
+    from analysis.report import training_line
+
+    switch = VerdictRecord(
+        Verdict.SWITCH, "fitted", "current", -0.1, -0.2, -0.05, 0.95, 1.0, 5, 8, ""
+    )
+    lacking = VerdictRecord(
+        Verdict.NOT_ENOUGH_EVIDENCE, None, "current", None, None, None, 0.95, None, 0, 30, ""
+    )
+    found = {"minus_user_setting": {"fitted": {"auc_difference": 0.1, "ci": [0.05, 0.15]}}}
+    types = {
+        "fan": {**found, "valid": True, "invalid_reason": "", "user_setting": "current"},
+        "valve": {"minus_user_setting": {}, "valid": True, "invalid_reason": ""},
+    }
+    record = DownstreamRecord(True, "cmd", types=types)
+    fan = training_line({"machine_type": "fan", "verdict": switch.to_json()}, record)
+    assert fan["words"].startswith("closeness and training agree (training, fitted − current: ")
+    valve = {"machine_type": "valve", "status": "not enough evidence"}
+    line = training_line({**valve, "verdict": lacking.to_json()}, record)
+    assert line["words"] == "closeness alone: no fitted setting to train"

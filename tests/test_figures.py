@@ -103,7 +103,7 @@ def test_dose_response_figure_draws_a_panel_per_type_with_its_shape(tmp_path):
 
     matplotlib.use("Agg")
     from analysis.artifacts import DownstreamRecord
-    from analysis.figures.downstream import dose_response_figure
+    from analysis.figures.downstream import _panel_answer, dose_response_figure
     from analysis.plotting import FigureSet
 
     def setting(score, auc):
@@ -119,6 +119,7 @@ def test_dose_response_figure_draws_a_panel_per_type_with_its_shape(tmp_path):
     aucs = [0.6, 0.65, 0.7, 0.75, 0.8, 0.55]
     summary = {
         "user_setting": "current",
+        "valid": True,
         "settings": {n: setting(s, a) for n, s, a in zip(names, scores, aucs, strict=True)},
         "rank_correlation": {
             "rho": 1.0,
@@ -136,3 +137,8 @@ def test_dose_response_figure_draws_a_panel_per_type_with_its_shape(tmp_path):
     empty = FigureSet(tmp_path / "none", dpi=60)
     dose_response_figure(empty, DownstreamRecord(True, "cmd", types={"pump": {}}), ["pump"])
     assert empty.entries == []
+    # The title's second line states a shape only where the check may: valid, closeness ranked.
+    assert _panel_answer(summary) == "monotone: closer trains better"
+    assert _panel_answer({**summary, "valid": False}).startswith("check not valid")
+    few = {**summary["rank_correlation"], "ranked": False, "held_out_regions": 1}
+    assert "not ranked" in _panel_answer({**summary, "rank_correlation": few})

@@ -133,3 +133,36 @@ def test_a_reference_to_what_the_run_did_not_draw_is_named_before_rendering():
         "# Head {#sec-c}\n"
     )
     assert unresolved_references(qmd) == ["fig-regions-vs-fitted"]
+
+
+def test_the_summary_bullet_gives_the_verdict_page_one_gives_when_training_overrides_it():
+    """With the training check on, a switch by closeness that training contradicts must not
+    read "switch" in the first page's summary (page 1's table says "disagree"); a type the
+    check left alone keeps its closeness verdict. (Broke: the override ignored -> the bullet
+    says "switch to fitted for slider" and the test fails.)"""
+    from analysis.artifacts import Verdict, VerdictRecord
+
+    def row(t: str, kind: Verdict, candidate: str | None) -> dict:
+        v = VerdictRecord(kind, candidate, "current", -0.2, -0.3, -0.1, 0.95, 1.0, 9, 30, "")
+        return {"machine_type": t, "status": "ok", "verdict": v.to_json()}
+
+    rows = [row("slider", Verdict.SWITCH, "fitted"), row("fan", Verdict.SWITCH, "fitted")]
+    context = {
+        "machine_types": ["slider", "fan"],
+        "descriptions": {"slider": "slider: x.", "fan": "fan: y."},
+        "type_rows": rows,
+        "localization": {"slider": {"ids": {}}, "fan": {"ids": {}}},
+        "fidelity": [],
+        "stable_share": 0.8,
+        "n_splits": 10,
+        "T": 320,
+        "training": {
+            "slider": {"verdict": "closeness and training disagree", "changed": True},
+            "fan": {"verdict": "switch", "changed": False},
+        },
+    }
+    text = " ".join(findings(context))
+    assert "closeness and training disagree (closeness alone: switch to fitted) for slider" in text
+    assert "switch to fitted for fan" in text and "switch to fitted for slider" not in text
+    del context["training"]  # the check off: closeness alone for both
+    assert "switch to fitted for slider, fan" in " ".join(findings(context))

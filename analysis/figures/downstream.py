@@ -7,6 +7,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from analysis.artifacts import DownstreamRecord
 from analysis.detection import REFERENCE_LABELS
@@ -108,9 +109,21 @@ def _dose_response_panel(ax, machine_type: str, summary: dict) -> None:
     low, high = found["ci"]
     rho = "–" if found["rho"] is None else f"{found['rho']:+.2f}"
     ci = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
-    ax.set_title(f"{machine_type}: ρ {rho}{ci}\n{found['shape']}", fontsize=7)
-    ax.set_xlabel("held-out mask score (lower: closer)")
+    ax.set_title(f"{machine_type}: ρ {rho}{ci}\n{_panel_answer(summary)}", fontsize=7)
+    ax.set_xlabel("mask score (lower: closer)")
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.set_ylabel("proxy AUC")
+
+
+def _panel_answer(summary: dict) -> str:
+    """The second title line: the curve's shape, or why none is stated (the check not valid
+    for the type, or the settings' closeness resting on too few held-out regions)."""
+    found = summary["rank_correlation"]
+    if not summary["valid"]:
+        return "check not valid here: no evidence"
+    if not found.get("ranked", True):
+        return f"closeness not ranked ({found['held_out_regions']} held-out regions)"
+    return found["shape"]
 
 
 def dose_response_figure(figs, record: DownstreamRecord, machine_types: list[str]) -> None:
@@ -142,8 +155,9 @@ def dose_response_figure(figs, record: DownstreamRecord, machine_types: list[str
         "Dose-response per machine type: proxy AUC against the held-out mask score of each "
         "setting (circles joined by a line: the path from your setting to the fitted one, "
         f"parameters interpolated as the fit moves them; diamonds: the other presets), with "
-        f"{record.ci_level:.0%} intervals both ways. Title: the rank correlation of closeness "
-        "and AUC, its interval resampling test clips, training seeds and the held-out regions "
-        "the mask score is computed on, and the shape of the curve.",
+        f"{record.ci_level:.0%} intervals both ways (none along the mask score where it rests on "
+        "too few held-out regions). Title: the rank correlation of closeness and AUC, its "
+        "interval resampling test clips, training seeds and the held-out regions the mask "
+        "score is computed on, and the shape of the curve, or why none is stated.",
         "downstream",
     )
