@@ -254,7 +254,7 @@ def combined_verdict(
         return closeness, f"closeness alone: check not valid ({reason})"
     low, high = training.ci
     what = f"training, {training.compared}" if training.compared else "training"
-    words = f"{what}: AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+    words = f"{what}: proxy AUC {training.auc_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
     found = difference_verdict(low, high)
     if closeness == "switch":
         if found == "higher":

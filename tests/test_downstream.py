@@ -362,7 +362,7 @@ def test_page_one_line_from_the_verdict_record_and_downstream_json():
     )
     line = training_line(row, record)
     assert line["verdict"] == "closeness and training disagree" and line["changed"]
-    assert "AUC -0.200 [-0.300, -0.100]" in line["words"]
+    assert "proxy AUC -0.200 [-0.300, -0.100]" in line["words"]
     other = training_line({**row, "machine_type": "pump"}, record)
     assert other["verdict"] == "switch" and "no result for this type" in other["words"]
     off = training_line(row, DownstreamRecord(False, "cmd"))

@@ -142,3 +142,20 @@ def test_dose_response_figure_draws_a_panel_per_type_with_its_shape(tmp_path):
     assert _panel_answer({**summary, "valid": False}).startswith("check not valid")
     few = {**summary["rank_correlation"], "ranked": False, "held_out_regions": 1}
     assert "not ranked" in _panel_answer({**summary, "rank_correlation": few})
+
+
+def test_point_labels_are_stacked_apart_in_their_own_order_and_inside_the_axes():
+    """Three labels at one height come out a gap apart, centred where they were; labels
+    already apart stay put; labels at the axes' foot are lifted inside it; each label keeps
+    its own point's slot in the list. (Broke: the shift not undone -> the centred case is
+    0.1 too high and fails.)"""
+    from pytest import approx
+
+    from analysis.figures.downstream import spread_labels
+
+    assert spread_labels([0.5, 0.5, 0.5], 0.1) == approx([0.4, 0.5, 0.6])
+    assert spread_labels([0.9, 0.1], 0.1) == approx([0.9, 0.1])
+    assert spread_labels([0.0, 0.0], 0.1) == approx([0.02, 0.12])
+    assert spread_labels([0.55, 0.5], 0.1) == approx([0.575, 0.475])  # order kept
+    top = spread_labels([1.0, 1.0], 0.1)
+    assert max(top) <= 0.98 + 1e-12 and abs(top[0] - top[1]) >= 0.1 - 1e-12

@@ -4,6 +4,8 @@ Figures of the downstream check go here."""
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
@@ -91,14 +93,6 @@ def _dose_response_panel(ax, machine_type: str, summary: dict) -> None:
         ax.plot(ci, [v["auc"]] * 2, color=colour, lw=0.8, alpha=0.7)
         ax.plot([v["mask_score"]] * 2, v["auc_ci"], color=colour, lw=0.8, alpha=0.7)
         ax.plot(v["mask_score"], v["auc"], "o" if on_path else "D", color=colour, ms=3.5)
-        if not on_path or name in (path[0], path[-1]):
-            ax.annotate(
-                name.replace("_", " "),
-                (v["mask_score"], v["auc"]),
-                fontsize=7,
-                xytext=(3, 2),
-                textcoords="offset points",
-            )
     ax.plot(
         [points[n]["mask_score"] for n in path],
         [points[n]["auc"] for n in path],
@@ -106,13 +100,57 @@ def _dose_response_panel(ax, machine_type: str, summary: dict) -> None:
         lw=1.0,
     )
     ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
+    _label_points(ax, {n: points[n] for n in points if n not in path[1:-1]})
     low, high = found["ci"]
     rho = "–" if found["rho"] is None else f"{found['rho']:+.2f}"
     ci = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
-    ax.set_title(f"{machine_type}: ρ {rho}{ci}\n{_panel_answer(summary)}", fontsize=7)
+    answer = textwrap.fill(_panel_answer(summary), 34)  # three panels share the print width
+    ax.set_title(f"{machine_type}: ρ {rho}{ci}\n{answer}", fontsize=7)
     ax.set_xlabel("mask score (lower: closer)")
-    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_locator(MaxNLocator(3))
     ax.set_ylabel("proxy AUC")
+
+
+def spread_labels(heights: list[float], min_gap: float) -> list[float]:
+    """Label heights (axes fraction) moved apart to at least ``min_gap`` each, in their own
+    order, as little as possible: sorted, pushed up where too close, then the stack shifted
+    back down by its mean displacement and kept inside 0.02-0.98."""
+    order = sorted(range(len(heights)), key=lambda i: heights[i])
+    placed = [heights[i] for i in order]
+    for k in range(1, len(placed)):
+        placed[k] = max(placed[k], placed[k - 1] + min_gap)
+    shift = float(np.mean([p - heights[i] for p, i in zip(placed, order, strict=True)]))
+    shift = min(shift, placed[0] - 0.02)  # never below the axes' foot
+    placed = [p - shift for p in placed]
+    overflow = max(0.0, placed[-1] - 0.98)
+    placed = [p - overflow for p in placed]
+    out = [0.0] * len(heights)
+    for p, i in zip(placed, order, strict=True):
+        out[i] = p
+    return out
+
+
+def _label_points(ax, points: dict[str, dict]) -> None:
+    """Each setting's name beside its point, stacked so no two overlap (a thin line leads to
+    a point whose label had to move)."""
+    if not points:
+        return
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    names = list(points)
+    xs = [(points[n]["mask_score"] - x0) / (x1 - x0) for n in names]
+    ys = [(points[n]["auc"] - y0) / (y1 - y0) for n in names]
+    for name, x, y, label_y in zip(names, xs, ys, spread_labels(ys, 0.075), strict=True):
+        moved = abs(label_y - y) > 0.01
+        ax.annotate(
+            name.replace("_", " "),
+            (x, y),
+            xycoords="axes fraction",
+            xytext=(x + 0.04, label_y),
+            textcoords="axes fraction",
+            fontsize=6,
+            va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if moved else None,
+        )
 
 
 def _panel_answer(summary: dict) -> str:
@@ -122,7 +160,8 @@ def _panel_answer(summary: dict) -> str:
     if not summary["valid"]:
         return "check not valid here: no evidence"
     if not found.get("ranked", True):
-        return f"closeness not ranked ({found['held_out_regions']} held-out regions)"
+        n = found["held_out_regions"]
+        return f"closeness not ranked: {n} held-out region{'' if n == 1 else 's'}"
     return found["shape"]
 
 
