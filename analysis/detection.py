@@ -152,6 +152,20 @@ def closeness_sentence(low: float, high: float, n_settings: int, n_clips: int) -
     return f"not distinguishable with {n_clips} test clips"
 
 
+def curve_answer(type_record: dict | None) -> str | None:
+    """What the report may say of a type's dose-response curve (page 1 and the figure):
+    None where the check is not valid for the type or named no shape; "closeness not
+    ranked: N held-out region(s)" where the settings' mask scores rest on too few held-out
+    regions (``ranked`` false); else the named shape."""
+    found = (type_record or {}).get("rank_correlation", {})
+    if not type_record or not type_record.get("valid") or "shape" not in found:
+        return None
+    if not found.get("ranked", True):
+        n = found["held_out_regions"]
+        return f"closeness not ranked: {n} held-out region{'' if n == 1 else 's'}"
+    return found["shape"]
+
+
 def per_id_standardize(
     train: np.ndarray, train_ids: np.ndarray, test: np.ndarray, test_ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ from analysis.detection import (
     FAR_AUC_MARGIN,
     REFERENCE_LABELS,
     combined_verdict,
+    curve_answer,
     training_result,
 )
 from analysis.evidence import AGREEMENT_BINS
@@ -232,9 +233,10 @@ def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, st
     candidate's AUC minus the user's setting's (:func:`analysis.detection.combined_verdict`)."""
     v = row_verdict(row)
     closeness = {Verdict.SWITCH: "switch", Verdict.KEEP: "keep"}.get(v.kind, "not enough evidence")
+    type_record = record.types.get(row["machine_type"]) if record.enabled else None
     found = None
     if record.enabled:
-        found = training_result(record.types.get(row["machine_type"]), v.candidate or "fitted")
+        found = training_result(type_record, v.candidate or "fitted")
     verdict, words = combined_verdict(closeness, found, record.how_to_run)
     if found is None and record.enabled:
         if row["machine_type"] not in record.types:
@@ -246,20 +248,21 @@ def training_line(row: dict[str, Any], record: DownstreamRecord) -> dict[str, st
                 f"closeness alone: {v.candidate or 'fitted'} was not trained "
                 "(add it to downstream.presets)"
             )
-    trend = trend_words(record.types.get(row["machine_type"]) if record.enabled else None)
+    trend = trend_words(type_record)
     return {"verdict": verdict, "words": words, "changed": verdict != closeness, "trend": trend}
 
 
 def trend_words(type_record: dict[str, Any] | None) -> str:
-    """Page 1's short form of the dose-response answer for one type: the named shape of AUC
-    against closeness, only where the check is valid and the shape was named (the full
-    sentence, with ρ and its interval, is in the downstream section)."""
-    found = (type_record or {}).get("rank_correlation", {})
-    if not type_record or not type_record.get("valid") or "shape" not in found:
+    """Page 1's short form of the dose-response answer for one type (:func:`curve_answer`):
+    empty where the check is not valid or named no shape (the full sentence, with ρ and its
+    interval, is in the downstream section)."""
+    answer = curve_answer(type_record)
+    if answer is None:
         return ""
+    found = type_record["rank_correlation"]
     if not found.get("ranked", True):
-        return "closeness not ranked (too few held-out regions)"
-    return f"AUC vs closeness, {len(found['settings'])} settings: {found['shape']}"
+        return answer
+    return f"AUC vs closeness, {len(found['settings'])} settings: {answer}"
 
 
 def power_context(power: dict[str, Any]) -> dict[str, Any]:

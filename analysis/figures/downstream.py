@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from analysis.artifacts import DownstreamRecord
-from analysis.detection import REFERENCE_LABELS
+from analysis.detection import REFERENCE_LABELS, curve_answer
 from analysis.plotting import PRINT_WIDTH_IN
 
 
@@ -154,15 +154,9 @@ def _label_points(ax, points: dict[str, dict]) -> None:
 
 
 def _panel_answer(summary: dict) -> str:
-    """The second title line: the curve's shape, or why none is stated (the check not valid
-    for the type, or the settings' closeness resting on too few held-out regions)."""
-    found = summary["rank_correlation"]
-    if not summary["valid"]:
-        return "check not valid here: no evidence"
-    if not found.get("ranked", True):
-        n = found["held_out_regions"]
-        return f"closeness not ranked: {n} held-out region{'' if n == 1 else 's'}"
-    return found["shape"]
+    """The second title line: what the report may say of the curve (:func:`curve_answer`);
+    a panel is drawn only for a type with a named shape, so None means not valid."""
+    return curve_answer(summary) or "check not valid here: no evidence"
 
 
 def dose_response_figure(figs, record: DownstreamRecord, machine_types: list[str]) -> None:
