@@ -103,29 +103,12 @@ def extract(
     skipped.sort()
     progress.close(f"{len(skipped)} skipped, {n_jobs} processes")
 
-    unusable = {f for f, _ in skipped}
-    train_ids = {c.machine_id for c in train if c.file not in unusable}
-    warnings = id_warnings(kept, skipped, train_ids)
-    for message in warnings:
-        log(f"warning: {machine_type}: {message}")
-    for file, reason in skipped:
-        log(f"skipped: {file}: {reason}")
-
+    warnings = logged_warnings(machine_type, train, kept, skipped)
     truth = root / machine_type / "ground_truth.csv"
     with atomic_dir(out_dir) as tmp:
         write_features(
             tmp,
-            TestFeatures(
-                logmel,
-                np.array([c.label for c in kept], dtype=np.int8),
-                np.array([c.machine_id for c in kept], dtype=str),
-                np.array([c.file for c in kept], dtype=str),
-                n_frames,
-                np.array([c.section for c in kept], dtype=str),
-                np.array([c.domain for c in kept], dtype=str),
-                np.array([c.attributes for c in kept], dtype=str),
-                layout,
-            ),
+            features_record(kept, logmel, n_frames, layout),
             TrainStats(
                 mean.astype(np.float32), std.astype(np.float32), count, n_train_used(clips, skipped)
             ),
@@ -136,6 +119,35 @@ def extract(
         )
     log(f"extract {machine_type}: {len(kept)} test clips -> {out_dir}")
     return out_dir
+
+
+def logged_warnings(machine_type: str, train, kept, skipped) -> list[str]:
+    """The type's ID warnings (an ID without usable train clips, …) and every skipped clip
+    with its reason, logged; returns the warnings for the source summary."""
+    unusable = {f for f, _ in skipped}
+    train_ids = {c.machine_id for c in train if c.file not in unusable}
+    warnings = id_warnings(kept, skipped, train_ids)
+    for message in warnings:
+        log(f"warning: {machine_type}: {message}")
+    for file, reason in skipped:
+        log(f"skipped: {file}: {reason}")
+    return warnings
+
+
+def features_record(kept, logmel, n_frames, layout: str) -> TestFeatures:
+    """The test clips' record: their normalized log-mels with each clip's label, ID, file,
+    real frame count, section, domain and attributes, in the order they were kept."""
+    return TestFeatures(
+        logmel,
+        np.array([c.label for c in kept], dtype=np.int8),
+        np.array([c.machine_id for c in kept], dtype=str),
+        np.array([c.file for c in kept], dtype=str),
+        n_frames,
+        np.array([c.section for c in kept], dtype=str),
+        np.array([c.domain for c in kept], dtype=str),
+        np.array([c.attributes for c in kept], dtype=str),
+        layout,
+    )
 
 
 def two_passes(root, machine_type, train, test, geometry, features, skipped, notes, progress):

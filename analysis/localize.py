@@ -487,20 +487,7 @@ def localize(
         mapper = parallel_map(stack, min(resolve_n_jobs(loc["n_jobs"]), len(by_id)))
         if by_id:  # pass 1: the clip-level calibration (same bytes on any number of cores)
             by_unit, record = calibrate(by_id, per_id, loc, mapper)
-        tasks = [
-            IdTask(
-                machine_type,
-                mid,
-                normal,
-                anomaly,
-                files,
-                *by_unit[mid],
-                loc,
-                geometry,
-                {f: truth_by_file[f] for f in files if f in truth_by_file},
-            )
-            for mid, (normal, anomaly, files) in by_id.items()
-        ]
+        tasks = id_tasks(machine_type, by_id, by_unit, loc, geometry, truth_by_file)
         for machine_id, result in zip(by_id, mapper(localize_id, tasks), strict=True):
             if "status" in result:  # pass 2, per ID; map() keeps their order
                 per_id[machine_id]["status"] = result["status"]
@@ -530,6 +517,25 @@ def localize(
     write_localization(Path(out_dir), machine_type, arrays, rows, summary)
     log_summary(machine_type, summary, rows, len(by_id))
     return Path(out_dir)
+
+
+def id_tasks(machine_type: str, by_id, by_unit, loc, geometry, truth_by_file) -> list[IdTask]:
+    """One task per machine ID for the pool: its normal and anomalous clips and files, the
+    calibrated thresholds of its unit, and the ground truth of its files (where known)."""
+    return [
+        IdTask(
+            machine_type,
+            mid,
+            normal,
+            anomaly,
+            files,
+            *by_unit[mid],
+            loc,
+            geometry,
+            {f: truth_by_file[f] for f in files if f in truth_by_file},
+        )
+        for mid, (normal, anomaly, files) in by_id.items()
+    ]
 
 
 def log_summary(

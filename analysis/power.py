@@ -313,6 +313,18 @@ def measure_types(
     return calibrations, summary
 
 
+def power_rows(summary, by_type, calibrations, deltas) -> list[dict[str, Any]]:
+    """The power table's rows, per machine type that was spiked, in the summary's order; each
+    such type's summary gains its detection limits."""
+    rows = []
+    for machine_type in summary:
+        if machine_type in by_type:
+            result = type_rows(by_type[machine_type], deltas, calibrations[machine_type][1])
+            rows += [{"machine_type": machine_type, **r} for r in result]
+            summary[machine_type]["detection_limits"] = detection_limits(result)
+    return rows
+
+
 def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path:
     """Measure detection power per machine type; write ``build/power.{csv,json}``.
 
@@ -352,12 +364,7 @@ def power_stage(params: dict[str, Any], build_dir: str | Path = "build") -> Path
             by_type.setdefault(task.machine_type, {})[task.machine_id] = result
             progress.advance()
     progress.close()
-    rows = []
-    for machine_type in summary:
-        if machine_type in by_type:
-            result = type_rows(by_type[machine_type], cfg["deltas"], calibrations[machine_type][1])
-            rows += [{"machine_type": machine_type, **r} for r in result]
-            summary[machine_type]["detection_limits"] = detection_limits(result)
+    rows = power_rows(summary, by_type, calibrations, cfg["deltas"])
     write_power(
         build_dir,
         rows,
