@@ -259,3 +259,22 @@ def test_the_downstream_check_on_for_a_type_without_a_fit_renders(tmp_path):
     )
     verdicts = check_renders(work)
     assert verdicts["pump"] == NO_FIT
+
+
+def test_the_downstream_check_on_with_no_fit_anywhere_renders_and_says_why(tmp_path):
+    """With the check on and no type fitted, nothing in the report may cite the held-out
+    scores table (not drawn), and page 1 says there was no fitted setting to train.
+    (Broke: the methods text cited @tbl-scores unguarded -> the report stage stopped.)"""
+    work = run_case(
+        tmp_path,
+        {"pump": OUTCOMES["pump"]},
+        **{
+            "downstream.enabled": True,
+            "downstream.seeds": 1,
+            "downstream.steps": 3,
+            "downstream.n_bootstrap": 20,
+        },
+    )
+    verdicts = check_renders(work)
+    assert verdicts == {"pump": NO_FIT}
+    assert squeeze("closeness alone: no fitted setting to train") in squeeze(page_one_text(work))
