@@ -333,6 +333,9 @@ def test_a_run_that_finds_nothing_renders_a_report_that_says_so(nothing_found):
     first_page = PdfReader(nothing_found / "report/_output/report.pdf").pages[0].extract_text()
     flat = re.sub(r"\s+", " ", first_page)
     assert "Nothing to recommend in this run" in flat, flat[:2000]
+    # 1000 times weaker than calibrated: the banner must not claim DCASE-like difficulty
+    assert "not at the calibrated strength: synthetic.strength is 0.001" in flat
+    assert "Its anomalies are as hard as the real ones" not in flat
     assert "not enough evidence" in flat
     html = (nothing_found / "report/_output/report.html").read_text()
     assert "Nothing to recommend in this run" in html

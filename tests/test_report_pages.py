@@ -127,6 +127,8 @@ def test_page_one_holds_the_verdict_table_and_the_forest_plot(default_run):
     # no downstream check in the default run: page 1 says the verdict rests on closeness alone
     assert "rest on closeness alone" in flat and "dvc exp run -S downstream.enabled=true" in flat
     assert "SYNTHETIC DATA" in flat
+    # at the default (calibrated) strength the banner may claim DCASE-like difficulty
+    assert "Its anomalies are as hard as the real ones by two published DCASE 2020" in flat
 
 
 def test_no_text_overlaps_and_every_page_header_marks_synthetic_data(default_run):
